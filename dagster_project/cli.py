@@ -1,0 +1,149 @@
+"""``sig2gps`` command line: register cities, materialise assets in-process, batch reconstruction.
+
+Runs are recorded in the repository's Dagster instance (``DAGSTER_HOME=.dagster_home``), so they
+appear in the Dagster UI (``make ui``) like runs launched from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _setup_env(root: Path) -> None:
+    os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster_home"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def cmd_city_add(args: argparse.Namespace, root: Path) -> int:
+    from ml.cities import CityConfig, RoadSource, write_city
+    from ml.cities.config import OSM_SUFFIXES
+
+    if args.osm:
+        osm = Path(args.osm)
+        if not osm.is_file():
+            print(f"error: --osm {osm}: file not found", file=sys.stderr)
+            return 2
+        if not str(osm).lower().endswith(OSM_SUFFIXES):
+            print(f"error: --osm {osm}: must end with one of {', '.join(OSM_SUFFIXES)}", file=sys.stderr)
+            return 2
+        # store paths relative to the repository root when possible, so the registry is portable
+        path = os.path.relpath(osm.resolve(), root)
+        roads = RoadSource(source="osm", path=path)
+    elif args.place:
+        roads = RoadSource(source="place", place=args.place)
+    elif args.bbox:
+        roads = RoadSource(source="bbox", bbox=tuple(args.bbox))
+    else:
+        roads = RoadSource(source="synthetic", kind=args.synthetic, size_km=args.size_km)
+    cfg = CityConfig(name=args.name, seed=args.seed, roads=roads, description=args.description or "")
+    p = write_city(cfg, root, overwrite=args.force)
+    from dagster_project.sensors import sync_city_partitions
+
+    add, _ = sync_city_partitions(_instance())
+    print(f"wrote {p.relative_to(root)}; Dagster partition {'added' if args.name in add else 'present'}: {args.name}")
+    print(f"next: sig2gps run {args.name} --select road_network")
+    return 0
+
+
+def cmd_city_list(args: argparse.Namespace, root: Path) -> int:
+    from ml.cities import list_cities, load_city
+
+    for name in list_cities(root):
+        c = load_city(name, root)
+        src = c.roads.path or c.roads.place or c.roads.kind or c.roads.bbox
+        print(f"{name:20s} {c.roads.source:10s} {src}  data={c.data_source}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, root: Path) -> int:
+    from dagster_project.runner import run_city
+
+    ok = run_city(args.city, selection=args.select, profile=args.profile, root=root)
+    return 0 if ok else 1
+
+
+def cmd_demo(args: argparse.Namespace, root: Path) -> int:
+    from dagster_project.runner import run_city, where_to_look
+
+    ok = run_city(args.city, selection="*", profile=args.profile, root=root)
+    print(where_to_look(args.city, root))
+    return 0 if ok else 1
+
+
+def cmd_reconstruct(args: argparse.Namespace, root: Path) -> int:
+    from ml.serving import reconstruct_file
+
+    out = reconstruct_file(args.model, args.city, Path(args.signaling), Path(args.out),
+                           tracking_uri=args.tracking_uri)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sig2gps", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    city = sub.add_parser("city", help="manage the city registry (cities/*.toml)")
+    csub = city.add_subparsers(dest="city_command", required=True)
+    add = csub.add_parser("add", help="register a city and its Dagster partition")
+    add.add_argument("name")
+    src = add.add_mutually_exclusive_group(required=True)
+    src.add_argument("--osm", help="local OSM extract (.osm, .osm.gz, .osm.bz2, .osm.pbf)")
+    src.add_argument("--place", help="place name for osmnx download (needs network)")
+    src.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="bounding box to download")
+    src.add_argument("--synthetic", choices=["grid", "radial", "organic"], help="generate a synthetic city")
+    add.add_argument("--seed", type=int, default=0)
+    add.add_argument("--size-km", type=float, default=4.0, help="synthetic city size")
+    add.add_argument("--description", default="")
+    add.add_argument("--force", action="store_true", help="overwrite an existing city file")
+    add.set_defaults(func=cmd_city_add)
+    ls = csub.add_parser("list", help="list registered cities")
+    ls.set_defaults(func=cmd_city_list)
+
+    run = sub.add_parser("run", help="materialise assets for a city in-process (recorded in the Dagster instance)")
+    run.add_argument("city")
+    run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'road_network' or 'road_network*' (default: all)")
+    run.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="materialise the whole pipeline for one city and print where to look")
+    demo.add_argument("--city", default="gridville")
+    demo.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
+    demo.set_defaults(func=cmd_demo)
+
+    rec = sub.add_parser("reconstruct", help="batch reconstruction with a registered model")
+    rec.add_argument("--model", required=True, help="MLflow model URI, e.g. models:/sig2gps-video-gridville@sft")
+    rec.add_argument("--city", required=True)
+    rec.add_argument("--signaling", required=True, help="CSV or Parquet with ts, cell_id (and optional device_id)")
+    rec.add_argument("--out", required=True, help="output CSV or Parquet of ts, lon, lat")
+    rec.add_argument("--tracking-uri", default=None)
+    rec.set_defaults(func=cmd_reconstruct)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml.cities.config import project_root, CityConfigError
+
+    args = build_parser().parse_args(argv)
+    root = project_root()
+    _setup_env(root)
+    try:
+        return int(args.func(args, root) or 0)
+    except CityConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Resources: file locations, MLflow tracking and compute settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from ml.cities.config import project_root
+from ml.paths import CityPaths
+
+
+class PathsResource(dg.ConfigurableResource):
+    """Where data (``data/``, DVC-versioned) and derived outputs (``outputs/``) live."""
+
+    root: str = ""
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).resolve() if self.root else project_root()
+
+    def city(self, city: str) -> CityPaths:
+        return CityPaths(self.root_path, city)
+
+
+class MLflowResource(dg.ConfigurableResource):
+    """MLflow tracking: an absolute ``sqlite:///`` URI under ``mlflow/`` unless a server URI is given."""
+
+    tracking_uri: str = ""
+
+    def uri(self, root: Path) -> str:
+        from ml.tracking import default_tracking_uri
+
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """Profile (sizes) and device settings for the heavy stages."""
+
+    profile: str = "demo"
+    accelerator: str = "auto"
+    devices: int = 1
+
+    def stage_config(self, stage: str, city=None, **overrides):
+        from ml.config import stage_config
+
+        return stage_config(stage, self.profile, city, **overrides)

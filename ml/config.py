@@ -1,0 +1,64 @@
+"""Typed pipeline configuration and the ``ci`` / ``demo`` / ``gpu`` profiles.
+
+Each stage owns a pydantic config whose defaults are the ``demo`` profile. A profile is a set of
+*size* overrides per stage (fleet size, resolution, steps, model width); it never switches code
+paths. A city file may override stage fields too (its ``[simulation]``, ``[pairing]`` and
+``[render]`` sections); the order is stage defaults < profile < city.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from ml.cities.config import CityConfig
+
+Profile = Literal["ci", "demo", "gpu"]
+PROFILES: tuple[str, ...] = ("ci", "demo", "gpu")
+
+# stage name -> "module:Class" of its config (imported lazily so stages stay independent)
+STAGE_CONFIGS: dict[str, str] = {
+    "simulation": "ml.simulate.config:SimulationConfig",
+    "pairing": "ml.pairing.config:PairingConfig",
+    "samples": "ml.pairing.config:SampleConfig",
+    "render": "ml.render.config:RenderConfig",
+    "model": "ml.models.config:ModelConfig",
+    "sft": "ml.models.config:SFTConfig",
+    "gdpo": "ml.models.gdpo:GDPOConfig",
+    "evaluation": "ml.evaluation:EvaluationConfig",
+}
+
+# Size overrides only. Keys must be fields of the stage's config.
+PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "ci": {},
+    "demo": {},
+    "gpu": {},
+}
+
+# Which city-file section overrides which stage.
+CITY_SECTIONS = {"simulation": "simulation", "pairing": "pairing", "render": "render"}
+
+
+def stage_config_class(stage: str) -> type[BaseModel]:
+    if stage not in STAGE_CONFIGS:
+        raise KeyError(f"unknown stage '{stage}' (known: {', '.join(STAGE_CONFIGS)})")
+    module, cls = STAGE_CONFIGS[stage].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def stage_config(stage: str, profile: str = "demo", city: CityConfig | None = None, **overrides: Any) -> BaseModel:
+    """The typed config of one stage for a profile and city: defaults < profile < city < explicit overrides."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile '{profile}' (choose one of {', '.join(PROFILES)})")
+    cls = stage_config_class(stage)
+    values: dict[str, Any] = dict(PROFILE_OVERRIDES[profile].get(stage, {}))
+    if city is not None and stage in CITY_SECTIONS:
+        values.update(getattr(city, CITY_SECTIONS[stage]) or {})
+    values.update(overrides)
+    unknown = set(values) - set(cls.model_fields)
+    if unknown:
+        where = f"cities/{city.name}.toml [{CITY_SECTIONS.get(stage, stage)}]" if city else f"profile '{profile}'"
+        raise ValueError(f"{where}: unknown {stage} field(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}")
+    return cls.model_validate(values)

@@ -1,0 +1,274 @@
+"""The image-to-video flow model: a diffusers ``WanTransformer3DModel`` with channel-concatenation conditioning.
+
+Forward contract (``VideoFlowModel.forward``)::
+
+    velocity = model(noisy (B, C, k, h, w), s (B,) in [0, 1], cond_image (B, 3, H, W) in [-1, 1],
+                     tokens=None | (B, R, 4), token_mask=None | (B, R) bool)
+
+``C, k, h, w`` is the model space: pixels (C=3, k=K, h=H, w=W) for the pixel presets, the VAE latent
+for the ``pretrained`` preset (``model.latent_shape()``). The transformer input is the channel
+concatenation ``[noisy (C), condition repeated over frames (C), frame mask (1)]`` (so 7 channels in
+pixel space), where the frame mask is 1 on the first frame (the one that starts at the time the
+condition image was drawn for) and 0 elsewhere. ``s`` is the flow time: s = 1 pure noise, s = 0 data;
+the transformer receives ``1000 s`` as its timestep (the Wan convention). The output is the velocity
+``dx/ds`` (target ``noise - x0``).
+
+Cross-attention: Wan always cross-attends to ``encoder_hidden_states``. With signaling tokens off
+(the paper's setting) the context is one learned null token; with them on it is the null token followed
+by one token per record (``ml.models.tokens``). Wan's attention has no key mask, so padded records are
+replaced by the null token.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ml.models.config import ModelConfig
+from ml.models.tokens import SignalingTokenEncoder
+
+log = logging.getLogger(__name__)
+
+TIMESTEP_SCALE = 1000.0
+
+
+class PretrainedNotFoundError(FileNotFoundError):
+    """The local diffusers folder of the ``pretrained`` preset is missing or incomplete."""
+
+
+def _wan_class():
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel
+
+
+def build_wan_transformer(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """A randomly initialised ``WanTransformer3DModel`` with the sizes of ``cfg``."""
+    return _wan_class()(
+        patch_size=tuple(cfg.patch_size),
+        num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        text_dim=cfg.text_dim,
+        freq_dim=cfg.freq_dim,
+        ffn_dim=int(round(cfg.ffn_mult * cfg.inner_dim)),
+        num_layers=cfg.num_layers,
+        cross_attn_norm=True,
+        qk_norm=cfg.qk_norm,
+        rope_max_seq_len=cfg.rope_max_seq_len,
+    )
+
+
+class VideoFlowModel(nn.Module):
+    """Velocity predictor for image-to-video flow matching (see the module docstring for the contract)."""
+
+    def __init__(self, cfg: ModelConfig, transformer: nn.Module | None = None, vae: nn.Module | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vae = vae
+        if vae is not None:
+            vae.requires_grad_(False)
+            vae.eval()
+            self.channels = int(vae.config.z_dim)
+            dim_mult = list(vae.config.dim_mult)
+            self.spatial_factor = 2 ** (len(dim_mult) - 1)
+            self.temporal_factor = 2 ** int(sum(bool(t) for t in vae.config.temperal_downsample))
+            z = self.channels
+            self.register_buffer("latents_mean", torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z, 1, 1, 1), persistent=False)
+            self.register_buffer("latents_std", torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z, 1, 1, 1), persistent=False)
+        else:
+            self.channels = 3
+            self.spatial_factor = 1
+            self.temporal_factor = 1
+        if transformer is None:
+            transformer = build_wan_transformer(cfg, 2 * self.channels + 1, self.channels)
+        self.transformer = transformer
+        text_dim = int(transformer.config.text_dim)
+        self.null_token = nn.Parameter(torch.randn(1, 1, text_dim) * 0.02)
+        self.token_encoder = (
+            SignalingTokenEncoder(text_dim, cfg.n_event_types, cfg.token_fourier_freqs) if cfg.signaling_tokens else None
+        )
+        if cfg.gradient_checkpointing and hasattr(transformer, "enable_gradient_checkpointing"):
+            transformer.enable_gradient_checkpointing()
+
+    # ------------------------------------------------------------------ model space
+    @property
+    def latent(self) -> bool:
+        return self.vae is not None
+
+    def latent_shape(self, frames: int | None = None, resolution: int | None = None) -> tuple[int, int, int, int]:
+        """(C, k, h, w) of the model space for K frames at a pixel resolution (defaults from the config)."""
+        K = frames or self.cfg.frames
+        R = resolution or self.cfg.resolution
+        if not self.latent:
+            return (3, K, R, R)
+        return (self.channels, 1 + (K - 1) // self.temporal_factor, R // self.spatial_factor, R // self.spatial_factor)
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, K, H, W) in [-1, 1] -> model space (identity for the pixel presets)."""
+        if not self.latent:
+            return video
+        dist = self.vae.encode(video.to(self.vae.dtype)).latent_dist
+        z = dist.mode().float()
+        return (z - self.latents_mean) / self.latents_std
+
+    @torch.no_grad()
+    def decode_video(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> pixels (B, 3, K, H, W) clamped to [-1, 1]."""
+        if not self.latent:
+            return x.clamp(-1.0, 1.0)
+        z = x.float() * self.latents_std + self.latents_mean
+        return self.vae.decode(z.to(self.vae.dtype)).sample.float().clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def encode_condition(self, cond_image: torch.Tensor) -> torch.Tensor:
+        """Condition image (B, 3, H, W) -> (B, C, 1, h, w) in model space (computed once per sampling run)."""
+        return self.encode_video(cond_image.unsqueeze(2))
+
+    # ------------------------------------------------------------------ forward
+    def context(self, batch: int, tokens: torch.Tensor | None, token_mask: torch.Tensor | None,
+                dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Cross-attention context (B, 1 + R, text_dim): the null token, then record tokens if enabled."""
+        null = self.null_token.to(device=device, dtype=dtype).expand(batch, -1, -1)
+        if self.token_encoder is None or tokens is None:
+            return null
+        tok = self.token_encoder(tokens.to(device)).to(dtype)
+        if token_mask is not None:
+            tok = torch.where(token_mask.to(device).bool().unsqueeze(-1), tok, null)
+        return torch.cat([null, tok], dim=1)
+
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        s: torch.Tensor,
+        cond_image: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+        *,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the velocity at flow time ``s``; pass ``cond`` (from ``encode_condition``) to skip re-encoding."""
+        B, C, k, h, w = noisy.shape
+        if cond is None:
+            if cond_image is None:
+                raise ValueError("VideoFlowModel.forward needs cond_image or cond")
+            cond = self.encode_condition(cond_image)
+        cond = cond.to(dtype=noisy.dtype, device=noisy.device).expand(B, C, k, h, w)
+        mask = torch.zeros(B, 1, k, h, w, dtype=noisy.dtype, device=noisy.device)
+        mask[:, :, 0] = 1.0
+        x = torch.cat([noisy, cond, mask], dim=1)
+        s = torch.as_tensor(s, device=noisy.device, dtype=torch.float32).reshape(-1).expand(B)
+        ctx = self.context(B, tokens, token_mask, noisy.dtype, noisy.device)
+        out = self.transformer(hidden_states=x, timestep=s * TIMESTEP_SCALE, encoder_hidden_states=ctx, return_dict=False)[0]
+        return out
+
+    # ------------------------------------------------------------------ parameters
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """State of the parameters that training changes (all of them for pixel presets; LoRA etc. otherwise)."""
+        sd = self.state_dict()
+        if not self.latent:
+            return {k: v for k, v in sd.items() if not k.startswith("vae.")}
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in sd.items() if k in names}
+
+    def n_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+# ---------------------------------------------------------------------- pretrained (latent, LoRA)
+def _check_pretrained_folder(path: Path) -> None:
+    missing = [sub for sub in ("transformer", "vae") if not (path / sub / "config.json").is_file()]
+    if missing:
+        raise PretrainedNotFoundError(
+            f"pretrained Wan checkpoint folder '{path}' is missing "
+            + ", ".join(f"{m}/config.json" for m in missing)
+            + ". The 'pretrained' preset loads a LOCAL diffusers folder (e.g. a Wan2.1-T2V-1.3B-Diffusers "
+            "snapshot with transformer/ and vae/ subfolders) and never downloads; set model.pretrained_path."
+        )
+
+
+def _adapt_patch_embedding(transformer: nn.Module, z: int) -> bool:
+    """Make the patch embedding accept [noisy z, cond z, mask 1]; return True when it had to change.
+
+    A T2V checkpoint (in = z) keeps its weights for the noisy latent and gets zero weights for the
+    rest, so it starts as the pretrained model. A Wan I2V checkpoint (in = 2 z + 4: noisy, 4 mask
+    channels, condition) has its condition weights moved and its mask weights summed into ours.
+    """
+    need = 2 * z + 1
+    old: nn.Conv3d = transformer.patch_embedding
+    if old.in_channels == need:
+        return False
+    new = nn.Conv3d(need, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
+                    dtype=old.weight.dtype, device=old.weight.device)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.bias.copy_(old.bias)
+        w = old.weight
+        if old.in_channels == 2 * z + 4:
+            new.weight[:, :z] = w[:, :z]
+            new.weight[:, z:2 * z] = w[:, z + 4:]
+            new.weight[:, 2 * z] = w[:, z:z + 4].sum(1)
+        elif old.in_channels >= z:
+            new.weight[:, :z] = w[:, :z]
+        else:
+            raise ValueError(f"pretrained transformer has in_channels={old.in_channels} < VAE z_dim={z}")
+    transformer.patch_embedding = new
+    transformer.register_to_config(in_channels=need)
+    return True
+
+
+def load_pretrained_video_model(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> VideoFlowModel:
+    """Load the Wan transformer and its VAE from ``cfg.pretrained_path`` (local only) and add LoRA adapters.
+
+    Trainable afterwards: the LoRA weights on ``cfg.lora_targets`` of every attention, the patch
+    embedding when it was widened for the condition channels, the null token and the token encoder.
+    """
+    from diffusers import AutoencoderKLWan
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if cfg.pretrained_path is None:
+        raise ValueError("load_pretrained_video_model needs model.pretrained_path")
+    path = Path(cfg.pretrained_path).expanduser().resolve()
+    _check_pretrained_folder(path)
+    transformer = _wan_class().from_pretrained(path, subfolder="transformer", local_files_only=True, torch_dtype=dtype)
+    vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", local_files_only=True, torch_dtype=torch.float32)
+    z = int(vae.config.z_dim)
+    if int(transformer.config.out_channels) != z:
+        raise ValueError(f"{path}: transformer out_channels={transformer.config.out_channels} != VAE z_dim={z}")
+    widened = _adapt_patch_embedding(transformer, z)
+    transformer.requires_grad_(False)
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets),
+                      init_lora_weights=True)
+    transformer = inject_adapter_in_model(lora, transformer)
+    for n, p in transformer.named_parameters():
+        p.requires_grad_("lora_" in n or (widened and n.startswith("patch_embedding.")))
+    model = VideoFlowModel(cfg, transformer=transformer, vae=vae)
+    log.info("loaded pretrained Wan from %s: %d parameters, %d trainable", path, model.n_parameters(),
+             model.n_parameters(trainable_only=True))
+    return model
+
+
+def build_video_model(cfg: ModelConfig) -> VideoFlowModel:
+    """A fresh model for a config: random pixel-space Wan, or the pretrained Wan + VAE + LoRA."""
+    if cfg.latent:
+        return load_pretrained_video_model(cfg)
+    return VideoFlowModel(cfg)
+
+
+def describe(model: VideoFlowModel) -> dict[str, Any]:
+    """Small JSON-able summary (parameters, model space) for logs and model cards."""
+    return {
+        "preset": model.cfg.preset,
+        "latent": model.latent,
+        "n_parameters": model.n_parameters(),
+        "n_trainable": model.n_parameters(trainable_only=True),
+        "model_space": list(model.latent_shape()),
+        "transformer": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.transformer.config).items()
+                        if not k.startswith("_")},
+    }

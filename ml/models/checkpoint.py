@@ -1,0 +1,81 @@
+"""A small, self-describing file for a trained video model (used by GDPO, evaluation and serving).
+
+Format (one ``torch.save`` file, loadable with ``weights_only=True``)::
+
+    {"format": "sig2gps-video-model", "version": 1,
+     "config": ModelConfig.model_dump(),      # everything needed to rebuild the architecture
+     "partial": bool,                         # True: only trainable weights (LoRA of a pretrained Wan);
+                                              #   the base weights come from config["pretrained_path"]
+     "state_dict": {name: tensor},            # VideoFlowModel state (float32 or bf16 on request)
+     "meta": {...}}                           # free JSON-able info: steps, metrics, data, git commit
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml.models.backbone import VideoFlowModel, build_video_model
+from ml.models.config import ModelConfig
+
+FORMAT = "sig2gps-video-model"
+VERSION = 1
+
+
+def save_video_model(path: str | Path, model: VideoFlowModel, cfg: ModelConfig | None = None,
+                     meta: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` (and its config) to ``path`` atomically; returns the path."""
+    cfg = cfg or model.cfg
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = model.trainable_state_dict()
+    sd = {k: (v.detach().to("cpu", dtype=dtype) if (dtype is not None and v.is_floating_point()) else v.detach().cpu())
+          for k, v in sd.items()}
+    obj = {"format": FORMAT, "version": VERSION, "config": cfg.model_dump(mode="json"), "partial": model.latent,
+           "state_dict": sd, "meta": dict(meta or {})}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, checked for the format marker (clear error otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video model checkpoint '{path}' does not exist")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ValueError(f"'{path}' is not a {FORMAT} file (a Lightning .ckpt? use ml.models.lightning_sft.export_from_lightning)")
+    if int(obj.get("version", 0)) > VERSION:
+        raise ValueError(f"'{path}' has format version {obj['version']}, this code reads <= {VERSION}")
+    return obj
+
+
+def load_video_model(path: str | Path, device: str | torch.device = "cpu",
+                     **config_overrides: Any) -> tuple[VideoFlowModel, ModelConfig]:
+    """Rebuild the model from a checkpoint written by ``save_video_model``; returns (model in eval mode, config)."""
+    obj = read_checkpoint(path)
+    values = dict(obj["config"])
+    values.update(config_overrides)
+    cfg = ModelConfig.model_validate(values)
+    model = build_video_model(cfg)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if unexpected:
+        raise ValueError(f"{path}: unexpected weights {unexpected[:5]} (architecture mismatch)")
+    expected = set(model.trainable_state_dict())
+    really_missing = [k for k in missing if k in expected]
+    if really_missing:
+        raise ValueError(f"{path}: missing weights {really_missing[:5]} (architecture mismatch)")
+    model.to(device).eval()
+    return model, cfg
+
+
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta`` dict and config of a checkpoint without building the model."""
+    obj = read_checkpoint(path)
+    return {"config": obj["config"], "partial": obj["partial"], **obj.get("meta", {})}

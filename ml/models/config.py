@@ -1,0 +1,152 @@
+"""Typed configs of the video model and its supervised fine-tuning, with size presets.
+
+Defaults are the ``demo`` profile (64 px, CPU). Presets change sizes only, never code paths:
+
+* ``ci``: 32 px, 2 layers, 2 heads of 16 (about 40 k parameters), a training step in well under a second;
+* ``demo``: 64 px CPU, 4 layers, 4 heads of 32 (about 1.2 M parameters);
+* ``gpu``: 128 px, 12 layers, 8 heads of 64 (about 40 M parameters), bf16-mixed;
+* ``pretrained``: a Wan checkpoint (transformer + ``AutoencoderKLWan``) from a LOCAL diffusers folder,
+  fine-tuned with LoRA in the VAE's latent space. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Preset = Literal["ci", "demo", "gpu", "pretrained"]
+PRESETS: tuple[str, ...] = ("ci", "demo", "gpu", "pretrained")
+
+
+class ModelConfig(BaseModel):
+    """The image-to-video flow model (a diffusers ``WanTransformer3DModel``) and its conditioning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field("demo", description="name of the preset these sizes came from (informational)")
+    resolution: int = Field(64, ge=8, description="pixel side of the square tile (video and condition image)")
+    frames: int = Field(9, ge=1, description="K video frames (4k+1 for latent presets)")
+    patch_size: tuple[int, int, int] = Field((1, 4, 4), description="(t, h, w) patch of the transformer")
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    head_dim: int = Field(32, ge=4, description="channels per attention head (even, for RoPE)")
+    ffn_mult: float = Field(4.0, gt=0, description="feed-forward width as a multiple of the model width")
+    freq_dim: int = Field(64, ge=8, description="sinusoidal timestep embedding size")
+    text_dim: int = Field(64, ge=4, description="width of the cross-attention context tokens")
+    qk_norm: str | None = "rms_norm_across_heads"
+    rope_max_seq_len: int = 1024
+    # signaling tokens (ablation; off reproduces the paper's image-only conditioning)
+    signaling_tokens: bool = Field(False, description="cross-attend to signaling-record tokens")
+    max_records: int = Field(64, ge=1, description="records per sample kept as tokens (longer traces are subsampled)")
+    n_event_types: int = Field(8, ge=1)
+    token_fourier_freqs: int = Field(8, ge=1, description="Fourier frequencies for (x, y, t) of a record")
+    # pretrained (latent space, LoRA)
+    pretrained_path: str | None = Field(None, description="local diffusers folder with transformer/ and vae/ subfolders")
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    gradient_checkpointing: bool = False
+
+    @property
+    def latent(self) -> bool:
+        """True when the model works in a VAE latent space (the ``pretrained`` preset)."""
+        return self.pretrained_path is not None
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.head_dim % 2:
+            raise ValueError(f"model.head_dim must be even (rotary embeddings), got {self.head_dim}")
+        if not self.latent:
+            _, ph, pw = self.patch_size
+            if self.resolution % ph or self.resolution % pw:
+                raise ValueError(f"model.resolution {self.resolution} must be divisible by the patch {self.patch_size}")
+            if self.frames % self.patch_size[0]:
+                raise ValueError(f"model.frames {self.frames} must be divisible by the temporal patch {self.patch_size[0]}")
+        return self
+
+
+def model_preset(name: str, **overrides) -> ModelConfig:
+    """A ModelConfig for a preset name (``ci``, ``demo``, ``gpu``, ``pretrained``) plus field overrides."""
+    table: dict[str, dict] = {
+        "ci": dict(resolution=32, frames=9, patch_size=(1, 4, 4), num_layers=2, num_heads=2, head_dim=16,
+                   freq_dim=32, text_dim=32, ffn_mult=2.0),
+        "demo": dict(resolution=64, frames=9, patch_size=(1, 4, 4), num_layers=4, num_heads=4, head_dim=32,
+                     freq_dim=64, text_dim=64, ffn_mult=4.0),
+        "gpu": dict(resolution=128, frames=9, patch_size=(1, 4, 4), num_layers=12, num_heads=8, head_dim=64,
+                    freq_dim=256, text_dim=256, ffn_mult=4.0),
+        # Sizes of the transformer come from the checkpoint; these only describe the data.
+        "pretrained": dict(resolution=128, frames=9, patch_size=(1, 2, 2), pretrained_path="models/wan2.1-t2v-1.3b",
+                           lora_rank=16, lora_alpha=16, gradient_checkpointing=True),
+    }
+    if name not in table:
+        raise ValueError(f"unknown model preset '{name}' (choose one of {', '.join(PRESETS)})")
+    values = dict(table[name], preset=name)
+    values.update(overrides)
+    return ModelConfig.model_validate(values)
+
+
+class SFTConfig(BaseModel):
+    """Supervised fine-tuning with the conditional flow-matching loss (defaults: ``demo`` profile)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = Field(default_factory=lambda: model_preset("demo"))
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = Field(50, ge=0)
+    max_steps: int = Field(600, ge=1)
+    grad_clip: float | None = 1.0
+    accumulate_grad_batches: int = Field(1, ge=1)
+    # flow matching: s ~ logit-normal(mean, std), then shifted (s' = shift s / (1 + (shift - 1) s))
+    timestep_mean: float = 0.0
+    timestep_std: float = Field(1.0, gt=0)
+    timestep_shift: float = Field(1.0, gt=0)
+    ema_decay: float | None = Field(None, description="EMA of the trainable weights (None: off)")
+    # validation
+    val_every_n_steps: int = Field(200, ge=1)
+    limit_val_batches: int = Field(4, ge=1)
+    n_val_samples: int = Field(4, ge=0, description="videos sampled and decoded at each validation")
+    val_sample_steps: int = Field(20, ge=1, description="Euler steps of the validation sampler")
+    sample_shift: float = Field(1.0, gt=0, description="time shift of the sampler grid")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="train share held out when the index has no 'val' split")
+    # infrastructure
+    num_workers: int = Field(0, ge=0)
+    seed: int = 0
+    precision: str | None = Field(None, description="Lightning precision; None: bf16-mixed on GPU, 32-true on CPU")
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    strategy: str = "auto"
+    ckpt_every_n_steps: int = Field(100, ge=1)
+    log_every_n_steps: int = Field(10, ge=1)
+    experiment_name: str = "sig2gps-sft"
+    run_name: str | None = None
+    progress_bar: bool = True
+
+
+def sft_profile(name: str, **overrides) -> SFTConfig:
+    """The SFTConfig of a profile (``ci``, ``demo``, ``gpu``, ``pretrained``); overrides are SFTConfig fields."""
+    table: dict[str, dict] = {
+        "ci": dict(model=model_preset("ci"), batch_size=4, lr=1e-3, warmup_steps=0, max_steps=20,
+                   val_every_n_steps=10, limit_val_batches=1, n_val_samples=2, val_sample_steps=4,
+                   ckpt_every_n_steps=5, log_every_n_steps=1),
+        "demo": dict(model=model_preset("demo"), batch_size=8, lr=3e-4, warmup_steps=50, max_steps=600,
+                     val_every_n_steps=200, n_val_samples=4, val_sample_steps=20),
+        "gpu": dict(model=model_preset("gpu"), batch_size=32, lr=2e-4, warmup_steps=500, max_steps=20000,
+                    val_every_n_steps=1000, n_val_samples=8, val_sample_steps=30, ema_decay=0.999,
+                    num_workers=4, ckpt_every_n_steps=500, log_every_n_steps=25),
+        "pretrained": dict(model=model_preset("pretrained"), batch_size=4, lr=1e-4, warmup_steps=100,
+                           max_steps=5000, val_every_n_steps=500, n_val_samples=4, val_sample_steps=30,
+                           num_workers=4, ckpt_every_n_steps=250),
+    }
+    if name not in table:
+        raise ValueError(f"unknown SFT profile '{name}' (choose one of {', '.join(table)})")
+    values = dict(table[name])
+    values.update(overrides)
+    return SFTConfig.model_validate(values)

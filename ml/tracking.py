@@ -1,0 +1,89 @@
+"""MLflow and lineage helpers: tracking URI, data version (DVC), git commit, run tags.
+
+mlflow is imported lazily so the training path still runs where only torch is installed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from ml.cities.config import project_root
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """Absolute ``sqlite:///`` URI of the local store under ``mlflow/`` (created on demand)."""
+    d = (root or project_root()) / "mlflow"
+    d.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{d.resolve() / 'mlflow.db'}"
+
+
+def default_artifact_location(root: Path | None = None) -> str:
+    d = (root or project_root()) / "mlflow" / "artifacts"
+    d.mkdir(parents=True, exist_ok=True)
+    return d.resolve().as_uri()
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The checked-out commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    root = root or project_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def data_version(root: Path | None = None) -> str:
+    """The DVC hash of ``data/`` as recorded in ``data.dvc`` (``unversioned`` before the first ``dvc add``)."""
+    p = (root or project_root()) / "data.dvc"
+    if not p.is_file():
+        return "unversioned"
+    try:
+        outs = (yaml.safe_load(p.read_text()) or {}).get("outs") or []
+    except yaml.YAMLError:
+        return "unversioned"
+    return str(outs[0].get("md5", "unversioned")) if outs else "unversioned"
+
+
+def run_tags(city: str, stage: str, root: Path | None = None, **extra: Any) -> dict[str, str]:
+    """Tags put on every MLflow run: city, stage, data version, git commit, plus extras (e.g. dagster_run_id)."""
+    tags = {"city": city, "stage": stage, "data_version": data_version(root), "git_commit": git_commit(root)}
+    tags.update({k: str(v) for k, v in extra.items() if v is not None})
+    return tags
+
+
+def ensure_experiment(name: str, tracking_uri: str, root: Path | None = None) -> str:
+    """Create the experiment (artifacts under ``mlflow/artifacts``) if needed; return its id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    loc = default_artifact_location(root) if tracking_uri.startswith("sqlite") else None
+    return mlflow.create_experiment(name, artifact_location=loc)
+
+
+@contextmanager
+def mlflow_run(
+    stage: str,
+    city: str,
+    tracking_uri: str,
+    run_name: str | None = None,
+    root: Path | None = None,
+    **tags: Any,
+) -> Iterator[Any]:
+    """Start an MLflow run in experiment ``sig2gps-<stage>``, tagged for lineage."""
+    import mlflow
+
+    exp_id = ensure_experiment(f"sig2gps-{stage}", tracking_uri, root)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name or f"{city}-{stage}",
+                          tags=run_tags(city, stage, root, **tags)) as run:
+        yield run
