@@ -12,14 +12,16 @@ export HF_HUB_OFFLINE := 1
 
 venv: $(VENV)/.installed
 
-# torch is pinned first so no dependency can pull a multi-GB CUDA build. dvc's hydra-core pins the
-# antlr4 runtime to 4.9, which breaks Dagster's asset-selection parser; DVC only needs hydra for
-# `dvc exp`, which sig2gps does not use, so the 4.13 runtime is installed over it.
+# torch is pinned first so no dependency can pull a multi-GB CUDA build. dvc's hydra-core/omegaconf
+# pin the antlr4 runtime to 4.9, which breaks Dagster's asset-selection parser (it needs 4.13).
+# DVC only uses hydra for `dvc exp`, which sig2gps does not use, so hydra-core and omegaconf are
+# removed and the 4.13 runtime installed (checked by tests/test_environment.py).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip uninstall -q -y hydra-core omegaconf
 	$(PY) -m pip install -q --no-deps "antlr4-python3-runtime==4.13.2"
 	touch $@
 

@@ -26,6 +26,8 @@ def _instance():
 
 
 def cmd_city_add(args: argparse.Namespace, root: Path) -> int:
+    from pydantic import ValidationError
+
     from ml.cities import CityConfig, RoadSource, write_city
     from ml.cities.config import OSM_SUFFIXES
 
@@ -46,7 +48,12 @@ def cmd_city_add(args: argparse.Namespace, root: Path) -> int:
         roads = RoadSource(source="bbox", bbox=tuple(args.bbox))
     else:
         roads = RoadSource(source="synthetic", kind=args.synthetic, size_km=args.size_km)
-    cfg = CityConfig(name=args.name, seed=args.seed, roads=roads, description=args.description or "")
+    try:
+        cfg = CityConfig(name=args.name, seed=args.seed, roads=roads, description=args.description or "")
+    except ValidationError as exc:
+        for e in exc.errors():
+            print(f"error: city '{args.name}': field '{'.'.join(map(str, e['loc'])) or 'name'}': {e['msg']}", file=sys.stderr)
+        return 2
     p = write_city(cfg, root, overwrite=args.force)
     from dagster_project.sensors import sync_city_partitions
 

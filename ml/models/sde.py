@@ -131,9 +131,8 @@ def sde_kl(mean: Tensor, mean_ref: Tensor, std: Tensor) -> Tensor:
 
 
 def sde_timesteps(n_steps: int, shift: float = 1.0, device: torch.device | str | None = None) -> Tensor:
-    """Noise-level grid ``1 = s_0 > s_1 > ... > s_N = 0`` (uniform, then time-shifted as the sampler:
-    ``s' = shift s / (1 + (shift - 1) s)``), float32 (N + 1,)."""
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    s = torch.linspace(1.0, 0.0, n_steps + 1, device=device)
-    return shift * s / (1.0 + (shift - 1.0) * s)
+    """Noise-level grid ``1 = s_0 > s_1 > ... > s_N = 0``: the Euler sampler's grid
+    (:func:`ml.models.flow_matching.timestep_grid`: uniform, then ``s' = shift s / (1 + (shift - 1) s)``)."""
+    from ml.models.flow_matching import timestep_grid
+
+    return timestep_grid(n_steps, shift, device=device)

@@ -89,11 +89,17 @@ def line_pixels(a: np.ndarray, b: np.ndarray, width: float, shape: tuple[int, in
     return np.unique(pix)
 
 
-def clip_segments_to_box(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the segments whose bounding box meets the box ``[lo, hi]`` and clip them to it (Liang-Barsky)."""
+def clip_segments_to_box(
+    a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip segments ``a -> b`` to the box ``[lo, hi]`` (Liang-Barsky).
+
+    Returns ``(a', b', kept)``: the clipped ends of the segments that meet the box and their
+    indices in the input.
+    """
     a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    keep = (np.maximum(a, b) >= lo).all(axis=1) & (np.minimum(a, b) <= hi).all(axis=1)
+    keep = np.nonzero((np.maximum(a, b) >= lo).all(axis=1) & (np.minimum(a, b) <= hi).all(axis=1))[0]
     a, b = a[keep], b[keep]
     d = b - a
     t0 = np.zeros(len(a))
@@ -109,4 +115,4 @@ def clip_segments_to_box(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.nd
     ok = t0 <= t1
     a2 = a[ok] + t0[ok, None] * d[ok]
     b2 = a[ok] + t1[ok, None] * d[ok]
-    return a2, b2
+    return a2, b2, keep[ok]

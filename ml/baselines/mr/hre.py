@@ -1,0 +1,374 @@
+"""HRE and HREA: HMM-based RSS embedding on the road graph (Xing & Zhao, "Trajectory Map-Matching
+in Urban Road Networks Based on RSS Measurements").
+
+Model
+-----
+* Hidden states: road points every ``gamma`` metres (:mod:`ml.baselines.mr.roadstates`).
+* Time: a regular slot grid at the report interval; a slot without any report (dropped MR)
+  contributes no emission, only transitions.
+* Emission: per-cell log-distance path loss ``RSRP = P0_c - 10 n_c log10(d)`` with Gaussian
+  residuals of spread ``sigma_db``: ``log p(r_t | s) = -sum_c (r_tc - P0_c + 10 n_c log10 d_sc)^2
+  / (2 sigma^2)`` over the cells measured at t. Computed for all (slot, state) pairs at once as
+  three matrix products, (T, C) x (C, S).
+* Path-loss parameters are learned by least squares from the current trajectory estimate (the
+  positions are the unknowns the measurements are "embedded" into): one pooled fit (P0, n), then
+  per cell a ridge fit shrunk towards the pooled one (``ridge_p0``, ``ridge_n`` pseudo-counts) so
+  that cells seen a few times, or over a narrow distance range, stay sane. ``sigma_db`` is the
+  residual spread (floored at ``min_sigma_db``).
+* Transition: Gaussian on the speed v = (road distance) / dt with zero mean and sigma chosen so
+  that its density at ``v_max`` equals ``rho``: 1 / (sqrt(2 pi) s) exp(-v_max^2 / (2 s^2)) = rho,
+  solved in closed form with the Lambert W function (branch -1, the solution with v_max in the
+  tail). Transitions beyond ``v_max * dt`` (density below rho) are pruned, which leaves a sparse
+  K-hop neighbour table.
+* Decoding: Viterbi over the sparse neighbour table, vectorised over states: per slot one
+  gather (S, K), one argmax.
+* Alternation: start from the MSR trajectory; fit the path-loss model on it; decode coarse
+  (``gamma_coarse``, whole region), then fine (``gamma_fine``, only states within
+  ``corridor_m`` of the coarse path); refit on the decoded trajectory and repeat until the mean
+  change of the trajectory is below ``tol_m`` (or ``max_iter``).
+
+HREA replaces the single speed model by one per mobility group: the transitions between
+consecutive observed slots are grouped by their normalised signal difference (RMS change of the
+RSRP vector over the union of measured cells, a cell missing in one report taking that report's
+weakest value minus 3 dB, divided by the window's median); each group gets its own Gaussian
+(mean = median speed of the group on the current estimate, v_max and hence sigma from the
+group's upper speed quantile, again via Lambert W), re-estimated at each alternation step from
+the decoded trajectory. Transitions that touch a missing slot keep HRE's model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.special import lambertw
+
+from ml.baselines.mr._data import MRMatrix, SlotGrid, eval_times, interp_xy, mr_matrix, slot_grid
+from ml.baselines.mr.roadstates import RoadStates, neighbour_table, road_states
+from ml.baselines.mr.simple import DEFAULT_V_MAX_MPS, msr_smooth, wcl_positions
+from ml.cities.network import RoadNetwork
+
+MIN_DIST_M = 10.0
+
+
+@dataclass
+class HREConfig:
+    """Parameters of HRE/HREA (defaults: urban driving, 5 s reports, 300-600 m inter-site distance)."""
+
+    v_max_mps: float = DEFAULT_V_MAX_MPS
+    rho: float = 2e-3  # density (per m/s) of the speed Gaussian at v_max
+    gamma_coarse_m: float = 60.0
+    gamma_fine_m: float = 20.0
+    corridor_m: float = 150.0
+    region_margin_m: float = 400.0
+    max_iter: int = 8
+    tol_m: float = 2.0
+    ridge_p0: float = 1.0  # pseudo-observations pulling a cell's P0 to the pooled fit
+    ridge_n: float = 20.0  # pulling a cell's exponent to the pooled one (in units of log10(d)^2)
+    n_bounds: tuple[float, float] = (1.5, 6.0)
+    min_sigma_db: float = 3.0
+    n_groups: int = 3  # HREA mobility groups
+    group_edges: tuple[float, ...] = (0.6, 1.4)  # thresholds on the normalised signal difference
+    dt_s: float | None = None  # slot length; default from the report times
+
+
+@dataclass
+class PathLossModel:
+    """Per-cell log-distance model RSRP = p0 - 10 n log10(d)."""
+
+    p0: np.ndarray  # (C,)
+    n: np.ndarray  # (C,)
+    sigma_db: float
+
+
+@dataclass
+class HREResult:
+    """Decoded trajectory on the slot grid plus diagnostics."""
+
+    t: np.ndarray  # (T,) slot times
+    xy: np.ndarray  # (T, 2)
+    iterations: int
+    model: PathLossModel
+    history_m: list[float] = field(default_factory=list)  # mean change per iteration
+
+
+# ---------------------------------------------------------------------------------- transition
+def speed_sigma_for_density(v_max: float, rho: float, mean: float = 0.0) -> float:
+    """Sigma of a Gaussian speed density (centred at ``mean``) whose value at ``v_max`` is ``rho``.
+
+    With u = (v_max - mean)^2 / sigma^2 the condition is u - ln u = c, c = -2 ln rho - ln(2 pi
+    delta^2), so u = -W_{-1}(-exp(-c)). When rho exceeds the largest density reachable at v_max
+    (1 / (sqrt(2 pi e) delta)) there is no solution; sigma = delta (the closest) is returned.
+    """
+    delta = max(abs(float(v_max) - float(mean)), 1e-6)
+    c = -2.0 * np.log(rho) - np.log(2.0 * np.pi * delta**2)
+    arg = -np.exp(-c)
+    if arg < -1.0 / np.e:
+        return delta
+    u = float(np.real(-lambertw(arg, k=-1)))
+    return float(delta / np.sqrt(max(u, 1e-12)))
+
+
+def transition_logp(dist_m: np.ndarray, dt: float, mean_mps: float, sigma_mps: float, v_max: float) -> np.ndarray:
+    """Log of the Gaussian speed density (unnormalised), -inf beyond ``v_max``."""
+    v = dist_m / dt
+    lp = -0.5 * ((v - mean_mps) / sigma_mps) ** 2
+    return np.where(np.isfinite(dist_m) & (v <= v_max + 1e-9), lp, -np.inf)
+
+
+# ---------------------------------------------------------------------------------- path loss
+def fit_pathloss(pos: np.ndarray, rsrp: np.ndarray, tower_xy: np.ndarray, cfg: HREConfig) -> PathLossModel:
+    """Least-squares per-cell log-distance fit on positions ``pos`` (T, 2) and ``rsrp`` (T, C) (NaN = none)."""
+    C = rsrp.shape[1]
+    ti, ci = np.nonzero(np.isfinite(rsrp))
+    r = rsrp[ti, ci]
+    d = np.maximum(np.hypot(*(pos[ti] - tower_xy[ci]).T), MIN_DIST_M)
+    L = 10.0 * np.log10(d)
+    # pooled fit r = a - n L
+    A = np.column_stack([np.ones_like(L), -L])
+    if len(r) >= 3 and np.ptp(L) > 1e-6:
+        (a_g, n_g), *_ = np.linalg.lstsq(A, r, rcond=None)
+    else:
+        a_g, n_g = np.nan, np.nan
+    lo, hi = cfg.n_bounds
+    if not np.isfinite(n_g) or not (lo <= n_g <= hi):
+        n_g = float(np.clip(n_g, lo, hi)) if np.isfinite(n_g) else 3.5
+        a_g = float(np.mean(r + n_g * L)) if len(r) else -30.0
+    # per-cell ridge towards the pooled fit (2x2 normal equations, vectorised)
+    S1 = np.bincount(ci, minlength=C).astype(np.float64)
+    SL = np.bincount(ci, weights=L, minlength=C)
+    SLL = np.bincount(ci, weights=L * L, minlength=C)
+    Sr = np.bincount(ci, weights=r, minlength=C)
+    SrL = np.bincount(ci, weights=r * L, minlength=C)
+    lam_a, lam_n = cfg.ridge_p0, cfg.ridge_n * 100.0  # L is in dB (10 log10 d): scale the n-ridge
+    a11, a12, a22 = S1 + lam_a, -SL, SLL + lam_n
+    b1, b2 = Sr + lam_a * a_g, -SrL + lam_n * n_g
+    det = a11 * a22 - a12 * a12
+    p0 = (a22 * b1 - a12 * b2) / det
+    n = (a11 * b2 - a12 * b1) / det
+    n = np.clip(n, lo, hi)
+    res = r - (p0[ci] - n[ci] * L)
+    dof = max(len(r) - 2, 1)
+    sigma = float(np.sqrt(np.sum(res**2) / dof)) if len(r) else 8.0
+    return PathLossModel(p0, n, max(sigma, cfg.min_sigma_db))
+
+
+def log_emission(state_xy: np.ndarray, rsrp: np.ndarray, tower_xy: np.ndarray, model: PathLossModel) -> np.ndarray:
+    """(T, S) log-likelihood of every slot's RSRP vector at every state (0 for empty slots)."""
+    d = np.maximum(np.sqrt(((state_xy[:, None, :] - tower_xy[None, :, :]) ** 2).sum(-1)), MIN_DIST_M)  # (S, C)
+    mu = model.p0[None, :] - model.n[None, :] * 10.0 * np.log10(d)  # (S, C)
+    M = np.isfinite(rsrp).astype(np.float64)
+    R = np.where(M > 0, rsrp, 0.0)
+    sq = (R * R).sum(axis=1)[:, None] - 2.0 * R @ mu.T + M @ (mu * mu).T
+    return -0.5 * sq / model.sigma_db**2
+
+
+# ---------------------------------------------------------------------------------- Viterbi
+def viterbi_sparse(emis: np.ndarray, nbr_idx: np.ndarray, logA: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
+    """Most likely state sequence with sparse transitions.
+
+    ``emis`` (T, S) log emissions; ``nbr_idx`` (S, K) the predecessors of each state; ``logA``
+    (G, S, K) log transition from ``nbr_idx[s, k]`` to s under group g (or (S, K) for one group);
+    ``group`` (T-1,) which group each step uses (default 0). Returns (T,) state indices.
+    """
+    T, S = emis.shape
+    if logA.ndim == 2:
+        logA = logA[None]
+    if group is None:
+        group = np.zeros(max(T - 1, 0), dtype=np.int64)
+    bp = np.zeros((T, S), dtype=np.int32)
+    delta = emis[0] - emis[0].max()
+    rows = np.arange(S)
+    for t in range(1, T):
+        cand = delta[nbr_idx] + logA[group[t - 1]]
+        j = np.argmax(cand, axis=1)
+        bp[t] = nbr_idx[rows, j]
+        delta = cand[rows, j] + emis[t]
+        mx = delta.max()
+        if not np.isfinite(mx):  # every state unreachable: restart from the emission alone
+            delta = emis[t] - emis[t].max()
+            bp[t] = rows
+        else:
+            delta = delta - mx
+    path = np.empty(T, dtype=np.int64)
+    path[-1] = int(np.argmax(delta))
+    for t in range(T - 1, 0, -1):
+        path[t - 1] = bp[t, path[t]]
+    return path
+
+
+# ---------------------------------------------------------------------------------- HRE core
+@dataclass
+class _Graph:
+    states: RoadStates
+    nbr: np.ndarray
+    dist: np.ndarray
+
+
+def _graph(net: RoadNetwork, gamma: float, bbox: tuple[float, float, float, float], reach: float,
+           keep_near: np.ndarray | None = None, corridor: float = 0.0) -> _Graph:
+    st = road_states(net, gamma, bbox)
+    if keep_near is not None and st.n:
+        d, _ = cKDTree(keep_near).query(st.xy, distance_upper_bound=corridor)
+        st = st.subset(np.isfinite(d))
+    nbr, dist = neighbour_table(st, reach)
+    return _Graph(st, nbr, dist)
+
+
+def _bbox(xy: np.ndarray, margin: float) -> tuple[float, float, float, float]:
+    lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+@dataclass
+class _SpeedModel:
+    mean: np.ndarray  # (G,)
+    sigma: np.ndarray  # (G,)
+    vmax: np.ndarray  # (G,)
+    group: np.ndarray  # (T-1,) group of each step
+
+
+def _hre_speed(T: int, cfg: HREConfig) -> _SpeedModel:
+    s = speed_sigma_for_density(cfg.v_max_mps, cfg.rho)
+    return _SpeedModel(np.array([0.0]), np.array([s]), np.array([cfg.v_max_mps]), np.zeros(max(T - 1, 0), np.int64))
+
+
+def _decode(g: _Graph, emis: np.ndarray, dt: float, sm: _SpeedModel, v_max: float) -> np.ndarray:
+    logA = np.stack([
+        transition_logp(g.dist, dt, sm.mean[k], sm.sigma[k], min(sm.vmax[k], v_max) + g.states.gamma_m / dt)
+        for k in range(len(sm.mean))
+    ])
+    return viterbi_sparse(emis, g.nbr, logA, sm.group)
+
+
+def _inputs(ctx: Any, cfg: HREConfig) -> tuple[MRMatrix, SlotGrid, np.ndarray]:
+    m = mr_matrix(ctx)
+    if not m.mask.any():
+        raise ValueError("mr: no usable measurement report in the window (column rsrp_dbm all missing)")
+    g = slot_grid(m, eval_times(ctx), cfg.dt_s)
+    t_w, z = wcl_positions(m)
+    x0 = interp_xy(t_w, msr_smooth(t_w, z, cfg.v_max_mps), g.t)
+    return m, g, x0
+
+
+def run_hre(net: RoadNetwork, m: MRMatrix, g: SlotGrid, x0: np.ndarray, cfg: HREConfig,
+            adaptive: bool = False) -> HREResult:
+    """Alternate path-loss fitting and coarse-to-fine Viterbi decoding from the initial slots ``x0``."""
+    T = len(g.t)
+    reach = cfg.v_max_mps * g.dt
+    coarse = _graph(net, cfg.gamma_coarse_m, _bbox(x0, cfg.region_margin_m), reach + cfg.gamma_coarse_m)
+    X = x0.copy()
+    sm = _hre_speed(T, cfg)
+    hist: list[float] = []
+    obs = g.observed
+    model = fit_pathloss(X[obs], g.rsrp[obs], m.tower_xy, cfg)
+    it = 0
+    for it in range(1, cfg.max_iter + 1):
+        model = fit_pathloss(X[obs], g.rsrp[obs], m.tower_xy, cfg)
+        if adaptive:
+            sm = _adaptive_speed(X, g, cfg)
+        pc = _decode(coarse, log_emission(coarse.states.xy, g.rsrp, m.tower_xy, model), g.dt, sm, cfg.v_max_mps)
+        xc = coarse.states.xy[pc]
+        fine = _graph(net, cfg.gamma_fine_m, _bbox(xc, cfg.corridor_m), reach + cfg.gamma_fine_m,
+                      keep_near=xc, corridor=cfg.corridor_m)
+        pf = _decode(fine, log_emission(fine.states.xy, g.rsrp, m.tower_xy, model), g.dt, sm, cfg.v_max_mps)
+        Xn = fine.states.xy[pf]
+        change = float(np.mean(np.hypot(*(Xn - X).T)))
+        hist.append(change)
+        X = Xn
+        if change < cfg.tol_m:
+            break
+    return HREResult(g.t, X, it, model, hist)
+
+
+# ---------------------------------------------------------------------------------- HREA groups
+def signal_difference(rsrp: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(T-1,) normalised RSRP change between consecutive slots (NaN where either slot is missing)."""
+    floor = np.nanmin(np.where(np.isfinite(rsrp), rsrp, np.inf), axis=1, keepdims=True) - 3.0
+    floor = np.where(np.isfinite(floor), floor, np.nan)
+    filled = np.where(np.isfinite(rsrp), rsrp, floor)
+    union = np.isfinite(rsrp[1:]) | np.isfinite(rsrp[:-1])
+    diff = np.where(union, filled[1:] - filled[:-1], 0.0)
+    n = union.sum(axis=1)
+    rms = np.sqrt((diff**2).sum(axis=1) / np.maximum(n, 1))
+    ok = observed[1:] & observed[:-1] & (n > 0)
+    out = np.full(len(rms), np.nan)
+    if ok.any():
+        med = float(np.median(rms[ok]))
+        out[ok] = rms[ok] / max(med, 1e-6)
+    return out
+
+
+def _adaptive_speed(X: np.ndarray, g: SlotGrid, cfg: HREConfig) -> _SpeedModel:
+    """Per-group Gaussian speed models from the current estimate ``X`` (group 0 = HRE's model)."""
+    base = _hre_speed(len(X), cfg)
+    nd = signal_difference(g.rsrp, g.observed)
+    grp = np.zeros(len(nd), dtype=np.int64)
+    ok = np.isfinite(nd)
+    grp[ok] = 1 + np.searchsorted(np.asarray(cfg.group_edges), nd[ok])
+    v = np.hypot(*np.diff(X, axis=0).T) / g.dt
+    G = 1 + len(cfg.group_edges) + 1
+    mean = np.zeros(G)
+    sigma = np.full(G, base.sigma[0])
+    vmax = np.full(G, cfg.v_max_mps)
+    for k in range(1, G):
+        sel = v[grp == k]
+        if len(sel) < 3:
+            grp[grp == k] = 0
+            continue
+        mu = float(np.median(sel))
+        hi = float(np.quantile(sel, 0.9))
+        vm = float(np.clip(max(hi + 0.5 * (hi - mu), mu + 3.0), 3.0, cfg.v_max_mps))
+        mean[k] = mu
+        vmax[k] = vm
+        sigma[k] = speed_sigma_for_density(vm, cfg.rho, mu)
+    return _SpeedModel(mean, sigma, vmax, grp)
+
+
+# ---------------------------------------------------------------------------------- entry points
+def hre_track(ctx: Any, cfg: HREConfig | None = None, adaptive: bool = False) -> HREResult:
+    """Run HRE (``adaptive=False``) or HREA on a sample context; the trajectory on the slot grid."""
+    cfg = cfg or HREConfig()
+    m, g, x0 = _inputs(ctx, cfg)
+    if adaptive:
+        first = run_hre(ctx.net, m, g, x0, cfg, adaptive=False)
+        return run_hre(ctx.net, m, g, first.xy, cfg, adaptive=True)
+    return run_hre(ctx.net, m, g, x0, cfg, adaptive=False)
+
+
+def hre(ctx: Any, cfg: HREConfig | None = None) -> np.ndarray:
+    """HRE positions (n_eval, 2) at ``ctx.eval_t``."""
+    r = hre_track(ctx, cfg, adaptive=False)
+    return interp_xy(r.t, r.xy, eval_times(ctx))
+
+
+def hrea(ctx: Any, cfg: HREConfig | None = None) -> np.ndarray:
+    """HREA (adaptive mobility) positions (n_eval, 2) at ``ctx.eval_t``."""
+    r = hre_track(ctx, cfg, adaptive=True)
+    return interp_xy(r.t, r.xy, eval_times(ctx))
+
+
+def viterbi_on_points(net: RoadNetwork, t: np.ndarray, z: np.ndarray, sigma_m: float, gamma_m: float = 25.0,
+                      v_max: float = DEFAULT_V_MAX_MPS, rho: float = 2e-3) -> np.ndarray:
+    """Map-match points ``z`` (n, 2) at times ``t`` on road states with a Gaussian distance emission.
+
+    The road-state HMM of HRE with the RSS emission replaced by -d^2 / (2 sigma^2), d the
+    distance from a state to the point; used by ``hmm_wcl`` when ``ml.mapmatch`` is absent.
+    Returns the matched positions at ``t`` (n, 2).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64).reshape(-1, 2)
+    d = np.diff(t)
+    dt = float(np.min(d[d > 1e-6])) if np.any(d > 1e-6) else 5.0
+    slot = np.rint((t - t[0]) / dt).astype(np.int64)
+    T = int(slot[-1]) + 1
+    gr = _graph(net, gamma_m, _bbox(z, 3.0 * sigma_m), v_max * dt + gamma_m)
+    dd = ((gr.states.xy[None, :, :] - z[:, None, :]) ** 2).sum(-1)
+    emis = np.zeros((T, gr.states.n))
+    np.add.at(emis, slot, -0.5 * dd / sigma_m**2)
+    sm = _SpeedModel(np.array([0.0]), np.array([speed_sigma_for_density(v_max, rho)]), np.array([v_max]),
+                     np.zeros(max(T - 1, 0), np.int64))
+    path = _decode(gr, emis, dt, sm, v_max)
+    return gr.states.xy[path[slot]]

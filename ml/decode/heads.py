@@ -1,0 +1,164 @@
+"""Pixel-level decoding of (rendered or generated) videos: head dots, path masks, skeletons.
+
+Colour rules come from :mod:`ml.render.style`: head pixels have ``B - max(R, G)`` above
+``BLUENESS_THRESHOLD``, path pixels ``R - max(G, B)`` above ``REDNESS_THRESHOLD``. Both are
+relative scores, so a uniform brightness shift or mild colour drift leaves them unchanged, and
+blur only lowers the peak of a dot (the thresholds sit at about a third of the nominal scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.measure import label
+from skimage.morphology import binary_opening, skeletonize
+
+from ml.render import style
+
+_OPEN_FOOTPRINT = np.ones((2, 2), dtype=bool)
+
+
+def as_video_255(video: np.ndarray) -> np.ndarray:
+    """A video as float32 ``(K, H, W, 3)`` in [0, 255].
+
+    Accepts uint8 ``(K, H, W, 3)``; float in [0, 255], [0, 1] or [-1, 1] (model space; detected
+    by a negative minimum); channels-first ``(3, K, H, W)`` (model layout); a single frame
+    ``(H, W, 3)`` becomes ``K = 1``.
+    """
+    v = np.asarray(video)
+    if v.ndim == 3:
+        v = v[None]
+    if v.ndim != 4:
+        raise ValueError(f"video must be (K, H, W, 3) or (3, K, H, W), got shape {v.shape}")
+    if v.shape[-1] != 3 and v.shape[0] == 3:
+        v = np.moveaxis(v, 0, -1)
+    if v.shape[-1] != 3:
+        raise ValueError(f"video must have 3 colour channels last (K, H, W, 3), got shape {v.shape}")
+    if v.dtype == np.uint8:
+        return v.astype(np.float32)
+    v = v.astype(np.float32)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return np.zeros(v.shape, dtype=np.float32)
+    v = np.nan_to_num(v, nan=0.0, posinf=255.0, neginf=0.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo < -0.01 and hi <= 1.5:
+        v = (v + 1.0) * 127.5
+    elif hi <= 1.5:
+        v = v * 255.0
+    return np.clip(v, 0.0, 255.0)
+
+
+@dataclass
+class HeadDecode:
+    """Per-frame head-dot decoding details."""
+
+    xy: np.ndarray  # (K, 2) pixel (col, row), NaN where missing
+    area: np.ndarray  # (K,) pixels of the chosen component (0 where missing)
+    n_components: np.ndarray  # (K,) candidate components after the opening
+    touches_border: np.ndarray  # (K,) the chosen component touches the image border
+
+
+def decode_heads(
+    video: np.ndarray,
+    threshold: float = style.BLUENESS_THRESHOLD,
+    min_area: int = 2,
+) -> HeadDecode:
+    """Head dot of every frame: blueness mask, 2x2 opening, connected components, best component.
+
+    The best component has the largest blueness mass; when the opening removes everything (a
+    very small or faint dot) the unopened mask is used. The position is the blueness-weighted
+    centroid of the component in continuous pixel coordinates (pixel centres at ``i + 0.5``).
+    """
+    V = as_video_255(video)
+    K, H, W, _ = V.shape
+    B = style.blueness(V)
+    out = HeadDecode(np.full((K, 2), np.nan), np.zeros(K, dtype=np.int64), np.zeros(K, dtype=np.int64),
+                     np.zeros(K, dtype=bool))
+    masks = B > threshold
+    prev = None
+    for k in range(K):
+        m = masks[k]
+        if not m.any():
+            continue
+        mo = binary_opening(m, _OPEN_FOOTPRINT)
+        if not mo.any():
+            mo = m
+        lab = label(mo, connectivity=2)
+        n = int(lab.max())
+        out.n_components[k] = n
+        flat = lab.ravel()
+        w = np.clip(B[k].ravel() - 0.5 * threshold, 0.0, None)
+        area = np.bincount(flat, minlength=n + 1)
+        mass = np.bincount(flat, weights=w, minlength=n + 1)
+        area[0] = 0
+        mass[0] = -1.0
+        mass[area < min_area] = -1.0
+        if prev is not None and n > 1:
+            # prefer, among components of similar mass, the one nearest the previous head
+            rr, cc = np.divmod(np.arange(H * W), W)
+            cy = np.bincount(flat, weights=rr + 0.5, minlength=n + 1) / np.maximum(area, 1)
+            cx = np.bincount(flat, weights=cc + 0.5, minlength=n + 1) / np.maximum(area, 1)
+            d = np.hypot(cx - prev[0], cy - prev[1])
+            mass = mass / (1.0 + d / max(H, W))
+        best = int(np.argmax(mass))
+        if mass[best] <= 0:
+            continue
+        sel = flat == best
+        rr, cc = np.divmod(np.nonzero(sel)[0], W)
+        ww = w[sel]
+        if ww.sum() <= 0:
+            ww = np.ones_like(ww)
+        out.xy[k] = ((cc + 0.5) * ww).sum() / ww.sum(), ((rr + 0.5) * ww).sum() / ww.sum()
+        out.area[k] = int(sel.sum())
+        out.touches_border[k] = bool(rr.min() == 0 or cc.min() == 0 or rr.max() == H - 1 or cc.max() == W - 1)
+        prev = out.xy[k]
+    return out
+
+
+def decode_head_positions(video: np.ndarray) -> np.ndarray:
+    """Head-dot position of each frame: ``(K, 2)`` continuous pixel ``(col, row)``, NaN where missing.
+
+    ``video``: uint8 ``(K, H, W, 3)`` or float (see :func:`as_video_255`).
+    """
+    return decode_heads(video).xy
+
+
+def decode_path_mask(
+    frame: np.ndarray,
+    threshold: float = style.REDNESS_THRESHOLD,
+    include_head: bool = True,
+    min_size: int = 3,
+) -> np.ndarray:
+    """Bool ``(H, W)`` mask of the drawn path in one frame (red pixels, plus the head dot by default).
+
+    Components smaller than ``min_size`` pixels (isolated noise) are removed.
+    """
+    F = as_video_255(frame)[-1]
+    m = style.redness(F) > threshold
+    if include_head:
+        m |= style.blueness(F) > style.BLUENESS_THRESHOLD
+    if min_size > 1 and m.any():
+        lab = label(m, connectivity=2)
+        size = np.bincount(lab.ravel())
+        size[0] = 0
+        m = size[lab] >= min_size
+    return m
+
+
+def skeletonize_path(mask: np.ndarray) -> np.ndarray:
+    """One-pixel-wide skeleton (bool ``(H, W)``) of a path mask (``skimage.morphology.skeletonize``)."""
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return m.copy()
+    return skeletonize(m)
+
+
+def skeleton_endpoints(skel: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` (row, col) of skeleton pixels with exactly one 8-neighbour."""
+    s = np.asarray(skel, dtype=bool)
+    p = np.pad(s, 1).astype(np.int8)
+    nb = sum(np.roll(np.roll(p, dr, 0), dc, 1) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
+    nb = nb[1:-1, 1:-1]
+    return np.argwhere(s & (nb == 1))

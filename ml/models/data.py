@@ -1,0 +1,210 @@
+"""Training data: the rendered arrays of ``ml.render`` as a torch Dataset and a Lightning DataModule.
+
+File format (``docs/architecture.md``, "Rendered arrays"): ``index.parquet`` (sample_id, split,
+shard, row, tile_crs, tile_x0, tile_y0, tile_size_m, resolution, frames, duration_s),
+``cond_<shard:04d>.npy`` uint8 (n, H, W, 3) and ``video_<shard:04d>.npy`` uint8 (n, K, H, W, 3),
+memory-mapped. Optional for the signaling-token ablation: ``tokens_<shard:04d>.npy`` float32
+(n, R, 4) in the ``ml.models.tokens`` format, rows with NaN in column 0 being padding.
+Models see float32 in [-1, 1], channels first: cond (3, H, W), video (3, K, H, W).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """Model video (3, K, H, W) or (B, 3, K, H, W) in [-1, 1] -> uint8 (K, H, W, 3) or (B, K, H, W, 3)."""
+    v = ((video.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    v = v.movedim(-4, -1)
+    return v.cpu().numpy()
+
+
+def cond_to_tensor(cond: np.ndarray) -> torch.Tensor:
+    """uint8 condition image(s) (H, W, 3) or (B, H, W, 3) -> float (3, H, W) or (B, 3, H, W) in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(cond)).float().div_(127.5).sub_(1.0)
+    return t.movedim(-1, -3)
+
+
+def video_to_tensor(video: np.ndarray) -> torch.Tensor:
+    """uint8 video(s) (K, H, W, 3) or (B, K, H, W, 3) -> float (3, K, H, W) or (B, 3, K, H, W) in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(video)).float().div_(127.5).sub_(1.0)
+    return t.movedim(-1, -4)
+
+
+class RenderedArraysReader:
+    """Memory-mapped reader of one rendered-arrays folder (same format as ``ml.render.RenderedArrays``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        import pandas as pd
+
+        self.root = Path(root)
+        idx = self.root / "index.parquet"
+        if not idx.is_file():
+            raise FileNotFoundError(f"rendered arrays: '{idx}' not found (run the render stage first)")
+        self.index = pd.read_parquet(idx).reset_index(drop=True)
+        need = {"sample_id", "split", "shard", "row"}
+        miss = need - set(self.index.columns)
+        if miss:
+            raise ValueError(f"{idx}: missing column(s) {sorted(miss)}")
+        self._cond: dict[int, np.ndarray] = {}
+        self._video: dict[int, np.ndarray] = {}
+        self._tokens: dict[int, np.ndarray | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _arr(self, cache: dict, kind: str, shard: int, required: bool = True) -> np.ndarray | None:
+        if shard not in cache:
+            p = self.root / f"{kind}_{shard:04d}.npy"
+            if not p.is_file():
+                if required:
+                    raise FileNotFoundError(f"rendered arrays: shard file '{p}' listed in index.parquet is missing")
+                cache[shard] = None
+            else:
+                cache[shard] = np.load(p, mmap_mode="r")
+        return cache[shard]
+
+    def _loc(self, i: int) -> tuple[int, int]:
+        r = self.index.iloc[i]
+        return int(r["shard"]), int(r["row"])
+
+    def cond(self, i: int) -> np.ndarray:
+        shard, row = self._loc(i)
+        return np.asarray(self._arr(self._cond, "cond", shard)[row])
+
+    def video(self, i: int) -> np.ndarray:
+        shard, row = self._loc(i)
+        return np.asarray(self._arr(self._video, "video", shard)[row])
+
+    def tokens(self, i: int) -> np.ndarray | None:
+        shard, row = self._loc(i)
+        a = self._arr(self._tokens, "tokens", shard, required=False)
+        return None if a is None else np.asarray(a[row], dtype=np.float32)
+
+    @property
+    def resolution(self) -> int:
+        if "resolution" in self.index.columns and len(self.index):
+            return int(self.index["resolution"].iloc[0])
+        return int(self.cond(0).shape[0])
+
+    @property
+    def frames(self) -> int:
+        if "frames" in self.index.columns and len(self.index):
+            return int(self.index["frames"].iloc[0])
+        return int(self.video(0).shape[0])
+
+
+def _open_reader(root: str | Path) -> RenderedArraysReader:
+    return RenderedArraysReader(root)
+
+
+class RenderedVideoDataset(Dataset):
+    """Samples of some rows of a rendered-arrays folder as dicts of tensors.
+
+    Item: ``video`` (3, K, H, W), ``cond`` (3, H, W) float32 in [-1, 1], ``index`` (row in index.parquet),
+    and with ``with_tokens`` ``tokens`` (R, 4) + ``token_mask`` (R,) (padded/cut to ``max_records``).
+    """
+
+    def __init__(self, root: str | Path, rows: np.ndarray | None = None, with_tokens: bool = False,
+                 max_records: int = 64) -> None:
+        self.root = Path(root)
+        self.reader = _open_reader(root)
+        self.rows = np.arange(len(self.reader)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.with_tokens = with_tokens
+        self.max_records = max_records
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        i = int(self.rows[j])
+        item: dict[str, Any] = {
+            "video": video_to_tensor(self.reader.video(i)),
+            "cond": cond_to_tensor(self.reader.cond(i)),
+            "index": i,
+        }
+        if self.with_tokens:
+            tok = self.reader.tokens(i)
+            if tok is None:
+                raise FileNotFoundError(
+                    f"{self.root}: model.signaling_tokens is on but tokens_<shard>.npy files are absent "
+                    "(render them, or turn the ablation flag off)")
+            valid = ~np.isnan(tok[:, 0])
+            tok = np.nan_to_num(tok[valid][: self.max_records])
+            out = np.zeros((self.max_records, 4), np.float32)
+            mask = np.zeros(self.max_records, bool)
+            out[: len(tok)] = tok
+            mask[: len(tok)] = True
+            item["tokens"] = torch.from_numpy(out)
+            item["token_mask"] = torch.from_numpy(mask)
+        return item
+
+
+def split_rows(index, val_fraction: float = 0.1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Row numbers per split from ``index.split``; without 'val' rows, hold out ``val_fraction`` of train."""
+    split = index["split"].astype(str).to_numpy()
+    rows = {name: np.flatnonzero(split == name) for name in ("train", "val", "test")}
+    if len(rows["val"]) == 0 and val_fraction > 0 and len(rows["train"]) > 1:
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(rows["train"])
+        n_val = max(1, int(round(val_fraction * len(perm))))
+        rows["val"] = np.sort(perm[:n_val])
+        rows["train"] = np.sort(perm[n_val:])
+    return rows
+
+
+class RenderedVideoDataModule(L.LightningDataModule):
+    """Train/val/test loaders over a rendered-arrays folder, splits from ``index.parquet``."""
+
+    def __init__(self, rendered_dir: str | Path, batch_size: int = 8, num_workers: int = 0,
+                 val_fraction: float = 0.1, seed: int = 0, with_tokens: bool = False, max_records: int = 64,
+                 val_batch_size: int | None = None) -> None:
+        super().__init__()
+        self.rendered_dir = Path(rendered_dir)
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.with_tokens = with_tokens
+        self.max_records = max_records
+        self.rows: dict[str, np.ndarray] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.rows:
+            return
+        reader = _open_reader(self.rendered_dir)
+        self.resolution, self.frames = reader.resolution, reader.frames
+        self.index = reader.index
+        self.rows = split_rows(reader.index, self.val_fraction, self.seed)
+        if len(self.rows["train"]) == 0:
+            raise ValueError(f"{self.rendered_dir}/index.parquet has no 'train' rows")
+
+    def index_record(self, i: int) -> dict[str, Any]:
+        """Row ``i`` of ``index.parquet`` (tile georeference, duration) as a dict."""
+        return self.index.iloc[int(i)].to_dict()
+
+    def _ds(self, split: str) -> RenderedVideoDataset:
+        return RenderedVideoDataset(self.rendered_dir, self.rows[split], self.with_tokens, self.max_records)
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self._ds(split), batch_size=batch_size, shuffle=shuffle, drop_last=False,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          generator=g if shuffle else None, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", False, self.val_batch_size) if len(self.rows.get("val", [])) else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test", False, self.val_batch_size) if len(self.rows.get("test", [])) else []

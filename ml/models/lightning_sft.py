@@ -1,0 +1,285 @@
+"""Lightning module for supervised fine-tuning of the video flow model (conditional flow matching).
+
+Training step: x0 = video in model space, e ~ N(0, I), s ~ logit-normal (shifted),
+x_s = (1 - s) x0 + s e, loss = MSE(model(x_s, s, cond), e - x0). AdamW with linear warm-up and a
+cosine decay to 10 %, optional EMA of the trainable weights.
+
+Validation: the flow-matching loss at fixed noise, then a few videos sampled with the Euler ODE,
+compared with the truth video (pixel MSE) and, when ``ml.decode`` is importable, by their decoded
+head dots (pixel error, detection rate) and, with a road network, by their decoded trajectories
+(metres). Preview images (truth row over generated row) are written and logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import numpy as np
+import torch
+
+from ml.models.backbone import VideoFlowModel, build_video_model
+from ml.models.config import ModelConfig, SFTConfig
+from ml.models.data import to_uint8_frames
+from ml.models.flow_matching import flow_matching_loss, interpolate, sample_timesteps
+from ml.models.sampling import euler_sample
+
+log = logging.getLogger(__name__)
+
+
+class EMA:
+    """Exponential moving average of a model's trainable parameters (kept on the parameters' device)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for n, p in model.named_parameters():
+            if n in self.shadow:
+                sh = self.shadow[n]
+                if sh.device != p.device:
+                    sh = self.shadow[n] = sh.to(p.device)
+                sh.lerp_(p.detach().float(), 1.0 - self.decay)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+        """Temporarily swap the EMA weights into ``model``."""
+        backup = {}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.shadow:
+                    backup[n] = p.detach().clone()
+                    p.copy_(self.shadow[n].to(p.device, p.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in backup:
+                        p.copy_(backup[n])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "shadow": {k: v.cpu() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay = float(state["decay"])
+        self.shadow = {k: v.float() for k, v in state["shadow"].items()}
+
+
+def _decode_module():
+    """``ml.decode`` when it is importable, else None (validation then logs video metrics only)."""
+    try:
+        import ml.decode as dec  # noqa: PLC0415
+
+        return dec if hasattr(dec, "decode_head_positions") else None
+    except Exception as exc:  # pragma: no cover - depends on the parallel module
+        log.debug("ml.decode unavailable: %s", exc)
+        return None
+
+
+class SFTModule(L.LightningModule):
+    """Flow-matching SFT of a ``VideoFlowModel``; ``hparams`` hold the full ``SFTConfig`` for resume."""
+
+    def __init__(self, cfg: dict[str, Any] | SFTConfig, preview_dir: str | None = None) -> None:
+        super().__init__()
+        cfg = cfg if isinstance(cfg, SFTConfig) else SFTConfig.model_validate(cfg)
+        self.save_hyperparameters({"cfg": cfg.model_dump(mode="json"), "preview_dir": preview_dir})
+        self.cfg = cfg
+        self.model: VideoFlowModel = build_video_model(cfg.model)
+        self.ema: EMA | None = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.preview_dir = Path(preview_dir) if preview_dir else None
+        # pretrained Wan: checkpoints hold the trainable weights only
+        self.strict_loading = not self.model.latent
+        self.road_network = None  # set by train_sft when a network is available (decoded metrics)
+        self._decode = _decode_module()
+
+    # ------------------------------------------------------------------ training
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.model(*args, **kwargs)
+
+    def flow_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """The flow-matching loss of a batch (noise and times from ``generator`` when given)."""
+        x0 = self.model.encode_video(batch["video"])
+        B = x0.shape[0]
+        c = self.cfg
+        if generator is None:
+            noise = torch.randn_like(x0)
+            s = sample_timesteps(B, None, c.timestep_mean, c.timestep_std, c.timestep_shift, device=x0.device)
+        else:
+            noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
+            s = sample_timesteps(B, generator, c.timestep_mean, c.timestep_std, c.timestep_shift).to(x0.device)
+        xs = interpolate(x0, noise, s)
+        pred = self.model(xs, s, batch["cond"], batch.get("tokens"), batch.get("token_mask"))
+        return flow_matching_loss(pred, x0, noise)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.flow_loss(batch)
+        bs = batch["video"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        c = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=tuple(c.betas))
+
+        def lr_lambda(step: int) -> float:
+            if c.warmup_steps and step < c.warmup_steps:
+                return (step + 1) / c.warmup_steps
+            span = max(1, c.max_steps - c.warmup_steps)
+            t = min(1.0, (step - c.warmup_steps) / span)
+            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+        if self.model.latent:
+            keep = {"model." + k for k in self.model.trainable_state_dict()}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "ema" in checkpoint:
+            if self.ema is None:
+                self.ema = EMA(self.model, float(checkpoint["ema"]["decay"]))
+            self.ema.load_state_dict(checkpoint["ema"])
+
+    @contextmanager
+    def eval_weights(self) -> Iterator[None]:
+        """EMA weights swapped in when EMA is on (else the raw weights)."""
+        if self.ema is None:
+            yield
+        else:
+            with self.ema.applied(self.model):
+                yield
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        bs = batch["video"].shape[0]
+        g = torch.Generator(device="cpu").manual_seed(1000 + batch_idx)
+        with self.eval_weights():
+            loss = self.flow_loss(batch, generator=g)
+            self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+            if batch_idx == 0 and self.cfg.n_val_samples > 0:
+                self._sample_and_score(batch)
+
+    def _sample_and_score(self, batch: dict[str, Any]) -> None:
+        n = min(self.cfg.n_val_samples, batch["video"].shape[0])
+        cond = batch["cond"][:n]
+        truth = batch["video"][:n]
+        g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 7)
+        C, k, h, w = self.model.latent_shape(truth.shape[2], truth.shape[-1])
+        noise = torch.randn((n, C, k, h, w), generator=g).to(cond.device)
+        tokens = batch.get("tokens")
+        mask = batch.get("token_mask")
+        video = euler_sample(self.model, cond, self.cfg.val_sample_steps, tokens=None if tokens is None else tokens[:n],
+                             token_mask=None if mask is None else mask[:n], shift=self.cfg.sample_shift, noise=noise,
+                             frames=truth.shape[2], autocast_dtype=torch.bfloat16)
+        metrics = {"val/video_mse": float(((video.float() - truth.float()) ** 2).mean()),
+                   "val/last_frame_mse": float(((video[:, :, -1].float() - truth[:, :, -1].float()) ** 2).mean())}
+        gen_u8, true_u8 = to_uint8_frames(video), to_uint8_frames(truth)
+        metrics.update(self._decoded_metrics(gen_u8, true_u8, batch.get("index")))
+        for key, val in metrics.items():
+            if val is not None and np.isfinite(val):
+                self.log(key, val, batch_size=n)
+        self._write_preview(true_u8, gen_u8)
+
+    def _decoded_metrics(self, gen: np.ndarray, truth: np.ndarray, index: Any) -> dict[str, float]:
+        """Head-dot error in pixels and detection rate; decoded-trajectory error in metres with a network."""
+        dec = self._decode
+        if dec is None:
+            return {}
+        out: dict[str, float] = {}
+        try:
+            errs, det = [], []
+            for gv, tv in zip(gen, truth):
+                gp = np.asarray(dec.decode_head_positions(gv), float)
+                tp = np.asarray(dec.decode_head_positions(tv), float)
+                ok_t = np.isfinite(tp).all(1)
+                ok = ok_t & np.isfinite(gp).all(1)
+                det.append(ok.sum() / max(1, ok_t.sum()))
+                if ok.any():
+                    errs.append(np.linalg.norm(gp[ok] - tp[ok], axis=1).mean())
+            out["val/head_detect_rate"] = float(np.mean(det))
+            if errs:
+                out["val/head_err_px"] = float(np.mean(errs))
+            net = self.road_network
+            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            if net is not None and index is not None and dm is not None and hasattr(dm, "index_record"):
+                from ml.geo import Tile
+
+                terr = []
+                for gv, tv, i in zip(gen, truth, index.tolist()):
+                    rec = dm.index_record(int(i))
+                    tile = Tile.from_record(rec)
+                    dur = float(rec["duration_s"])
+                    eval_t = np.linspace(0.0, dur, gv.shape[0])
+                    g_tr = dec.decode_video_to_trajectory(gv, tile, dur, net, eval_t)
+                    t_tr = dec.decode_video_to_trajectory(tv, tile, dur, net, eval_t)
+                    d = np.linalg.norm(np.asarray(g_tr.xy) - np.asarray(t_tr.xy), axis=1)
+                    if np.isfinite(d).any():
+                        terr.append(np.nanmean(d))
+                if terr:
+                    out["val/traj_err_m"] = float(np.mean(terr))
+        except Exception as exc:  # decoding a poor sample must never stop training
+            log.warning("validation decoding failed: %s", exc)
+        return out
+
+    def _write_preview(self, truth: np.ndarray, gen: np.ndarray) -> None:
+        if self.preview_dir is None or self.trainer.sanity_checking:
+            return
+        # rows: truth over generated for each sample; columns: frames
+        rows = []
+        for t, g in zip(truth, gen):
+            rows.append(np.concatenate(list(t), axis=1))
+            rows.append(np.concatenate(list(g), axis=1))
+        img = np.concatenate(rows, axis=0)
+        self.preview_dir.mkdir(parents=True, exist_ok=True)
+        path = self.preview_dir / f"val_step{self.global_step:07d}.png"
+        try:
+            import imageio.v3 as iio
+
+            iio.imwrite(path, img)
+        except Exception:  # imageio absent on a bare GPU box
+            path = path.with_suffix(".npy")
+            np.save(path, img)
+        logger = self.logger
+        if logger is not None and type(logger).__name__ == "MLFlowLogger":
+            try:
+                logger.experiment.log_artifact(logger.run_id, str(path), artifact_path="previews")
+            except Exception as exc:  # pragma: no cover
+                log.warning("could not log preview to MLflow: %s", exc)
+
+
+def export_from_lightning(ckpt_path: str | Path, out_path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write the ``save_video_model`` file of a Lightning SFT checkpoint (EMA weights when present)."""
+    from ml.models.checkpoint import save_video_model
+
+    module = SFTModule.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=False)
+    with module.eval_weights():
+        return save_video_model(out_path, module.model, module.cfg.model, meta=meta)
+
+
+def model_config_for_data(cfg: ModelConfig, resolution: int, frames: int) -> ModelConfig:
+    """The model config with the data's resolution and frame count (warning when they differ)."""
+    if cfg.resolution != resolution or cfg.frames != frames:
+        log.warning("model preset %s is for %d px x %d frames; the data is %d px x %d frames: using the data's",
+                    cfg.preset, cfg.resolution, cfg.frames, resolution, frames)
+        return ModelConfig.model_validate({**cfg.model_dump(), "resolution": resolution, "frames": frames})
+    return cfg

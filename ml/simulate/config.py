@@ -1,0 +1,126 @@
+"""Typed configuration of the raw-data simulation (defaults = the ``demo`` profile).
+
+Fields marked **size** are the ones the ``ci`` / ``gpu`` profiles override (fleet size, number of
+decoys, days, shift length); every other field is a model parameter that profiles leave alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DECOY_KINDS: tuple[str, ...] = ("passenger", "pedestrian", "car", "stationary")
+
+
+class SimulationConfig(BaseModel):
+    """Towers, taxi fleet, radio, phones and measurement reports of one simulated city.
+
+    Sizes (overridden by profiles): ``n_taxis``, ``n_decoys``, ``n_days``, ``shift_hours``,
+    ``shift_start_hour``. Everything else is physics or behaviour.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # ------------------------------------------------------------------ sizes (profiles override)
+    start_date: dt.date = Field(dt.date(2024, 3, 4), description="first simulated day (UTC)")
+    n_days: int = Field(1, ge=1, le=60, description="size: simulated days")
+    n_taxis: int = Field(40, ge=1, le=5000, description="size: taxis in the fleet (one driver phone each)")
+    n_decoys: int = Field(80, ge=0, le=20000, description="size: phones not linked to any taxi")
+    shift_hours: tuple[float, float] = Field((8.0, 11.0), description="size: taxi shift length range, hours")
+    shift_start_hour: tuple[float, float] = Field((5.0, 9.0), description="size: shift start range, UTC hour")
+
+    # ------------------------------------------------------------------ towers
+    isd_dense_m: float = Field(420.0, gt=50, description="inter-site distance where road density is highest")
+    isd_sparse_m: float = Field(2000.0, gt=50, description="inter-site distance where road density is lowest")
+    site_height_m: tuple[float, float] = (20.0, 40.0)
+    tx_power_dbm: tuple[float, float] = Field((43.0, 46.0), description="total cell transmit power range")
+    azimuth_jitter_deg: float = Field(15.0, ge=0, le=60)
+    site_offset_m: float = Field(60.0, ge=0, description="how far from the nearest road a site may stand")
+
+    # ------------------------------------------------------------------ taxi mobility
+    gps_interval_s: float = Field(5.0, gt=0, le=120, description="taxi GPS sampling interval")
+    gps_noise_m: float = Field(5.0, ge=0, le=50, description="typical (RMS radial) GPS error")
+    trip_distance_m: tuple[float, float] = Field((700.0, 5000.0), description="straight-line trip length range")
+    stop_s: tuple[float, float] = Field((20.0, 150.0), description="pick-up / drop-off stop between trips")
+    break_probability: float = Field(0.1, ge=0, le=1, description="chance of a parking break before a trip")
+    break_minutes: tuple[float, float] = (8.0, 40.0)
+    route_noise_sigma: float = Field(0.35, ge=0, le=2, description="log-normal noise on edge travel times (route choice)")
+    speed_factor: tuple[float, float] = Field((0.7, 1.05), description="per-trip fraction of the speed limit (traffic, driver)")
+    accel_mps2: float = Field(1.4, gt=0)
+    decel_mps2: float = Field(2.2, gt=0)
+    turn_speed_mps: float = Field(5.0, gt=0, description="speed through a turn at an intersection")
+    red_light_probability: tuple[float, float] = Field(
+        (0.12, 0.35), description="chance of stopping at a minor / a major (both roads secondary or above) intersection"
+    )
+    red_light_s: tuple[float, float] = (5.0, 45.0)
+    kinematic_step_m: float = Field(10.0, gt=0, description="arc-length step of the speed profile")
+
+    # ------------------------------------------------------------------ radio (3GPP TR 38.901 UMa NLOS)
+    carrier_ghz: float = Field(1.8, gt=0.4, lt=7.0)
+    n_subcarriers: int = Field(1200, gt=0, description="RSRP is per resource element: 20 MHz LTE = 1200")
+    antenna_gain_dbi: float = 17.0
+    beamwidth_deg: float = Field(65.0, gt=10, lt=180)
+    front_to_back_db: float = Field(25.0, ge=10, le=40)
+    ue_height_m: float = 1.5
+    shadowing_sigma_db: float = Field(7.0, ge=0, le=12)
+    shadowing_decorrelation_m: float = Field(50.0, gt=5)
+    shadowing_site_correlation: float = Field(0.5, ge=0, le=1, description="shadowing shared by all sites (cancels in handover decisions)")
+    measurement_noise_db: float = Field(2.0, ge=0, le=8, description="L3-filtered fast-fading residual per measurement")
+    n_candidate_sites: int = Field(7, ge=2, le=30, description="nearest sites whose cells a phone measures")
+    rsrp_floor_dbm: float = Field(-140.0, description="RSRP below this is not measurable")
+
+    # ------------------------------------------------------------------ serving cell (A3)
+    a3_hysteresis_db: float = Field(2.5, ge=0, le=10)
+    a3_time_to_trigger_ms: float = Field(480.0, ge=0, le=5120)
+    radio_step_s: float = Field(1.0, gt=0, description="finest time step of the radio evaluation")
+    radio_move_step_m: float = Field(8.0, gt=0, description="re-evaluate radio after this much movement")
+    radio_max_step_s: float = Field(20.0, gt=0, description="re-evaluate radio at least this often")
+
+    # ------------------------------------------------------------------ phones and events
+    decoy_mix: dict[str, float] = Field(
+        default_factory=lambda: {"passenger": 0.3, "pedestrian": 0.2, "car": 0.3, "stationary": 0.2},
+        description="share of each decoy kind",
+    )
+    decoy_active_hours: tuple[float, float] = Field((8.0, 16.0), description="phone-on span of a decoy per day")
+    decoy_start_hour: tuple[float, float] = (4.0, 9.0)
+    driver_extra_hours: tuple[float, float] = Field((0.2, 1.5), description="driver phone on before/after the shift")
+    data_sessions_per_h: float = Field(5.0, ge=0)
+    driver_data_sessions_per_h: float = Field(7.0, ge=0, description="drivers run dispatch apps")
+    data_burst_probability: float = Field(0.4, ge=0, le=1, description="a session triggers follow-ups seconds later")
+    data_session_median_s: float = Field(30.0, gt=0)
+    calls_per_h: float = Field(0.7, ge=0)
+    call_mean_s: float = Field(90.0, gt=0)
+    sms_per_h: float = Field(0.6, ge=0)
+    connected_tail_s: float = Field(10.0, ge=0, description="RRC inactivity timer after a session")
+    periodic_update_min: float = Field(54.0, gt=0, description="periodic TAU timer T3412")
+
+    # ------------------------------------------------------------------ measurement reports
+    mr_interval_s: float = Field(5.0, gt=0, le=60)
+    mr_neighbours: int = Field(6, ge=0, le=16)
+    mr_min_rsrp_dbm: float = Field(-124.0, description="neighbours below this are not reported")
+
+    # ------------------------------------------------------------------ calibration
+    pingpong_window_s: float = Field(10.0, gt=0, description="A->B->A within this counts as ping-pong")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SimulationConfig":
+        for name in ("shift_hours", "shift_start_hour", "site_height_m", "tx_power_dbm", "trip_distance_m",
+                     "stop_s", "break_minutes", "speed_factor", "red_light_s", "decoy_active_hours",
+                     "decoy_start_hour", "driver_extra_hours", "red_light_probability"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"simulation.{name}: lower bound {lo} exceeds upper bound {hi}")
+        lo, hi = self.shift_start_hour
+        if hi + self.shift_hours[1] > 24.0:
+            raise ValueError("simulation.shift_start_hour + shift_hours must end within the UTC day (<= 24 h)")
+        if self.decoy_start_hour[1] + self.decoy_active_hours[1] > 24.0:
+            raise ValueError("simulation.decoy_start_hour + decoy_active_hours must end within the UTC day")
+        unknown = set(self.decoy_mix) - set(DECOY_KINDS)
+        if unknown:
+            raise ValueError(f"simulation.decoy_mix: unknown kinds {sorted(unknown)} (known: {DECOY_KINDS})")
+        if sum(self.decoy_mix.values()) <= 0:
+            raise ValueError("simulation.decoy_mix: shares must sum to a positive number")
+        if self.isd_dense_m > self.isd_sparse_m:
+            raise ValueError("simulation.isd_dense_m must not exceed isd_sparse_m")
+        return self

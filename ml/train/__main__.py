@@ -1,0 +1,62 @@
+"""``python -m ml.train <subcommand>``: training without dagster (works on a bare GPU machine).
+
+Subcommands are registered from modules: each module exposes ``HELP`` (str), ``add_args(parser)``
+and ``run(args) -> int``. A module that cannot be imported (e.g. GDPO not installed yet) still
+appears in ``--help`` and reports why when invoked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable
+
+# subcommand -> module implementing HELP / add_args / run
+SUBCOMMANDS: dict[str, str] = {
+    "sft": "ml.train.sft_cli",
+    "gdpo": "ml.train.gdpo_cli",
+}
+
+
+def _load(module: str) -> tuple[str, Callable, Callable] | Exception:
+    try:
+        m = importlib.import_module(module)
+        return getattr(m, "HELP", ""), m.add_args, m.run
+    except Exception as exc:  # ImportError or a broken module: keep the other subcommands usable
+        return exc
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+    """The top-level parser and subcommand -> run function."""
+    parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    runners: dict[str, Callable] = {}
+    for name, module in SUBCOMMANDS.items():
+        loaded = _load(module)
+        if isinstance(loaded, Exception):
+            err = loaded
+            sp = sub.add_parser(name, help=f"(unavailable: {type(err).__name__}: {err})", add_help=True)
+            sp.add_argument("rest", nargs=argparse.REMAINDER)
+
+            def unavailable(args: argparse.Namespace, _e: Exception = err, _n: str = name, _m: str = module) -> int:
+                print(f"python -m ml.train {_n}: cannot import {_m}: {type(_e).__name__}: {_e}", file=sys.stderr)
+                return 2
+
+            runners[name] = unavailable
+            continue
+        help_text, add_args, run = loaded
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(sp)
+        runners[name] = run
+    return parser, runners
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    return int(runners[args.command](args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

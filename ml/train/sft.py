@@ -1,0 +1,214 @@
+"""``train_sft``: supervised fine-tuning of the video flow model on a rendered-arrays folder.
+
+Writes under ``out_dir``: ``checkpoints/last.ckpt`` (Lightning, for resume) and the latest
+periodic checkpoint, ``previews/`` (validation images), ``model.pt`` (``save_video_model`` format,
+the file GDPO, evaluation and serving load) and ``sft_result.json``. With a tracking URI the run is
+logged to MLflow (metrics, previews, ``model.pt``); the run id is kept in ``mlflow_run_id.txt`` so a
+resumed training continues the same run. mlflow is optional: without a URI nothing imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+
+from ml.models.config import SFTConfig
+from ml.models.data import RenderedVideoDataModule
+from ml.models.lightning_sft import SFTModule, model_config_for_data
+
+log = logging.getLogger(__name__)
+
+LAST_CKPT = "last.ckpt"
+
+
+@dataclass
+class SFTResult:
+    """What a training run produced."""
+
+    checkpoint_path: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    lightning_checkpoint: str | None = None
+    resumed_from_step: int | None = None
+    global_step: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_precision() -> str:
+    """bf16-mixed on a CUDA GPU that supports it, else 32-true."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags: dict[str, str] | None):
+    if not tracking_uri:
+        return None
+    try:
+        from lightning.pytorch.loggers import MLFlowLogger
+        import mlflow  # noqa: F401
+    except ImportError:
+        log.warning("mlflow is not installed: training without MLflow logging")
+        return None
+    run_file = out_dir / "mlflow_run_id.txt"
+    run_id = run_file.read_text().strip() if run_file.is_file() else None
+    if run_id:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri).get_run(run_id)
+        except Exception:
+            run_id = None
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:///"):
+        artifact_location = (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    logger = MLFlowLogger(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri, tags=tags,
+                          run_name=cfg.run_name, run_id=run_id, artifact_location=artifact_location)
+    return logger
+
+
+def _load_init(module: SFTModule, init: str | Path) -> None:
+    """Initialise the model weights from a ``save_video_model`` file or a Lightning SFT checkpoint."""
+    from ml.models.checkpoint import FORMAT
+
+    obj = torch.load(init, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        sd = obj["state_dict"]
+    elif isinstance(obj, dict) and "state_dict" in obj:
+        sd = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+    else:
+        raise ValueError(f"--init '{init}' is neither a video-model file nor a Lightning SFT checkpoint")
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    model_sd = module.model.state_dict()
+    shape_bad = [k for k, v in sd.items() if k in model_sd and model_sd[k].shape != v.shape]
+    if shape_bad:
+        raise ValueError(f"--init '{init}': shapes differ for {shape_bad[:5]} (different preset?)")
+    missing, unexpected = module.model.load_state_dict(sd, strict=False)
+    if unexpected:
+        raise ValueError(f"--init '{init}': unexpected weights {unexpected[:5]}")
+    log.info("initialised from %s (%d tensors, %d left at their initial values)", init, len(sd), len(missing))
+    if module.ema is not None:
+        from ml.models.lightning_sft import EMA
+
+        module.ema = EMA(module.model, module.ema.decay)
+
+
+def train_sft(
+    rendered_dir: str | Path,
+    out_dir: str | Path,
+    cfg: SFTConfig,
+    tracking_uri: str | None = None,
+    tags: dict[str, str] | None = None,
+    resume: bool = True,
+    init_checkpoint: str | Path | None = None,
+    road_network: Any = None,
+    callbacks: Sequence[L.Callback] = (),
+) -> SFTResult:
+    """Train (or resume training) the video model on ``rendered_dir``; see the module docstring for outputs.
+
+    ``cfg.model`` takes the data's resolution and frame count. With ``resume`` and an existing
+    ``out_dir/checkpoints/last.ckpt`` training continues from it (global step, optimiser, EMA) up
+    to ``cfg.max_steps``; ``init_checkpoint`` (a ``model.pt`` or Lightning checkpoint) initialises
+    the weights of a fresh run (fine-tuning a base model). ``road_network`` (a ``RoadNetwork``)
+    enables decoded-trajectory validation metrics. Extra Lightning ``callbacks`` are appended.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, LearningRateMonitor
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    dm = RenderedVideoDataModule(rendered_dir, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                 val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                 with_tokens=cfg.model.signaling_tokens, max_records=cfg.model.max_records)
+    dm.setup("fit")
+    cfg = cfg.model_copy(update={"model": model_config_for_data(cfg.model, dm.resolution, dm.frames)})
+
+    last = ckpt_dir / LAST_CKPT
+    ckpt_path = str(last) if (resume and last.is_file()) else None
+    resumed_from = None
+    if ckpt_path:
+        resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("global_step", 0))
+        log.info("resuming from %s (step %d)", ckpt_path, resumed_from)
+
+    module = SFTModule(cfg, preview_dir=str(out_dir / "previews"))
+    module.road_network = road_network
+    if init_checkpoint and not ckpt_path:
+        _load_init(module, init_checkpoint)
+
+    logger = _mlflow_logger(out_dir, cfg, tracking_uri, tags)
+    cbs: list[L.Callback] = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False, save_last=True,
+                        every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1, monitor=None),
+        OnExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
+    ]
+    if logger is not None:
+        cbs.append(LearningRateMonitor(logging_interval="step"))
+    cbs.extend(callbacks)
+    has_val = len(dm.rows.get("val", [])) > 0
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision=cfg.precision or default_precision(),
+        max_steps=cfg.max_steps, max_epochs=-1,
+        val_check_interval=cfg.val_every_n_steps if has_val else None,
+        check_val_every_n_epoch=None if has_val else 1,
+        limit_val_batches=cfg.limit_val_batches if has_val else 0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=cfg.grad_clip, accumulate_grad_batches=cfg.accumulate_grad_batches,
+        log_every_n_steps=cfg.log_every_n_steps, logger=logger if logger is not None else False,
+        callbacks=cbs, enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
+        default_root_dir=str(out_dir), deterministic=False,
+    )
+    t0 = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    train_s = time.time() - t0
+    if trainer.interrupted:
+        log.warning("training interrupted at step %d; resume by running again", trainer.global_step)
+    trainer.save_checkpoint(str(last))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    if has_val and not trainer.interrupted and trainer.global_step % cfg.val_every_n_steps != 0:
+        for d in trainer.validate(module, datamodule=dm, verbose=False):
+            metrics.update({k: float(v) for k, v in d.items()})
+    metrics["train_seconds"] = train_s
+    metrics["global_step"] = float(trainer.global_step)
+
+    from ml.models.checkpoint import save_video_model
+
+    meta = {"global_step": int(trainer.global_step), "rendered_dir": str(rendered_dir), "sft": cfg.model_dump(mode="json"),
+            "metrics": metrics, "tags": dict(tags or {})}
+    with module.eval_weights():
+        model_path = save_video_model(out_dir / "model.pt", module.model, cfg.model, meta=meta)
+
+    run_id = None
+    if logger is not None:
+        run_id = logger.run_id
+        (out_dir / "mlflow_run_id.txt").write_text(str(run_id))
+        try:
+            client = logger.experiment
+            client.log_artifact(run_id, str(model_path), artifact_path="model")
+            client.log_dict(run_id, cfg.model_dump(mode="json"), "sft_config.json")
+            for k in ("train_seconds",):
+                client.log_metric(run_id, k, metrics[k])
+        except Exception as exc:  # pragma: no cover
+            log.warning("could not log artifacts to MLflow: %s", exc)
+        logger.finalize("success" if not trainer.interrupted else "killed")
+
+    result = SFTResult(checkpoint_path=str(model_path), metrics=metrics, mlflow_run_id=run_id,
+                       lightning_checkpoint=str(last), resumed_from_step=resumed_from,
+                       global_step=int(trainer.global_step))
+    tmp = out_dir / ".sft_result.json.tmp"
+    tmp.write_text(json.dumps(result.to_dict(), indent=2))
+    os.replace(tmp, out_dir / "sft_result.json")
+    return result

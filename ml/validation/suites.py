@@ -1,0 +1,163 @@
+"""Great Expectations 1.x suites for the data-contract tables, run on an ephemeral, cached context.
+
+The GE context is created once per process (creating it costs about a second) and holds one pandas
+data source with one dataframe asset and one whole-dataframe batch definition per table. Suites
+are built per call (cheap) because their parameters depend on the city bbox and the reference ids;
+they are never added to the context's store, so nothing accumulates.
+"""
+
+from __future__ import annotations
+
+import os
+
+# No telemetry, no network: must be set before great_expectations is imported.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+import threading  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import great_expectations as gx  # noqa: E402
+import great_expectations.expectations as gxe  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ml.validation.contract import EVENTS, SPLITS, TABLE_COLUMNS, TRUTH_KINDS  # noqa: E402
+from ml.validation.context import ValidationContext  # noqa: E402
+
+_DATA_SOURCE = "sig2gps_tables"
+_BATCH_DEFINITION = "whole_dataframe"
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {}
+
+#: Physical ranges of the contract (inclusive unless noted).
+RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
+    ("towers", "azimuth_deg"): (0.0, 360.0),
+    ("towers", "height_m"): (0.0, 300.0),  # strictly above 0
+    ("towers", "tx_power_dbm"): (0.0, 80.0),
+    ("gps", "speed_mps"): (0.0, 70.0),
+    ("mr", "rsrp_dbm"): (-140.0, -30.0),
+    ("pairs", "overlap_h"): (0.0, 24.0),
+    ("pairs", "moving_h"): (0.0, 24.0),
+    ("pairs", "mismatch_m"): (0.0, None),
+    ("pairs", "margin"): (0.0, None),
+    ("samples", "n_records"): (1, None),
+    ("samples", "tile_size_m"): (0.0, None),  # strictly above 0
+}
+_STRICT_MIN = {("towers", "height_m"), ("samples", "tile_size_m")}
+#: Columns that may hold nulls (all other required columns must not).
+NULLABLE: set[tuple[str, str]] = {("pairs", "margin"), ("truth_links", "vehicle_id")}
+#: Tables whose ``lon``/``lat`` must lie inside the city bbox (with margin).
+BBOX_TABLES = ("towers", "gps", "sample_truth")
+#: (table, column) -> (context attribute, referenced table.column) for foreign keys.
+FOREIGN_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("signaling", "cell_id"): ("tower_cell_ids", "towers.cell_id"),
+    ("mr", "cell_id"): ("tower_cell_ids", "towers.cell_id"),
+    ("pairs", "device_id"): ("device_ids", "signaling.device_id"),
+    ("pairs", "vehicle_id"): ("vehicle_ids", "gps.vehicle_id"),
+    ("samples", "device_id"): ("device_ids", "signaling.device_id"),
+    ("samples", "vehicle_id"): ("vehicle_ids", "gps.vehicle_id"),
+    ("sample_truth", "sample_id"): ("sample_ids", "samples.sample_id"),
+}
+
+
+@dataclass(frozen=True)
+class _GxHandles:
+    context: Any
+    batch_definitions: dict[str, Any]
+
+
+def gx_handles() -> _GxHandles:
+    """The process-wide ephemeral GE context and its per-table batch definitions (created once)."""
+    with _LOCK:
+        if "handles" not in _STATE:
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            context = gx.get_context(mode="ephemeral")
+            context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+            source = context.data_sources.add_pandas(_DATA_SOURCE)
+            batch_definitions = {}
+            for table in TABLE_COLUMNS:
+                asset = source.add_dataframe_asset(name=table)
+                batch_definitions[table] = asset.add_batch_definition_whole_dataframe(_BATCH_DEFINITION)
+            _STATE["handles"] = _GxHandles(context=context, batch_definitions=batch_definitions)
+        return _STATE["handles"]
+
+
+def build_suite(table: str, usable: set[str], context: ValidationContext) -> tuple[gx.ExpectationSuite, list[str]]:
+    """The GE suite of ``table`` restricted to ``usable`` columns (present with the right dtype).
+
+    Every expectation carries ``meta = {"rule", "column", "detail"}`` so results map back to
+    :class:`~ml.validation.report.RuleFailure`. Returns the suite and the rules skipped for lack of
+    a reference table in ``context``.
+    """
+    suite = gx.ExpectationSuite(name=f"sig2gps_{table}")
+    skipped: list[str] = []
+
+    def add(expectation_cls: type, columns: tuple[str, ...], rule: str, detail: str, **kwargs: Any) -> None:
+        if not all(c in usable for c in columns):
+            return
+        meta = {"rule": rule, "column": "+".join(columns) if columns else None, "detail": detail}
+        suite.add_expectation(expectation_cls(meta=meta, **kwargs))
+
+    add(gxe.ExpectTableRowCountToBeBetween, (), "non_empty", "table must have at least one row", min_value=1)
+    for column in TABLE_COLUMNS[table]:
+        if (table, column) not in NULLABLE:
+            add(gxe.ExpectColumnValuesToNotBeNull, (column,), "not_null", "must not be null", column=column)
+
+    for (tbl, column), (lo, hi) in RANGES.items():
+        if tbl != table:
+            continue
+        strict = (tbl, column) in _STRICT_MIN
+        low_txt = "" if lo is None else (f"> {lo:g}" if strict else f">= {lo:g}")
+        high_txt = "" if hi is None else f"<= {hi:g}"
+        add(
+            gxe.ExpectColumnValuesToBeBetween, (column,), "in_range",
+            f"must be {' and '.join(t for t in (low_txt, high_txt) if t)}",
+            column=column, min_value=lo, max_value=hi, strict_min=strict,
+        )
+
+    if table in BBOX_TABLES:
+        for column, (lo, hi) in (("lon", context.lon_bounds()), ("lat", context.lat_bounds())):
+            add(
+                gxe.ExpectColumnValuesToBeBetween, (column,), "inside_city_bbox",
+                f"must lie in [{lo:.5f}, {hi:.5f}]: the city bbox plus {context.margin_m:g} m",
+                column=column, min_value=lo, max_value=hi,
+            )
+
+    if table == "towers":
+        add(gxe.ExpectColumnValuesToBeUnique, ("cell_id",), "unique", "cell_id must be unique", column="cell_id")
+    elif table == "signaling":
+        add(gxe.ExpectColumnValuesToBeInSet, ("event",), "in_set", f"must be one of {', '.join(EVENTS)}",
+            column="event", value_set=list(EVENTS))
+    elif table == "pairs":
+        add(gxe.ExpectColumnValuesToMatchRegex, ("day",), "date_format", "must be a date YYYY-MM-DD",
+            column="day", regex=r"^\d{4}-\d{2}-\d{2}$")
+        add(gxe.ExpectCompoundColumnsToBeUnique, ("device_id", "day"), "unique",
+            "one accepted pair per device and day", column_list=["device_id", "day"])
+    elif table == "samples":
+        add(gxe.ExpectColumnValuesToBeUnique, ("sample_id",), "unique", "sample_id must be unique", column="sample_id")
+        add(gxe.ExpectColumnValuesToBeInSet, ("split",), "in_set", f"must be one of {', '.join(SPLITS)}",
+            column="split", value_set=list(SPLITS))
+        add(gxe.ExpectColumnPairValuesAToBeGreaterThanB, ("t1", "t0"), "t1_after_t0", "t1 must be after t0",
+            column_A="t1", column_B="t0", or_equal=False)
+    elif table == "truth_links":
+        add(gxe.ExpectColumnValuesToBeInSet, ("kind",), "in_set", f"must be one of {', '.join(TRUTH_KINDS)}",
+            column="kind", value_set=list(TRUTH_KINDS))
+
+    for (tbl, column), (attr, target) in FOREIGN_KEYS.items():
+        if tbl != table or column not in usable:
+            continue
+        ref = getattr(context, attr)
+        if ref is None:
+            skipped.append(f"{column}:foreign_key ({target} not given)")
+            continue
+        add(gxe.ExpectColumnValuesToBeInSet, (column,), "foreign_key", f"must exist in {target}",
+            column=column, value_set=pd.Series(ref).tolist())
+    return suite, skipped
+
+
+def run_suite(table: str, df: pd.DataFrame, suite: gx.ExpectationSuite) -> Any:
+    """Validate ``df`` (whole dataframe as one batch) against ``suite``; returns GE's suite result."""
+    handles = gx_handles()
+    batch = handles.batch_definitions[table].get_batch(batch_parameters={"dataframe": df})
+    return batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
