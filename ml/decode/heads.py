@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from skimage.measure import label
-from skimage.morphology import binary_opening, skeletonize
+from scipy.ndimage import binary_opening
+from skimage.morphology import skeletonize
 
 from ml.render import style
 
@@ -82,7 +83,7 @@ def decode_heads(
         m = masks[k]
         if not m.any():
             continue
-        mo = binary_opening(m, _OPEN_FOOTPRINT)
+        mo = binary_opening(m, structure=_OPEN_FOOTPRINT)
         if not mo.any():
             mo = m
         lab = label(mo, connectivity=2)

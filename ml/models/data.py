@@ -208,3 +208,84 @@ class RenderedVideoDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | list:
         return self._loader("test", False, self.val_batch_size) if len(self.rows.get("test", [])) else []
+
+
+def make_toy_rendered_arrays(root: str | Path, n: int = 16, resolution: int = 32, frames: int = 9,
+                             seed: int = 0, shard_size: int = 8, with_tokens: bool = False,
+                             splits: tuple[float, float] = (0.75, 0.125)) -> Path:
+    """Write a toy rendered-arrays folder (tests and benchmarks; the same file format as ``ml.render``).
+
+    Each sample: a light background with a road grid, three tower dots and the polyline through them
+    (the condition); the video draws an L-shaped path between two grid nodes progressively, with a
+    blue head dot (the DESIGN section 8 toy task). Splits are assigned in order train/val/test by
+    ``splits`` fractions (train, val). With ``with_tokens`` also ``tokens_<shard>.npy`` (n, 8, 4).
+    """
+    import pandas as pd
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    R, K = resolution, frames
+    step = max(4, R // 4)
+    grid = np.arange(step // 2, R, step)
+    conds = np.empty((n, R, R, 3), np.uint8)
+    videos = np.empty((n, K, R, R, 3), np.uint8)
+    toks = np.full((n, 8, 4), np.nan, np.float32)
+    yy, xx = np.mgrid[0:R, 0:R]
+    for i in range(n):
+        img = np.full((R, R, 3), 235, np.uint8)
+        for g in grid:
+            img[g, :] = 190
+            img[:, g] = 190
+        a = rng.choice(grid, 2)
+        b = rng.choice(grid, 2)
+        while np.array_equal(a, b):
+            b = rng.choice(grid, 2)
+        # L-shaped path: along columns first (x), then rows (y)
+        pts = [(a[0], a[1])]
+        x, y = int(a[0]), int(a[1])
+        while x != b[0]:
+            x += int(np.sign(b[0] - x))
+            pts.append((x, y))
+        while y != b[1]:
+            y += int(np.sign(b[1] - y))
+            pts.append((x, y))
+        pts = np.array(pts)
+        towers = pts[np.linspace(0, len(pts) - 1, 3).round().astype(int)] + rng.integers(-2, 3, (3, 2))
+        towers = towers.clip(0, R - 1)
+        cond = img.copy()
+        for (tx, ty) in towers:
+            cond[max(0, ty - 1):ty + 2, max(0, tx - 1):tx + 2] = (220, 40, 40)
+        conds[i] = cond
+        for k in range(K):
+            fr = cond.copy()
+            m = int(round(k / max(1, K - 1) * (len(pts) - 1)))
+            for (px, py) in pts[:m + 1]:
+                fr[py, px] = (40, 40, 40)
+            hx, hy = pts[m]
+            head = (xx - hx) ** 2 + (yy - hy) ** 2 <= 2.25
+            fr[head] = (0, 0, 255)
+            videos[i, k] = fr
+        if with_tokens:
+            toks[i, :3, 0] = towers[:, 0] / R
+            toks[i, :3, 1] = towers[:, 1] / R
+            toks[i, :3, 2] = np.array([0.0, 0.5, 1.0])
+            toks[i, :3, 3] = np.array([5, 0, 1])
+    n_train = int(round(splits[0] * n))
+    n_val = int(round(splits[1] * n))
+    split = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val))
+    shard = np.arange(n) // shard_size
+    rows = np.arange(n) % shard_size
+    for s in np.unique(shard):
+        sel = shard == s
+        np.save(root / f"cond_{s:04d}.npy", conds[sel])
+        np.save(root / f"video_{s:04d}.npy", videos[sel])
+        if with_tokens:
+            np.save(root / f"tokens_{s:04d}.npy", toks[sel])
+    index = pd.DataFrame({
+        "sample_id": [f"toy{i:05d}" for i in range(n)], "split": split, "shard": shard.astype(np.int64),
+        "row": rows.astype(np.int64), "tile_crs": "EPSG:32632", "tile_x0": 500000.0, "tile_y0": 5300000.0,
+        "tile_size_m": 1000.0, "resolution": R, "frames": K, "duration_s": 600.0,
+    })
+    index.to_parquet(root / "index.parquet", index=False)
+    return root

@@ -82,7 +82,7 @@ class SimulationConfig(BaseModel):
         default_factory=lambda: {"passenger": 0.3, "pedestrian": 0.2, "car": 0.3, "stationary": 0.2},
         description="share of each decoy kind",
     )
-    decoy_active_hours: tuple[float, float] = Field((8.0, 16.0), description="phone-on span of a decoy per day")
+    decoy_active_hours: tuple[float, float] = Field((8.0, 15.0), description="phone-on span of a decoy per day")
     decoy_start_hour: tuple[float, float] = (4.0, 9.0)
     driver_extra_hours: tuple[float, float] = Field((0.2, 1.5), description="driver phone on before/after the shift")
     data_sessions_per_h: float = Field(5.0, ge=0)

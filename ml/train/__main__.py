@@ -27,12 +27,19 @@ def _load(module: str) -> tuple[str, Callable, Callable] | Exception:
         return exc
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
-    """The top-level parser and subcommand -> run function."""
+def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+    """The top-level parser and subcommand -> run function.
+
+    With ``only`` set, just that subcommand's module is imported (the others are listed by name), so
+    ``python -m ml.train sft`` never imports the GDPO code and vice versa.
+    """
     parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     runners: dict[str, Callable] = {}
     for name, module in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=f"(see python -m ml.train {name} --help)")
+            continue
         loaded = _load(module)
         if isinstance(loaded, Exception):
             err = loaded
@@ -53,7 +60,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, runners = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser, runners = build_parser(chosen if chosen in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     return int(runners[args.command](args) or 0)
 

@@ -90,6 +90,7 @@ def build_suite(table: str, usable: set[str], context: ValidationContext) -> tup
     :class:`~ml.validation.report.RuleFailure`. Returns the suite and the rules skipped for lack of
     a reference table in ``context``.
     """
+    gx_handles()  # suites resolve the active GE project on construction
     suite = gx.ExpectationSuite(name=f"sig2gps_{table}")
     skipped: list[str] = []
 

@@ -29,6 +29,7 @@ class MRMatrix:
     cell_id: np.ndarray  # (C,) int64
     tower_xy: np.ndarray  # (C, 2) projected metres of each cell's tower
     rsrp: np.ndarray  # (T, C) float64 dBm, NaN = not measured
+    azimuth_deg: np.ndarray | None = None  # (C,) sector azimuth when the tower table has one, else None
 
     @property
     def mask(self) -> np.ndarray:
@@ -96,7 +97,7 @@ def mr_matrix(ctx: Any) -> MRMatrix:
     """Pivot ``ctx.mr`` into an :class:`MRMatrix` (duplicate (t, cell) rows are averaged)."""
     mr = ctx.mr
     if mr is None or len(mr) == 0:
-        return MRMatrix(np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 0)))
+        return MRMatrix(np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 0)), None)
     t = mr["t"].to_numpy(np.float64)
     cell = mr["cell_id"].to_numpy(np.int64)
     r = mr["rsrp_dbm"].to_numpy(np.float64)
@@ -110,7 +111,17 @@ def mr_matrix(ctx: Any) -> MRMatrix:
     np.add.at(n, (ti, ci), 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rsrp = np.where(n > 0, s / np.maximum(n, 1), np.nan)
-    return MRMatrix(ut, uc, tower_xy_of(ctx, uc), rsrp)
+    return MRMatrix(ut, uc, tower_xy_of(ctx, uc), rsrp, tower_azimuth_of(ctx, uc))
+
+
+def tower_azimuth_of(ctx: Any, cell_ids: np.ndarray) -> np.ndarray | None:
+    """Sector azimuths (degrees, clockwise from north) of ``cell_ids`` from ``ctx.towers``; None if absent."""
+    towers = _ctx_get(ctx, "towers")
+    if towers is None or "azimuth_deg" not in getattr(towers, "columns", ()):
+        return None
+    tw = towers.set_index("cell_id") if "cell_id" in towers.columns else towers
+    az = tw["azimuth_deg"].reindex(np.asarray(cell_ids, dtype=np.int64)).to_numpy(np.float64)
+    return az
 
 
 def slot_grid(m: MRMatrix, eval_t: np.ndarray, dt: float | None = None) -> SlotGrid:

@@ -68,10 +68,13 @@ class HREConfig:
     ridge_p0: float = 1.0  # pseudo-observations pulling a cell's P0 to the pooled fit
     ridge_n: float = 20.0  # pulling a cell's exponent to the pooled one (in units of log10(d)^2)
     n_bounds: tuple[float, float] = (1.5, 6.0)
-    min_sigma_db: float = 3.0
+    min_sigma_db: float = 5.0
     n_groups: int = 3  # HREA mobility groups
     group_edges: tuple[float, ...] = (0.6, 1.4)  # thresholds on the normalised signal difference
     dt_s: float | None = None  # slot length; default from the report times
+    sector_gain: bool = True  # add the known sector antenna pattern to the path-loss model (extension)
+    beamwidth_deg: float = 65.0
+    front_to_back_db: float = 20.0
 
 
 @dataclass
@@ -119,11 +122,27 @@ def transition_logp(dist_m: np.ndarray, dt: float, mean_mps: float, sigma_mps: f
 
 
 # ---------------------------------------------------------------------------------- path loss
-def fit_pathloss(pos: np.ndarray, rsrp: np.ndarray, tower_xy: np.ndarray, cfg: HREConfig) -> PathLossModel:
+def sector_gain_db(xy: np.ndarray, tower_xy: np.ndarray, azimuth_deg: np.ndarray | None, cfg: HREConfig) -> np.ndarray:
+    """(n, C) 3GPP sector pattern -min(12 (theta / beamwidth)^2, front_to_back) at points ``xy``.
+
+    Zero everywhere when ``cfg.sector_gain`` is off or azimuths are unknown (NaN azimuth: omni).
+    """
+    n, C = len(xy), len(tower_xy)
+    if not cfg.sector_gain or azimuth_deg is None:
+        return np.zeros((n, C))
+    dv = xy[:, None, :] - tower_xy[None, :, :]
+    bearing = np.degrees(np.arctan2(dv[..., 0], dv[..., 1]))
+    off = (bearing - azimuth_deg[None, :] + 180.0) % 360.0 - 180.0
+    g = -np.minimum(12.0 * (off / cfg.beamwidth_deg) ** 2, cfg.front_to_back_db)
+    return np.where(np.isfinite(azimuth_deg)[None, :], g, 0.0)
+
+
+def fit_pathloss(pos: np.ndarray, rsrp: np.ndarray, tower_xy: np.ndarray, cfg: HREConfig,
+                 azimuth_deg: np.ndarray | None = None) -> PathLossModel:
     """Least-squares per-cell log-distance fit on positions ``pos`` (T, 2) and ``rsrp`` (T, C) (NaN = none)."""
     C = rsrp.shape[1]
     ti, ci = np.nonzero(np.isfinite(rsrp))
-    r = rsrp[ti, ci]
+    r = rsrp[ti, ci] - sector_gain_db(pos, tower_xy, azimuth_deg, cfg)[ti, ci]
     d = np.maximum(np.hypot(*(pos[ti] - tower_xy[ci]).T), MIN_DIST_M)
     L = 10.0 * np.log10(d)
     # pooled fit r = a - n L
@@ -155,10 +174,16 @@ def fit_pathloss(pos: np.ndarray, rsrp: np.ndarray, tower_xy: np.ndarray, cfg: H
     return PathLossModel(p0, n, max(sigma, cfg.min_sigma_db))
 
 
-def log_emission(state_xy: np.ndarray, rsrp: np.ndarray, tower_xy: np.ndarray, model: PathLossModel) -> np.ndarray:
-    """(T, S) log-likelihood of every slot's RSRP vector at every state (0 for empty slots)."""
+def log_emission(state_xy: np.ndarray, rsrp: np.ndarray, tower_xy: np.ndarray, model: PathLossModel,
+                 gain_db: np.ndarray | None = None) -> np.ndarray:
+    """(T, S) log-likelihood of every slot's RSRP vector at every state (0 for empty slots).
+
+    ``gain_db`` (S, C) is an optional known antenna gain added to the path-loss mean.
+    """
     d = np.maximum(np.sqrt(((state_xy[:, None, :] - tower_xy[None, :, :]) ** 2).sum(-1)), MIN_DIST_M)  # (S, C)
     mu = model.p0[None, :] - model.n[None, :] * 10.0 * np.log10(d)  # (S, C)
+    if gain_db is not None:
+        mu = mu + gain_db
     M = np.isfinite(rsrp).astype(np.float64)
     R = np.where(M > 0, rsrp, 0.0)
     sq = (R * R).sum(axis=1)[:, None] - 2.0 * R @ mu.T + M @ (mu * mu).T
@@ -203,18 +228,50 @@ def viterbi_sparse(emis: np.ndarray, nbr_idx: np.ndarray, logA: np.ndarray, grou
 @dataclass
 class _Graph:
     states: RoadStates
-    nbr: np.ndarray
-    dist: np.ndarray
+    nbr: np.ndarray  # (S, K) neighbour indices
+    dist: np.ndarray  # (S, K) road distances (inf = padding)
+    logd: np.ndarray | None = None  # (S, C) 10 log10(distance to each tower), cached
+    gain: np.ndarray | None = None  # (S, C) sector gain, cached
+
+    def geometry(self, m: MRMatrix, cfg: HREConfig) -> tuple[np.ndarray, np.ndarray | None]:
+        """Cached (S, C) 10 log10 d and sector gain of the states for the window's cells."""
+        if self.logd is None:
+            xy = self.states.xy
+            d = np.sqrt(((xy[:, None, :] - m.tower_xy[None, :, :]) ** 2).sum(-1))
+            self.logd = 10.0 * np.log10(np.maximum(d, MIN_DIST_M))
+            self.gain = sector_gain_db(xy, m.tower_xy, m.azimuth_deg, cfg) if cfg.sector_gain else None
+        return self.logd, self.gain
+
+    def subset(self, keep: np.ndarray) -> "_Graph":
+        """The states where ``keep`` is True; neighbours outside become padding (no new Dijkstra)."""
+        idx = np.nonzero(keep)[0]
+        new = np.full(len(keep), -1, dtype=np.int64)
+        new[idx] = np.arange(len(idx))
+        nbr = new[self.nbr[idx]]
+        dist = np.where(nbr >= 0, self.dist[idx], np.inf)
+        nbr = np.maximum(nbr, 0)
+        st = RoadStates(self.states.xy[idx], self.states.graph, self.states.gamma_m)
+        logd = None if self.logd is None else self.logd[idx]
+        gain = None if self.gain is None else self.gain[idx]
+        return _Graph(st, nbr, dist, logd, gain)
 
 
-def _graph(net: RoadNetwork, gamma: float, bbox: tuple[float, float, float, float], reach: float,
-           keep_near: np.ndarray | None = None, corridor: float = 0.0) -> _Graph:
+def _graph(net: RoadNetwork, gamma: float, bbox: tuple[float, float, float, float], reach: float) -> _Graph:
     st = road_states(net, gamma, bbox)
-    if keep_near is not None and st.n:
-        d, _ = cKDTree(keep_near).query(st.xy, distance_upper_bound=corridor)
-        st = st.subset(np.isfinite(d))
     nbr, dist = neighbour_table(st, reach)
     return _Graph(st, nbr, dist)
+
+
+def _emission(gr: _Graph, m: MRMatrix, rsrp: np.ndarray, model: PathLossModel, cfg: HREConfig) -> np.ndarray:
+    """(T, S) log emission on a graph's states, reusing its cached distances and gains."""
+    logd, gain = gr.geometry(m, cfg)
+    mu = model.p0[None, :] - model.n[None, :] * logd
+    if gain is not None:
+        mu = mu + gain
+    M = np.isfinite(rsrp).astype(np.float64)
+    R = np.where(M > 0, rsrp, 0.0)
+    sq = (R * R).sum(axis=1)[:, None] - 2.0 * R @ mu.T + M @ (mu * mu).T
+    return -0.5 * sq / model.sigma_db**2
 
 
 def _bbox(xy: np.ndarray, margin: float) -> tuple[float, float, float, float]:
@@ -258,22 +315,29 @@ def run_hre(net: RoadNetwork, m: MRMatrix, g: SlotGrid, x0: np.ndarray, cfg: HRE
     """Alternate path-loss fitting and coarse-to-fine Viterbi decoding from the initial slots ``x0``."""
     T = len(g.t)
     reach = cfg.v_max_mps * g.dt
-    coarse = _graph(net, cfg.gamma_coarse_m, _bbox(x0, cfg.region_margin_m), reach + cfg.gamma_coarse_m)
+    region = _bbox(x0, cfg.region_margin_m)
+    coarse = _graph(net, cfg.gamma_coarse_m, region, reach + cfg.gamma_coarse_m)
+    fine_all: _Graph | None = None  # built on first use, over the region, then restricted per iteration
     X = x0.copy()
     sm = _hre_speed(T, cfg)
     hist: list[float] = []
     obs = g.observed
-    model = fit_pathloss(X[obs], g.rsrp[obs], m.tower_xy, cfg)
+    az = m.azimuth_deg
+    model = fit_pathloss(X[obs], g.rsrp[obs], m.tower_xy, cfg, az)
     it = 0
     for it in range(1, cfg.max_iter + 1):
-        model = fit_pathloss(X[obs], g.rsrp[obs], m.tower_xy, cfg)
+        model = fit_pathloss(X[obs], g.rsrp[obs], m.tower_xy, cfg, az)
         if adaptive:
             sm = _adaptive_speed(X, g, cfg)
-        pc = _decode(coarse, log_emission(coarse.states.xy, g.rsrp, m.tower_xy, model), g.dt, sm, cfg.v_max_mps)
+        pc = _decode(coarse, _emission(coarse, m, g.rsrp, model, cfg), g.dt, sm, cfg.v_max_mps)
         xc = coarse.states.xy[pc]
-        fine = _graph(net, cfg.gamma_fine_m, _bbox(xc, cfg.corridor_m), reach + cfg.gamma_fine_m,
-                      keep_near=xc, corridor=cfg.corridor_m)
-        pf = _decode(fine, log_emission(fine.states.xy, g.rsrp, m.tower_xy, model), g.dt, sm, cfg.v_max_mps)
+        if fine_all is None:
+            fine_all = _graph(net, cfg.gamma_fine_m, region, reach + cfg.gamma_fine_m)
+        near, _ = cKDTree(xc).query(fine_all.states.xy, distance_upper_bound=cfg.corridor_m)
+        if fine_all.logd is None:
+            fine_all.geometry(m, cfg)
+        fine = fine_all.subset(np.isfinite(near))
+        pf = _decode(fine, _emission(fine, m, g.rsrp, model, cfg), g.dt, sm, cfg.v_max_mps)
         Xn = fine.states.xy[pf]
         change = float(np.mean(np.hypot(*(Xn - X).T)))
         hist.append(change)

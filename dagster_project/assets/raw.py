@@ -1,0 +1,193 @@
+"""Raw data per city: towers, taxi GPS, signaling, measurement reports, pairs and samples.
+
+Simulated by default (``ml.simulate``), or imported from the files named in the city's TOML
+(``ml.ingest``, with pseudonymised ids). Every table passes its Great Expectations suite before it
+is written (see ``dagster_project.checks``).
+"""
+
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+
+from ml.cities import CityConfig, RoadNetwork, load_city, load_road_network
+from ml.io import read_table, write_json_atomic
+from ml.paths import CityPaths
+from ml.validation import ValidationContext
+from dagster_project.checks import ge_check_spec, validate_then_write
+from dagster_project.metadata import flat_metadata, table_markdown
+from dagster_project.partitions import cities_partitions
+from dagster_project.resources import ComputeResource, PathsResource
+
+# Stage seeds derive from the city seed so that the same city file gives the same data.
+SEED_OFFSETS = {"towers": 1, "gps": 2, "signaling": 3, "mr": 4, "samples": 5}
+
+
+@dataclass
+class CityContext:
+    city: CityConfig
+    paths: CityPaths
+    net: RoadNetwork
+
+    def seed(self, stage: str) -> int:
+        return self.city.seed * 1000 + SEED_OFFSETS[stage]
+
+    def validation_context(self, **refs) -> ValidationContext:
+        ctx = ValidationContext.from_road_network(self.net)
+        return ctx.with_references(**refs) if refs else ctx
+
+    def imported(self) -> dict[str, pd.DataFrame]:
+        from ml.ingest import load_imported_tables
+
+        return load_imported_tables(self.city, self.paths.root)
+
+
+def city_context(context: dg.AssetExecutionContext, paths: PathsResource) -> CityContext:
+    city = load_city(context.partition_key, paths.root_path)
+    cp = paths.city(city.name)
+    if not (cp.roads_dir / "roads.npz").is_file():
+        raise dg.Failure(f"{cp.roads_dir}: road network of '{city.name}' not materialised; materialise road_network first")
+    return CityContext(city, cp, load_road_network(city, cache_dir=cp.roads_dir))
+
+
+def _table_meta(df: pd.DataFrame, path) -> dict:
+    return {"rows": len(df), "path": dg.MetadataValue.path(str(path)),
+            "preview": table_markdown(df.head(5).astype(str).to_dict("records"))}
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["road_network"],
+          check_specs=[ge_check_spec("cell_towers", "towers")], kinds={"pandas", "parquet"})
+def cell_towers(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
+    """Cell towers: 3-sector macro sites placed by road density (or imported)."""
+    cc = city_context(context, paths)
+    if cc.city.data_source == "import":
+        towers = cc.imported()["towers"]
+    else:
+        from ml.simulate import simulate_towers
+
+        towers = simulate_towers(cc.net, compute.stage_config("simulation", cc.city), seed=cc.seed("towers"))
+    path = cc.paths.table("towers")
+    yield from validate_then_write(context, [("towers", towers, path)], cc.validation_context())
+    yield dg.MaterializeResult(metadata={**_table_meta(towers, path), "sites": int(towers["site_id"].nunique())})
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["road_network"],
+          check_specs=[ge_check_spec("taxi_gps", "gps")], kinds={"pandas", "parquet"})
+def taxi_gps(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
+    """Taxi fleet GPS: shifts of trips, stops and parking; noisy fixes every few seconds (or imported)."""
+    cc = city_context(context, paths)
+    if cc.city.data_source == "import":
+        gps = cc.imported()["gps"]
+    else:
+        from ml.simulate import simulate_taxi_gps
+
+        gps = simulate_taxi_gps(cc.net, compute.stage_config("simulation", cc.city), seed=cc.seed("gps"))
+    path = cc.paths.table("gps")
+    yield from validate_then_write(context, [("gps", gps, path)], cc.validation_context())
+    yield dg.MaterializeResult(metadata={**_table_meta(gps, path), "vehicles": int(gps["vehicle_id"].nunique())})
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["cell_towers", "taxi_gps"],
+          check_specs=[ge_check_spec("signaling_records", "signaling")], kinds={"pandas", "parquet"})
+def signaling_records(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
+    """Event-driven signaling of drivers' phones and decoy devices, with the simulator's calibration report."""
+    cc = city_context(context, paths)
+    towers = read_table(cc.paths.table("towers"), "towers")
+    gps = read_table(cc.paths.table("gps"), "gps")
+    truth = None
+    if cc.city.data_source == "import":
+        tables = cc.imported()
+        signaling, truth = tables["signaling"], tables.get("truth_links")
+    else:
+        from ml.simulate import simulate_signaling
+
+        signaling, truth = simulate_signaling(cc.net, towers, gps, compute.stage_config("simulation", cc.city),
+                                              seed=cc.seed("signaling"))
+    items = [("signaling", signaling, cc.paths.table("signaling"))]
+    if truth is not None:
+        items.append(("truth_links", truth, cc.paths.truth_links))
+    vctx = cc.validation_context(tower_cell_ids=towers["cell_id"].to_numpy())
+    yield from validate_then_write(context, items, vctx, checked=["signaling"])
+    meta = _table_meta(signaling, cc.paths.table("signaling"))
+    meta["devices"] = int(signaling["device_id"].nunique())
+    if truth is not None:
+        from ml.simulate import calibration_report
+
+        calib = calibration_report(cc.net, towers, gps, signaling, truth)
+        write_json_atomic(calib, cc.paths.outputs / "calibration.json")
+        meta.update({f"calibration.{k}": v for k, v in flat_metadata(calib).items() if not k.endswith("_reference")})
+        meta["calibration"] = dg.MetadataValue.path(str(cc.paths.outputs / "calibration.json"))
+    yield dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["signaling_records"],
+          check_specs=[ge_check_spec("measurement_reports", "mr")], kinds={"pandas", "parquet"})
+def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
+    """RSRP of the serving cell and up to six neighbours at a fixed interval (the HRE track's input)."""
+    cc = city_context(context, paths)
+    towers = read_table(cc.paths.table("towers"), "towers")
+    if cc.city.data_source == "import":
+        mr = cc.imported().get("mr")
+        if mr is None:
+            raise dg.Failure(f"cities/{cc.city.name}.toml: [imported] has no 'mr' table; the MR track needs one")
+    else:
+        from ml.simulate import simulate_measurement_reports
+
+        gps = read_table(cc.paths.table("gps"), "gps")
+        signaling = read_table(cc.paths.table("signaling"), "signaling")
+        truth = read_table(cc.paths.truth_links, "truth_links")
+        mr = simulate_measurement_reports(cc.net, towers, gps, signaling, truth,
+                                          compute.stage_config("simulation", cc.city), seed=cc.seed("mr"))
+    path = cc.paths.table("mr")
+    vctx = cc.validation_context(tower_cell_ids=towers["cell_id"].to_numpy())
+    yield from validate_then_write(context, [("mr", mr, path)], vctx)
+    yield dg.MaterializeResult(metadata={**_table_meta(mr, path), "devices": int(mr["device_id"].nunique())})
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["signaling_records", "taxi_gps"],
+          check_specs=[ge_check_spec("raw_pairs", "pairs")], kinds={"pandas", "parquet"})
+def raw_pairs(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
+    """(device, taxi) pairs by mobility, time coverage and distance consistency (paper section 4.1)."""
+    from ml.pairing import pair_devices, pairing_quality
+
+    cc = city_context(context, paths)
+    towers = read_table(cc.paths.table("towers"), "towers")
+    gps = read_table(cc.paths.table("gps"), "gps")
+    signaling = read_table(cc.paths.table("signaling"), "signaling")
+    pairs = pair_devices(signaling, towers, gps, compute.stage_config("pairing", cc.city))
+    if pairs.empty:
+        raise dg.Failure(f"{cc.city.name}: pairing accepted no (device, taxi) pair; check the pairing thresholds "
+                         f"in cities/{cc.city.name}.toml [pairing] or the input data")
+    path = cc.paths.table("pairs")
+    vctx = cc.validation_context(device_ids=signaling["device_id"].unique(), vehicle_ids=gps["vehicle_id"].unique())
+    yield from validate_then_write(context, [("pairs", pairs, path)], vctx)
+    meta = _table_meta(pairs, path)
+    if cc.paths.truth_links.is_file():
+        quality = pairing_quality(pairs, pd.read_parquet(cc.paths.truth_links))
+        write_json_atomic(quality, cc.paths.outputs / "pairing.json")
+        meta.update({f"pairing.{k}": v for k, v in flat_metadata(quality).items()})
+    yield dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["raw_pairs", "measurement_reports"],
+          check_specs=[ge_check_spec("samples", "samples")], kinds={"pandas", "parquet"})
+def samples(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
+    """Fixed-duration windows of accepted pairs, split by (day, device), with their tiles and ground truth."""
+    from ml.pairing import cut_samples
+
+    cc = city_context(context, paths)
+    towers = read_table(cc.paths.table("towers"), "towers")
+    gps = read_table(cc.paths.table("gps"), "gps")
+    signaling = read_table(cc.paths.table("signaling"), "signaling")
+    pairs = read_table(cc.paths.table("pairs"), "pairs")
+    s, truth = cut_samples(pairs, signaling, towers, gps, cc.net.crs, compute.stage_config("samples", cc.city),
+                           seed=cc.seed("samples"))
+    if s.empty:
+        raise dg.Failure(f"{cc.city.name}: no sample window met the record and movement thresholds")
+    vctx = cc.validation_context(device_ids=signaling["device_id"].unique(), vehicle_ids=gps["vehicle_id"].unique(),
+                                 sample_ids=s["sample_id"].unique())
+    yield from validate_then_write(context, [("samples", s, cc.paths.table("samples")),
+                                             ("sample_truth", truth, cc.paths.sample_truth)], vctx, checked=["samples"])
+    counts = s["split"].value_counts().to_dict()
+    yield dg.MaterializeResult(metadata={**_table_meta(s, cc.paths.table("samples")),
+                                         **{f"n_{k}": int(v) for k, v in counts.items()}})

@@ -1,0 +1,28 @@
+"""Baselines: one function per method, ``(ctx: SampleContext) -> (n_eval, 2)`` projected xy.
+
+``SIGNALING_METHODS`` (signaling track) and ``MR_METHODS`` (measurement-report track, from
+``ml.baselines.mr`` when it is installed) map the DESIGN section 11 method keys to functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ml.baselines.context import SampleContext, TowerTable, build_sample_contexts
+from ml.baselines.signaling import IndustrialHMMConfig, industrial_hmm, mar
+
+Method = Callable[[SampleContext], np.ndarray]
+
+SIGNALING_METHODS: dict[str, Method] = {"mar": mar, "industrial_hmm": industrial_hmm}
+
+try:
+    from ml.baselines.mr import MR_METHODS
+except ImportError:  # the MR track is optional
+    MR_METHODS: dict[str, Method] = {}
+
+__all__ = [
+    "SampleContext", "TowerTable", "build_sample_contexts", "IndustrialHMMConfig", "industrial_hmm", "mar",
+    "Method", "SIGNALING_METHODS", "MR_METHODS",
+]

@@ -1,0 +1,256 @@
+"""``SampleContext``: everything a baseline (or the video pipeline) needs about one sample window.
+
+Built in bulk by :func:`build_sample_contexts` from the data-contract tables: one sort of each
+table, then per-sample slices found with ``searchsorted`` (no per-sample full-table filters).
+Times inside a context are float seconds since the sample's ``t0``; positions are projected
+metres in the city's CRS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ml.cities.network import RoadNetwork
+from ml.geo import CityProjection
+
+DEFAULT_EVAL_INTERVAL_S = 10.0  # used only when no sample_truth gives the evaluation times
+
+
+class TowerTable(Mapping):
+    """Projected tower positions by ``cell_id``.
+
+    Mapping ``cell_id -> array([x, y])``; calling it with an array of cell ids gives ``(n, 2)``
+    vectorised (unknown ids raise ``KeyError`` naming them). ``frame`` is the towers table with
+    ``x``/``y`` columns added, sorted by cell_id.
+    """
+
+    def __init__(self, towers: pd.DataFrame, crs: str) -> None:
+        for col in ("cell_id", "site_id", "lon", "lat"):
+            if col not in towers.columns:
+                raise ValueError(f"table towers: missing column {col!r}")
+        tw = towers.sort_values("cell_id", kind="stable").reset_index(drop=True)
+        xy = CityProjection(crs).to_xy(tw["lon"].to_numpy(), tw["lat"].to_numpy())
+        tw = tw.assign(x=xy[:, 0], y=xy[:, 1])
+        self.frame: pd.DataFrame = tw
+        self.cell_ids: np.ndarray = tw["cell_id"].to_numpy(dtype=np.int64)
+        if len(self.cell_ids) > 1 and np.any(self.cell_ids[1:] == self.cell_ids[:-1]):
+            raise ValueError("table towers: column cell_id must be unique")
+        self.site_ids: np.ndarray = tw["site_id"].to_numpy(dtype=np.int64)
+        self.xy: np.ndarray = xy
+        sites, inv = np.unique(self.site_ids, return_inverse=True)
+        cnt = np.bincount(inv)
+        self._sites = sites
+        self._site_xy = np.column_stack([np.bincount(inv, weights=xy[:, k]) / cnt for k in (0, 1)])
+
+    def index_of(self, cell_ids: np.ndarray) -> np.ndarray:
+        """Row index of each cell id (``KeyError`` for unknown ids)."""
+        c = np.asarray(cell_ids, dtype=np.int64).reshape(-1)
+        i = np.clip(np.searchsorted(self.cell_ids, c), 0, max(len(self.cell_ids) - 1, 0))
+        bad = (len(self.cell_ids) == 0) | (self.cell_ids[i] != c) if len(self.cell_ids) else np.ones(len(c), bool)
+        if np.any(bad):
+            raise KeyError(f"towers: cell_id {np.unique(c[bad])[:5].tolist()} not in towers.cell_id")
+        return i
+
+    def __call__(self, cell_ids: np.ndarray) -> np.ndarray:
+        return self.xy[self.index_of(cell_ids)]
+
+    def site_of(self, cell_ids: np.ndarray) -> np.ndarray:
+        """Site id of each cell."""
+        return self.site_ids[self.index_of(cell_ids)]
+
+    def site_xy(self, site_ids: np.ndarray) -> np.ndarray:
+        """Mean position of each site's sectors (co-site merge), ``(n, 2)``."""
+        s = np.asarray(site_ids, dtype=np.int64).reshape(-1)
+        i = np.clip(np.searchsorted(self._sites, s), 0, len(self._sites) - 1)
+        if np.any(self._sites[i] != s):
+            raise KeyError(f"towers: site_id {np.unique(s[self._sites[i] != s])[:5].tolist()} unknown")
+        return self._site_xy[i]
+
+    def __getitem__(self, cell_id: int) -> np.ndarray:
+        return self(np.array([cell_id]))[0]
+
+    def __contains__(self, cell_id: object) -> bool:
+        try:
+            c = int(cell_id)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+        i = np.searchsorted(self.cell_ids, c)
+        return bool(i < len(self.cell_ids) and self.cell_ids[i] == c)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(int(c) for c in self.cell_ids)
+
+    def __len__(self) -> int:
+        return len(self.cell_ids)
+
+
+@dataclass
+class SampleContext:
+    """One sample window as the baselines see it.
+
+    ``records``: the window's signaling records in time order, columns ``t`` (float s since
+    ``t0``), ``cell_id``, ``event``, ``site_id``, ``x``, ``y`` (the serving tower, projected).
+    ``mr``: measurement reports (``t``, ``cell_id``, ``rsrp_dbm``; one row per measured cell,
+    serving first, in time order) or None. ``truth_xy``: ground truth at ``eval_t`` (None at
+    inference). ``towers_xy``: the city's :class:`TowerTable`.
+    """
+
+    sample_id: str
+    t0: pd.Timestamp
+    duration_s: float
+    eval_t: np.ndarray  # (n_eval,) float seconds since t0
+    truth_xy: np.ndarray | None  # (n_eval, 2) or None
+    records: pd.DataFrame
+    mr: pd.DataFrame | None
+    towers_xy: TowerTable
+    net: RoadNetwork
+    crs: str
+    device_id: str | None = None
+    split: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    # aliases used by other stages
+    @property
+    def tower_xy(self) -> TowerTable:
+        """Alias of ``towers_xy`` (callable: ``ctx.tower_xy(cell_ids) -> (n, 2)``)."""
+        return self.towers_xy
+
+    @property
+    def towers(self) -> pd.DataFrame:
+        """The towers table with projected ``x``/``y`` columns."""
+        return self.towers_xy.frame
+
+    @property
+    def record_t(self) -> np.ndarray:
+        return self.records["t"].to_numpy(dtype=np.float64)
+
+    @property
+    def record_xy(self) -> np.ndarray:
+        """Serving-tower positions of the records, ``(n_records, 2)``."""
+        return self.records[["x", "y"]].to_numpy(dtype=np.float64)
+
+    @property
+    def n_eval(self) -> int:
+        return len(self.eval_t)
+
+
+def _seconds(ts: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
+    """Datetime-like -> int64 nanoseconds since the epoch (UTC), whatever the unit."""
+    s = pd.to_datetime(pd.Series(np.asarray(ts)) if not isinstance(ts, pd.Series) else ts, utc=True)
+    return s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+def _group_slices(keys: np.ndarray, ns: np.ndarray, q_keys: np.ndarray, q_lo: np.ndarray, q_hi: np.ndarray):
+    """For rows sorted by (key, ns): index ranges [start, end) with key == q and q_lo <= ns <= q_hi."""
+    uk, first = np.unique(keys, return_index=True)
+    last = np.append(first[1:], len(keys))
+    pos = np.searchsorted(uk, q_keys)
+    pos_c = np.clip(pos, 0, max(len(uk) - 1, 0))
+    found = (len(uk) > 0) & (uk[pos_c] == q_keys) if len(uk) else np.zeros(len(q_keys), bool)
+    starts = np.zeros(len(q_keys), dtype=np.int64)
+    ends = np.zeros(len(q_keys), dtype=np.int64)
+    for i in np.nonzero(found)[0]:
+        a, b = first[pos_c[i]], last[pos_c[i]]
+        block = ns[a:b]
+        starts[i] = a + np.searchsorted(block, q_lo[i], side="left")
+        ends[i] = a + np.searchsorted(block, q_hi[i], side="right")
+    return starts, ends
+
+
+def build_sample_contexts(
+    samples: pd.DataFrame,
+    signaling: pd.DataFrame,
+    towers: pd.DataFrame,
+    net: RoadNetwork,
+    sample_truth: pd.DataFrame | None = None,
+    mr: pd.DataFrame | None = None,
+    split: str | None = None,
+    eval_interval_s: float = DEFAULT_EVAL_INTERVAL_S,
+) -> list[SampleContext]:
+    """One :class:`SampleContext` per sample (optionally only ``split``), in the samples' order.
+
+    Signaling and MR rows are those of the sample's device with ``t0 <= ts <= t1``. The
+    evaluation times are the ``sample_truth`` timestamps of the sample (with ``truth_xy``); when
+    no truth is given they are ``0, eval_interval_s, ...`` up to the duration (inclusive).
+    Records whose cell is not in ``towers`` raise ``KeyError`` naming the cells.
+    """
+    crs = net.crs
+    s = samples if split is None else samples[samples["split"] == split]
+    s = s.reset_index(drop=True)
+    if len(s) == 0:
+        return []
+    table = TowerTable(towers, crs)
+    proj = CityProjection(crs)
+    t0_ns, t1_ns = _seconds(s["t0"]), _seconds(s["t1"])
+    dev = s["device_id"].astype(str).to_numpy()
+
+    # signaling: one sort, per-device blocks, searchsorted per sample
+    sig = signaling.assign(_ns=_seconds(signaling["ts"]), _dev=signaling["device_id"].astype(str))
+    sig = sig.sort_values(["_dev", "_ns"], kind="stable").reset_index(drop=True)
+    sig_dev, sig_ns = sig["_dev"].to_numpy(), sig["_ns"].to_numpy()
+    sig_cell = sig["cell_id"].to_numpy(dtype=np.int64)
+    sig_idx = table.index_of(sig_cell) if len(sig) else np.zeros(0, dtype=np.int64)
+    sig_event = sig["event"].astype(str).to_numpy() if "event" in sig.columns else np.full(len(sig), "", object)
+    s_a, s_b = _group_slices(sig_dev, sig_ns, dev, t0_ns, t1_ns)
+
+    if mr is not None:
+        m = mr.assign(_ns=_seconds(mr["ts"]), _dev=mr["device_id"].astype(str))
+        m = m.sort_values(["_dev", "_ns"], kind="stable").reset_index(drop=True)  # stable: serving stays first
+        m_ns = m["_ns"].to_numpy()
+        m_cell = m["cell_id"].to_numpy(dtype=np.int64)
+        m_rsrp = m["rsrp_dbm"].to_numpy(dtype=np.float64)
+        m_a, m_b = _group_slices(m["_dev"].to_numpy(), m_ns, dev, t0_ns, t1_ns)
+
+    if sample_truth is not None:
+        st = sample_truth.assign(_ns=_seconds(sample_truth["ts"]), _sid=sample_truth["sample_id"].astype(str))
+        st = st.sort_values(["_sid", "_ns"], kind="stable").reset_index(drop=True)
+        st_xy = proj.to_xy(st["lon"].to_numpy(), st["lat"].to_numpy())
+        st_ns = st["_ns"].to_numpy()
+        sid = s["sample_id"].astype(str).to_numpy()
+        lo = np.full(len(s), np.iinfo(np.int64).min)
+        hi = np.full(len(s), np.iinfo(np.int64).max)
+        tr_a, tr_b = _group_slices(st["_sid"].to_numpy(), st_ns, sid, lo, hi)
+
+    out: list[SampleContext] = []
+    for i in range(len(s)):
+        t0 = int(t0_ns[i])
+        dur = (int(t1_ns[i]) - t0) / 1e9
+        a, b = s_a[i], s_b[i]
+        ti = sig_idx[a:b]
+        records = pd.DataFrame({
+            "t": (sig_ns[a:b] - t0) / 1e9,
+            "cell_id": sig_cell[a:b],
+            "event": sig_event[a:b],
+            "site_id": table.site_ids[ti],
+            "x": table.xy[ti, 0],
+            "y": table.xy[ti, 1],
+        })
+        mr_df = None
+        if mr is not None:
+            ma, mb = m_a[i], m_b[i]
+            mr_df = pd.DataFrame({"t": (m_ns[ma:mb] - t0) / 1e9, "cell_id": m_cell[ma:mb], "rsrp_dbm": m_rsrp[ma:mb]})
+        if sample_truth is not None and tr_b[i] > tr_a[i]:
+            eval_t = (st_ns[tr_a[i]:tr_b[i]] - t0) / 1e9
+            truth_xy = st_xy[tr_a[i]:tr_b[i]]
+        else:
+            eval_t = np.arange(0.0, dur + 1e-9, eval_interval_s)
+            truth_xy = None
+        out.append(SampleContext(
+            sample_id=str(s.at[i, "sample_id"]),
+            t0=pd.Timestamp(t0, unit="ns", tz="UTC"),
+            duration_s=float(dur),
+            eval_t=eval_t,
+            truth_xy=truth_xy,
+            records=records,
+            mr=mr_df,
+            towers_xy=table,
+            net=net,
+            crs=crs,
+            device_id=str(dev[i]),
+            split=str(s.at[i, "split"]) if "split" in s.columns else None,
+        ))
+    return out

@@ -1,0 +1,26 @@
+"""Decode rendered or generated videos: head dots, path masks, skeletons, GPS trajectories."""
+
+from ml.decode.heads import (
+    HeadDecode,
+    as_video_255,
+    decode_head_positions,
+    decode_heads,
+    decode_path_mask,
+    skeleton_endpoints,
+    skeletonize_path,
+)
+from ml.decode.trajectory import DecodedTrajectory, decode_video_to_trajectory, pixel_route, snap_route
+
+__all__ = [
+    "HeadDecode",
+    "as_video_255",
+    "decode_head_positions",
+    "decode_heads",
+    "decode_path_mask",
+    "skeleton_endpoints",
+    "skeletonize_path",
+    "DecodedTrajectory",
+    "decode_video_to_trajectory",
+    "pixel_route",
+    "snap_route",
+]

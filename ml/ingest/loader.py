@@ -1,0 +1,208 @@
+"""Import user-supplied tables (CSV or Parquet) named in a city's ``[imported]`` section.
+
+Each file is read, reduced to the contract columns, coerced to the contract dtypes (errors name the
+file, the column, the rule and example rows) and its device/vehicle ids are pseudonymised with a
+keyed hash. Value rules (ranges, foreign keys, bbox, time order) are left to ``ml.validation``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ml.cities.config import CityConfig, resolve_path
+from ml.ingest.pseudonym import _STR_DTYPE, key_from_env, pseudonymise
+from ml.validation.contract import PSEUDONYMISED_COLUMNS, TABLE_COLUMNS, Kind
+
+log = logging.getLogger(__name__)
+
+IMPORTABLE_TABLES: tuple[str, ...] = ("towers", "gps", "signaling", "mr", "truth_links")
+#: Contract row order after import (stable sorts, so MR rows of one instant keep serving-cell first).
+SORT_KEYS: dict[str, list[str]] = {
+    "towers": ["cell_id"], "gps": ["vehicle_id", "ts"], "signaling": ["device_id", "ts"], "mr": ["device_id", "ts"],
+}
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_NA_STRINGS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+_MAX_SHOWN = 5
+
+
+class IngestError(ValueError):
+    """An imported file cannot be read or coerced; the message names file, column, rule and rows."""
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """Read a CSV (every column as text, nulls from empty/NA cells) or a Parquet file."""
+    name = path.name.lower()
+    if not path.is_file():
+        raise IngestError(f"{path}: file not found")
+    try:
+        if name.endswith(CSV_SUFFIXES):
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=_NA_STRINGS)
+        if name.endswith(PARQUET_SUFFIXES):
+            return pd.read_parquet(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise IngestError(f"{path.name}: cannot be read: {exc}") from exc
+    raise IngestError(f"{path.name}: unsupported file type (use {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})")
+
+
+def _rows_text(mask: np.ndarray, series: pd.Series, show_values: bool) -> str:
+    """``e.g. rows 4, 9: 'a', 'b'`` with 1-based data-row numbers (CSV line = row + 1)."""
+    pos = np.flatnonzero(mask)[:_MAX_SHOWN]
+    text = "e.g. row" + ("s " if len(pos) > 1 else " ") + ", ".join(str(int(p) + 1) for p in pos)
+    if show_values:
+        text += ": " + ", ".join(repr(str(series.iat[int(p)]))[:60] for p in pos)
+    return text
+
+
+def _problem(source: str, column: str, mask: np.ndarray, what: str, series: pd.Series, show_values: bool) -> str:
+    n = int(mask.sum())
+    return f"{source}: column '{column}': {n} value{'s' if n != 1 else ''} {what}, {_rows_text(mask, series, show_values)}"
+
+
+def _as_str(s: pd.Series) -> pd.Series:
+    if isinstance(s.dtype, pd.StringDtype):
+        return s.astype(_STR_DTYPE)
+    na = s.isna().to_numpy()
+    values = s.astype(object)
+    if pd.api.types.is_float_dtype(s.dtype):  # ids stored as floats: 12.0 -> "12"
+        whole = ~na & (np.mod(s.fillna(0).to_numpy(), 1) == 0)
+        values = values.where(~whole, s.where(whole, 0).astype("int64").astype(object))
+    values = values.map(str).where(~na, None)
+    return values.astype(_STR_DTYPE)
+
+
+def _to_int(s: pd.Series, source: str, column: str, problems: list[str], show: bool) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s.dtype):
+        problems.append(f"{source}: column '{column}': expected integers, got booleans")
+        return s
+    na = s.isna().to_numpy()
+    num = s if pd.api.types.is_numeric_dtype(s.dtype) else pd.to_numeric(s, errors="coerce")
+    bad = num.isna().to_numpy() & ~na
+    if bad.any():
+        problems.append(_problem(source, column, bad, "cannot be parsed as integers", s, show))
+        return s
+    if na.any():
+        problems.append(_problem(source, column, na, "are missing (integers required)", s, False))
+        return s
+    if not pd.api.types.is_integer_dtype(num.dtype):
+        frac = (np.mod(num.to_numpy(dtype=np.float64), 1) != 0) | ~np.isfinite(num.to_numpy(dtype=np.float64))
+        if frac.any():
+            problems.append(_problem(source, column, frac, "are not whole numbers", s, show))
+            return s
+    return num.astype("int64")
+
+
+def _to_float(s: pd.Series, source: str, column: str, problems: list[str], show: bool) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s.dtype):
+        problems.append(f"{source}: column '{column}': expected numbers, got booleans")
+        return s
+    num = s if pd.api.types.is_numeric_dtype(s.dtype) else pd.to_numeric(s, errors="coerce")
+    bad = num.isna().to_numpy() & s.notna().to_numpy()
+    if bad.any():
+        problems.append(_problem(source, column, bad, "cannot be parsed as numbers", s, show))
+        return s
+    return num.astype("float64")
+
+
+def _to_ts(s: pd.Series, source: str, column: str, problems: list[str], show: bool) -> pd.Series:
+    """UTC ``datetime64[ns]``: tz-aware converted, naive taken as UTC, numbers as Unix seconds, text as ISO 8601."""
+    try:
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            out = s.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(s.dtype):
+            out = s.dt.tz_localize("UTC")
+        elif pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+            out = pd.to_datetime(s, unit="s", utc=True)
+        else:
+            text = s.astype(object).where(s.notna(), None)
+            numeric = pd.to_numeric(text, errors="coerce")
+            if numeric.notna().sum() == text.notna().sum() and text.notna().any():
+                out = pd.to_datetime(numeric, unit="s", utc=True)  # CSV of Unix seconds
+            else:
+                out = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+                bad = out.isna().to_numpy() & s.notna().to_numpy()
+                if bad.any():
+                    problems.append(_problem(source, column, bad, "cannot be parsed as timestamps", s, show))
+                    return s
+        return out.astype("datetime64[ns, UTC]")
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
+        problems.append(f"{source}: column '{column}': values cannot be converted to UTC timestamps "
+                        f"(rule: datetime64[ns, UTC] between 1677 and 2262): {exc}")
+        return s
+
+
+_COERCE: dict[Kind, Callable[..., pd.Series]] = {"int": _to_int, "float": _to_float, "ts": _to_ts}
+
+
+def coerce_table(table: str, raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Keep the contract columns of ``table`` (extra columns are dropped) coerced to contract dtypes.
+
+    Raises :class:`IngestError` listing every problem of the file (missing columns, unparsable
+    values). Values of id columns are never shown in messages (they are personal data).
+    """
+    spec = TABLE_COLUMNS[table]
+    missing = [c for c in spec if c not in raw.columns]
+    if missing:
+        present = ", ".join(map(str, raw.columns)) or "none"
+        raise IngestError(
+            f"{source}: missing required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(c) for c in missing)} for table '{table}' (columns present: {present})"
+        )
+    extra = [str(c) for c in raw.columns if c not in spec]
+    if extra:
+        log.info("%s: dropping %d column(s) not in the data contract: %s", source, len(extra), ", ".join(extra))
+    problems: list[str] = []
+    out: dict[str, pd.Series] = {}
+    for column, kind in spec.items():
+        s = raw[column]
+        if isinstance(s, pd.DataFrame):
+            problems.append(f"{source}: column '{column}' appears more than once")
+            continue
+        show = column not in PSEUDONYMISED_COLUMNS
+        out[column] = _as_str(s) if kind == "str" else _COERCE[kind](s, source, column, problems, show)
+    if problems:
+        raise IngestError("cannot import; fix these problems:\n  " + "\n  ".join(problems))
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def pseudonymise_table(df: pd.DataFrame, key: bytes) -> pd.DataFrame:
+    """A copy of ``df`` with every device/vehicle id column replaced by its keyed pseudonym."""
+    out = df.copy()
+    for column, namespace in PSEUDONYMISED_COLUMNS.items():
+        if column in out.columns:
+            out[column] = pseudonymise(out[column], key, namespace)
+    return out
+
+
+def load_imported_tables(
+    city: CityConfig, root: Path, key: bytes | None = None, sort: bool = True
+) -> dict[str, pd.DataFrame]:
+    """Read, coerce and pseudonymise the tables listed in ``city.imported`` (paths relative to ``root``).
+
+    Returns ``{"towers", "gps", "signaling"}`` plus ``"mr"`` and ``"truth_links"`` when configured,
+    in contract dtypes, sorted in contract order when ``sort``. ``key`` defaults to the
+    ``SIG2GPS_PSEUDONYM_KEY`` environment variable (checked before any file is read).
+    """
+    if city.imported is None:
+        raise IngestError(f"city '{city.name}': data_source is '{city.data_source}' and there is no [imported] section")
+    key = key_from_env() if key is None else key
+    tables: dict[str, pd.DataFrame] = {}
+    for table in IMPORTABLE_TABLES:
+        rel = getattr(city.imported, table)
+        if rel is None:
+            continue
+        path = resolve_path(rel, Path(root))
+        if not path.is_file():
+            raise IngestError(f"{path}: file not found (cities/{city.name}.toml, [imported].{table})")
+        df = coerce_table(table, read_table_file(path), path.name)
+        df = pseudonymise_table(df, key)
+        if sort and table in SORT_KEYS:
+            df = df.sort_values(SORT_KEYS[table], kind="mergesort", na_position="last").reset_index(drop=True)
+        tables[table] = df
+        log.info("imported %s: %d rows from %s", table, len(df), path.name)
+    return tables

@@ -1,0 +1,7 @@
+"""Raw-data simulation: towers, taxi GPS, radio, signaling, measurement reports, calibration."""
+
+from ml.simulate.config import DECOY_KINDS, SimulationConfig
+from ml.simulate.towers import simulate_towers
+from ml.simulate.taxis import simulate_taxi_gps
+
+__all__ = ["DECOY_KINDS", "SimulationConfig", "simulate_towers", "simulate_taxi_gps"]
