@@ -30,7 +30,14 @@ STAGE_CONFIGS: dict[str, str] = {
     "evaluation": "ml.evaluation:EvaluationConfig",
 }
 
-# Size overrides only. Keys must be fields of the stage's config.
+# Stages whose package defines its own profile table (a ``<stage>_profile(name, **overrides)``
+# function next to the config): the model and training sizes live beside the model code.
+STAGE_PROFILE_FACTORIES: dict[str, str] = {
+    "sft": "ml.models.config:sft_profile",
+    "gdpo": "ml.models.gdpo:gdpo_profile",
+}
+
+# Size overrides only, for the other stages. Keys must be fields of the stage's config.
 PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "ci": {},
     "demo": {},
@@ -53,6 +60,9 @@ def stage_config(stage: str, profile: str = "demo", city: CityConfig | None = No
     if profile not in PROFILES:
         raise ValueError(f"unknown profile '{profile}' (choose one of {', '.join(PROFILES)})")
     cls = stage_config_class(stage)
+    if stage in STAGE_PROFILE_FACTORIES:
+        module, fn = STAGE_PROFILE_FACTORIES[stage].split(":")
+        return getattr(importlib.import_module(module), fn)(profile, **overrides)
     values: dict[str, Any] = dict(PROFILE_OVERRIDES[profile].get(stage, {}))
     if city is not None and stage in CITY_SECTIONS:
         values.update(getattr(city, CITY_SECTIONS[stage]) or {})

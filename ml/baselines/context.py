@@ -254,3 +254,119 @@ def build_sample_contexts(
             split=str(s.at[i, "split"]) if "split" in s.columns else None,
         ))
     return out
+
+
+# ---------------------------------------------------------------------- synthetic windows
+def synthetic_signaling_tables(
+    net: RoadNetwork,
+    n_samples: int,
+    seed: int = 0,
+    duration_s: float = 900.0,
+    eval_interval_s: float = DEFAULT_EVAL_INTERVAL_S,
+    site_spacing_m: float = 450.0,
+    mean_gap_s: float = 60.0,
+    speed_mps: tuple[float, float] = (6.0, 13.0),
+) -> dict[str, pd.DataFrame]:
+    """Small data-contract tables (``towers``, ``signaling``, ``samples``, ``sample_truth``) for
+    tests and benchmarks when the full simulator is not wanted.
+
+    A vehicle drives a chain of shortest paths between random nodes at a constant speed; 3-sector
+    sites stand on a jittered grid; the serving site is the nearest one after log-normal
+    "shadowing" (redrawn every 30 s) with a 10 % hysteresis, the sector the one facing the
+    vehicle; records are Poisson events (mean gap ``mean_gap_s``) plus one ``handover`` record at
+    every serving-cell change. Much cruder than ``ml.simulate``, but deterministic and fast.
+    """
+    rng = np.random.default_rng(seed)
+    proj = CityProjection(net.crs)
+    xmin, ymin, xmax, ymax = net.bounds
+    gx = np.arange(xmin, xmax + site_spacing_m, site_spacing_m)
+    gy = np.arange(ymin, ymax + site_spacing_m, site_spacing_m)
+    sxy = np.array(np.meshgrid(gx, gy)).reshape(2, -1).T
+    sxy = sxy + rng.uniform(-0.2, 0.2, sxy.shape) * site_spacing_m
+    n_sites = len(sxy)
+    site_ll = proj.to_lonlat(sxy)
+    towers = pd.DataFrame({
+        "cell_id": (np.arange(n_sites)[:, None] * 10 + np.arange(3)[None, :]).ravel().astype(np.int64),
+        "site_id": np.repeat(np.arange(n_sites), 3).astype(np.int64),
+        "lon": np.repeat(site_ll[:, 0], 3),
+        "lat": np.repeat(site_ll[:, 1], 3),
+        "azimuth_deg": np.tile([0.0, 120.0, 240.0], n_sites),
+        "height_m": np.full(3 * n_sites, 30.0),
+        "tx_power_dbm": np.full(3 * n_sites, 43.0),
+    })
+    epoch = np.datetime64("2024-01-01T00:00:00", "ns")
+    sig_parts, truth_parts, sample_rows = [], [], []
+    from ml.mapmatch.route import point_at_distance, polyline_cum_m
+
+    for i in range(n_samples):
+        v = rng.uniform(*speed_mps)
+        need = v * duration_s + 10.0
+        node = int(rng.integers(net.n_nodes))
+        lines: list[np.ndarray] = []
+        total = 0.0
+        while total < need:
+            dist, pred = net.shortest_paths_from(np.array([node]))
+            d = dist[0]
+            ok = np.nonzero(np.isfinite(d) & (d > 300.0))[0]
+            if len(ok) == 0:
+                break
+            tgt = int(rng.choice(ok))
+            leg = net.path_polyline(net.node_path(pred[0], tgt))
+            lines.append(leg if not lines else leg[1:])
+            total += float(d[tgt])
+            node = tgt
+        line = np.vstack(lines)
+        cum = polyline_cum_m(line)
+        tt = np.arange(0.0, duration_s + 1e-9, 2.0)
+        pos = point_at_distance(line, cum, v * tt)
+        # serving site with correlated shadowing and hysteresis
+        d = np.hypot(pos[:, None, 0] - sxy[None, :, 0], pos[:, None, 1] - sxy[None, :, 1])
+        block = (tt // 30).astype(int)
+        shadow = rng.normal(0.0, 0.25, (block.max() + 1, n_sites))[block]
+        eff = d * np.exp(shadow)
+        best = np.argmin(eff, axis=1)
+        serving = np.empty(len(tt), dtype=np.int64)
+        cur = best[0]
+        for k in range(len(tt)):
+            if best[k] != cur and eff[k, best[k]] < 0.9 * eff[k, cur]:
+                cur = best[k]
+            serving[k] = cur
+        bearing = np.degrees(np.arctan2(pos[:, 0] - sxy[serving, 0], pos[:, 1] - sxy[serving, 1])) % 360.0
+        sector = np.round(bearing / 120.0).astype(int) % 3
+        cell = serving * 10 + sector
+        change = np.nonzero(np.diff(cell) != 0)[0] + 1
+        n_ev = rng.poisson(duration_s / mean_gap_s) + 2
+        ev_t = np.sort(rng.uniform(0.0, duration_s, n_ev))
+        ev_k = np.clip(np.round(ev_t / 2.0).astype(int), 0, len(tt) - 1)
+        rec_k = np.concatenate([ev_k, change])
+        rec_ev = np.concatenate([rng.choice(["data", "periodic", "call", "sms"], n_ev), np.full(len(change), "handover")])
+        order = np.argsort(rec_k, kind="stable")
+        rec_k, rec_ev = rec_k[order], rec_ev[order]
+        t0 = epoch + np.timedelta64(i * 3600, "s")
+        dev = f"dev{i:04d}"
+        sig_parts.append(pd.DataFrame({
+            "device_id": dev,
+            "ts": pd.to_datetime(t0 + (tt[rec_k] * 1e9).astype("timedelta64[ns]"), utc=True),
+            "cell_id": cell[rec_k],
+            "event": rec_ev,
+        }))
+        et = np.arange(0.0, duration_s + 1e-9, eval_interval_s)
+        ell = proj.to_lonlat(point_at_distance(line, cum, v * et))
+        sid = f"s{i:04d}"
+        truth_parts.append(pd.DataFrame({
+            "sample_id": sid,
+            "ts": pd.to_datetime(t0 + (et * 1e9).astype("timedelta64[ns]"), utc=True),
+            "lon": ell[:, 0],
+            "lat": ell[:, 1],
+        }))
+        sample_rows.append({
+            "sample_id": sid, "device_id": dev, "vehicle_id": f"veh{i:04d}",
+            "t0": pd.Timestamp(t0, tz="UTC"), "t1": pd.Timestamp(t0 + np.timedelta64(int(duration_s * 1e9), "ns"), tz="UTC"),
+            "split": "test" if i % 5 == 0 else "train", "n_records": int(len(rec_k)),
+        })
+    return {
+        "towers": towers,
+        "signaling": pd.concat(sig_parts, ignore_index=True),
+        "samples": pd.DataFrame(sample_rows),
+        "sample_truth": pd.concat(truth_parts, ignore_index=True),
+    }

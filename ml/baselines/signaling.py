@@ -101,7 +101,6 @@ def site_observations(
         return np.zeros(0), np.zeros((0, 2))
     start = np.ones(len(t), dtype=bool)
     start[1:] = site[1:] != site[:-1]
-    run = np.cumsum(start) - 1
     first = np.nonzero(start)[0]
     last = np.append(first[1:], len(t)) - 1
     t_first, t_last = t[first], t[last]
@@ -112,7 +111,6 @@ def site_observations(
     t_all = np.concatenate([obs_t, t_last[long_run]])
     xy_all = np.vstack([xy, xy[long_run]])
     order = np.argsort(t_all, kind="stable")
-    del run
     return t_all[order], xy_all[order]
 
 

@@ -60,8 +60,23 @@ def _rows_text(mask: np.ndarray, series: pd.Series, show_values: bool) -> str:
 
 
 def _problem(source: str, column: str, mask: np.ndarray, what: str, series: pd.Series, show_values: bool) -> str:
+    """``file: column 'c': n values <what>, e.g. rows ...``; ``what`` is "plural|singular" or one text."""
     n = int(mask.sum())
-    return f"{source}: column '{column}': {n} value{'s' if n != 1 else ''} {what}, {_rows_text(mask, series, show_values)}"
+    plural, _, singular = what.partition("|")
+    text = plural if n != 1 or not singular else singular
+    return f"{source}: column '{column}': {n} value{'s' if n != 1 else ''} {text}, {_rows_text(mask, series, show_values)}"
+
+
+def _blank_to_na(s: pd.Series) -> pd.Series:
+    """Text columns: empty or whitespace-only cells become missing."""
+    if pd.api.types.is_string_dtype(s.dtype) or s.dtype == object:
+        try:
+            blank = s.str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+        except AttributeError:  # object column without any strings
+            return s
+        if blank.any():
+            return s.astype(object).where(~blank, None)
+    return s
 
 
 def _as_str(s: pd.Series) -> pd.Series:
@@ -80,27 +95,29 @@ def _to_int(s: pd.Series, source: str, column: str, problems: list[str], show: b
     if pd.api.types.is_bool_dtype(s.dtype):
         problems.append(f"{source}: column '{column}': expected integers, got booleans")
         return s
+    s = _blank_to_na(s)
     na = s.isna().to_numpy()
     num = s if pd.api.types.is_numeric_dtype(s.dtype) else pd.to_numeric(s, errors="coerce")
-    bad = num.isna().to_numpy() & ~na
-    if bad.any():
-        problems.append(_problem(source, column, bad, "cannot be parsed as integers", s, show))
-        return s
+    unparsable = num.isna().to_numpy() & ~na
+    n_before = len(problems)
+    if unparsable.any():
+        problems.append(_problem(source, column, unparsable, "cannot be parsed as integers", s, show))
     if na.any():
-        problems.append(_problem(source, column, na, "are missing (integers required)", s, False))
-        return s
+        problems.append(_problem(source, column, na, "are missing (integers required)|is missing (integers required)", s, False))
     if not pd.api.types.is_integer_dtype(num.dtype):
-        frac = (np.mod(num.to_numpy(dtype=np.float64), 1) != 0) | ~np.isfinite(num.to_numpy(dtype=np.float64))
+        values = num.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            frac = ~np.isnan(values) & ((np.mod(values, 1) != 0) | ~np.isfinite(values))
         if frac.any():
-            problems.append(_problem(source, column, frac, "are not whole numbers", s, show))
-            return s
-    return num.astype("int64")
+            problems.append(_problem(source, column, frac, "are not whole numbers|is not a whole number", s, show))
+    return s if len(problems) > n_before else num.astype("int64")
 
 
 def _to_float(s: pd.Series, source: str, column: str, problems: list[str], show: bool) -> pd.Series:
     if pd.api.types.is_bool_dtype(s.dtype):
         problems.append(f"{source}: column '{column}': expected numbers, got booleans")
         return s
+    s = _blank_to_na(s)
     num = s if pd.api.types.is_numeric_dtype(s.dtype) else pd.to_numeric(s, errors="coerce")
     bad = num.isna().to_numpy() & s.notna().to_numpy()
     if bad.any():
@@ -111,6 +128,7 @@ def _to_float(s: pd.Series, source: str, column: str, problems: list[str], show:
 
 def _to_ts(s: pd.Series, source: str, column: str, problems: list[str], show: bool) -> pd.Series:
     """UTC ``datetime64[ns]``: tz-aware converted, naive taken as UTC, numbers as Unix seconds, text as ISO 8601."""
+    s = _blank_to_na(s)
     try:
         if isinstance(s.dtype, pd.DatetimeTZDtype):
             out = s.dt.tz_convert("UTC")

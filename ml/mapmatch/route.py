@@ -6,6 +6,8 @@ length ``(m,)`` (``route_cum_m[0] == 0``; zero-length segments are allowed).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -74,12 +76,18 @@ def edge_subline(geom: np.ndarray, edge_length_m: float, o1: float, o2: float) -
     are rescaled to the geometry's own length before cutting.
     """
     geom = np.asarray(geom, dtype=np.float64)
+    if len(geom) == 2:  # straight edge: the common case, done without cumulative sums
+        d = geom[1] - geom[0]
+        total = math.hypot(d[0], d[1])
+        f = total / edge_length_m / total if edge_length_m > 0 and total > 0 else 0.0
+        f1 = min(max(o1 * f, 0.0), 1.0)
+        f2 = min(max(o2 * f, f1), 1.0)
+        return np.array([geom[0] + f1 * d, geom[0] + f2 * d])
     cum = polyline_cum_m(geom)
     total = cum[-1]
     scale = total / edge_length_m if edge_length_m > 0 else 0.0
-    s1 = float(np.clip(o1 * scale, 0.0, total))
-    s2 = float(np.clip(o2 * scale, s1, total))
-    p1 = point_at_distance(geom, cum, np.array([s1]))
-    p2 = point_at_distance(geom, cum, np.array([s2]))
+    s1 = min(max(o1 * scale, 0.0), total)
+    s2 = min(max(o2 * scale, s1), total)
+    ends = np.column_stack([np.interp([s1, s2], cum, geom[:, 0]), np.interp([s1, s2], cum, geom[:, 1])])
     inner = geom[(cum > s1) & (cum < s2)]
-    return np.vstack([p1, inner, p2])
+    return np.vstack([ends[:1], inner, ends[1:]])

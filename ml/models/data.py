@@ -77,11 +77,11 @@ class RenderedArraysReader:
 
     def cond(self, i: int) -> np.ndarray:
         shard, row = self._loc(i)
-        return np.asarray(self._arr(self._cond, "cond", shard)[row])
+        return np.array(self._arr(self._cond, "cond", shard)[row])
 
     def video(self, i: int) -> np.ndarray:
         shard, row = self._loc(i)
-        return np.asarray(self._arr(self._video, "video", shard)[row])
+        return np.array(self._arr(self._video, "video", shard)[row])
 
     def tokens(self, i: int) -> np.ndarray | None:
         shard, row = self._loc(i)

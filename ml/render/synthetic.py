@@ -107,6 +107,7 @@ def synthetic_windows(
     step_s: float = 5.0,
     cfg: RenderConfig | None = None,
     stop_prob: float = 0.15,
+    speed_factor: tuple[float, float] = (0.55, 0.85),
 ) -> tuple[list[WindowSample], np.ndarray]:
     """``n`` synthetic windows and the tower sites ``(m, 2)`` they were drawn with."""
     cfg = cfg or RenderConfig()
@@ -115,7 +116,7 @@ def synthetic_windows(
     tree = cKDTree(towers)
     out = []
     for i in range(n):
-        xy, ts = drive_route(net, rng, duration_s, step_s=step_s, stop_prob=stop_prob)
+        xy, ts = drive_route(net, rng, duration_s, step_s=step_s, speed_factor=speed_factor, stop_prob=stop_prob)
         gaps = rng.exponential(mean_gap_s, size=int(3 * duration_s / mean_gap_s) + 5)
         rt = np.cumsum(gaps) - gaps[0] * rng.random()
         rt = rt[(rt >= 0) & (rt <= duration_s)]

@@ -5,3 +5,6 @@ from ml.simulate.towers import simulate_towers
 from ml.simulate.taxis import simulate_taxi_gps
 
 __all__ = ["DECOY_KINDS", "SimulationConfig", "simulate_towers", "simulate_taxi_gps"]
+from ml.simulate.phones import simulate_signaling  # noqa: E402
+
+__all__ += ["simulate_signaling"]

@@ -77,6 +77,23 @@ def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags
     return logger
 
 
+class SaveLastOnException(L.Callback):
+    """Write ``last.ckpt`` when training stops on an exception (crash, Ctrl-C), so a rerun resumes there.
+
+    (Lightning's ``OnExceptionCheckpoint`` also makes ``fit(ckpt_path=None)`` load "last"
+    implicitly, which would defeat ``resume=False``.)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(str(self.path))
+            log.warning("training stopped by %s at step %d; saved %s", type(exception).__name__,
+                        trainer.global_step, self.path)
+
+
 def _load_init(module: SFTModule, init: str | Path) -> None:
     """Initialise the model weights from a ``save_video_model`` file or a Lightning SFT checkpoint."""
     from ml.models.checkpoint import FORMAT
@@ -122,7 +139,7 @@ def train_sft(
     the weights of a fresh run (fine-tuning a base model). ``road_network`` (a ``RoadNetwork``)
     enables decoded-trajectory validation metrics. Extra Lightning ``callbacks`` are appended.
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -151,7 +168,7 @@ def train_sft(
     cbs: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False, save_last=True,
                         every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1, monitor=None),
-        OnExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
+        SaveLastOnException(last),
     ]
     if logger is not None:
         cbs.append(LearningRateMonitor(logging_interval="step"))

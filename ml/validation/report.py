@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 MAX_EXAMPLES = 5
+#: Rules about a whole column or table: their message gives no per-row count.
+STRUCTURAL_RULES = frozenset({"column_exists", "dtype", "non_empty", "unique_column_names"})
 
 
 class DataValidationError(ValueError):
@@ -39,9 +41,12 @@ class RuleFailure:
     def describe(self) -> str:
         """One human-readable line: ``table.column [rule]: n rows fail (detail); e.g. ...``."""
         where = f"{self.table}.{self.column}" if self.column else self.table
-        text = f"{where} [{self.rule}]: {self.n_failed} row(s) fail"
-        if self.detail:
-            text += f" ({self.detail})"
+        if self.rule in STRUCTURAL_RULES:
+            text = f"{where} [{self.rule}]: {self.detail}"
+        else:
+            text = f"{where} [{self.rule}]: {self.n_failed} row(s) fail"
+            if self.detail:
+                text += f" ({self.detail})"
         if self.examples:
             shown = "; ".join(_format_example(e) for e in self.examples[:MAX_EXAMPLES])
             text += f"; e.g. {shown}"

@@ -1,4 +1,4 @@
-"""A small, self-contained generator of MR windows for the MR baselines' tests and benchmarks.
+"""A small, self-contained generator of MR windows (as ``SampleContext``) for the MR baselines' tests and benchmarks.
 
 It does not replace ``ml.simulate`` (the pipeline's simulator); it produces windows with the same
 fields as ``ml.baselines.context.SampleContext`` quickly and deterministically, with the radio
@@ -19,13 +19,15 @@ effects that decide how the MR methods rank:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ml.baselines.context import SampleContext, TowerTable
 from ml.cities.network import RoadNetwork
+from ml.geo import CityProjection
 
 
 @dataclass
@@ -52,25 +54,6 @@ class SyntheticMRConfig:
     stop_s: tuple[float, float] = (10.0, 40.0)
 
 
-@dataclass
-class SyntheticMRWindow:
-    """One generated window: the fields of ``SampleContext`` the MR methods read."""
-
-    sample_id: str
-    t0: pd.Timestamp
-    duration_s: float
-    eval_t: np.ndarray
-    truth_xy: np.ndarray
-    mr: pd.DataFrame
-    towers: pd.DataFrame
-    tower_xy: dict[int, np.ndarray]
-    net: RoadNetwork
-    crs: str
-    records: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["t", "cell_id", "event"]))
-    truth_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    truth_path_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-
-
 def synthetic_towers(net: RoadNetwork, isd_m: float, rng: np.random.Generator) -> pd.DataFrame:
     """3-sector sites on a jittered grid covering the network (plus one ring of sites around it)."""
     xmin, ymin, xmax, ymax = net.bounds
@@ -81,11 +64,14 @@ def synthetic_towers(net: RoadNetwork, isd_m: float, rng: np.random.Generator) -
     site = np.column_stack([gx.ravel(), gy.ravel()]) + rng.normal(0, 0.15 * isd_m, (gx.size, 2))
     n_site = len(site)
     az = (np.array([0.0, 120.0, 240.0])[None, :] + rng.normal(0, 10.0, (n_site, 3))) % 360.0
+    lonlat = CityProjection(net.crs).to_lonlat(np.repeat(site, 3, axis=0))
     return pd.DataFrame({
         "cell_id": np.arange(3 * n_site, dtype=np.int64),
         "site_id": np.repeat(np.arange(n_site, dtype=np.int64), 3),
         "x": np.repeat(site[:, 0], 3),
         "y": np.repeat(site[:, 1], 3),
+        "lon": lonlat[:, 0],
+        "lat": lonlat[:, 1],
         "azimuth_deg": az.ravel(),
         "height_m": np.repeat(rng.uniform(20, 40, n_site), 3),
         "tx_power_dbm": 46.0,
@@ -138,8 +124,11 @@ def synthetic_mr_window(
     cfg: SyntheticMRConfig | None = None,
     towers: pd.DataFrame | None = None,
     sample_id: str | None = None,
-) -> SyntheticMRWindow:
-    """Generate one MR window (deterministic in ``seed``) on ``net``."""
+) -> SampleContext:
+    """Generate one MR window (deterministic in ``seed``) on ``net`` as a ``SampleContext``.
+
+    ``ctx.extra`` holds the 1 s ground truth (``truth_t``, ``truth_path_xy``) for diagnostics.
+    """
     cfg = cfg or SyntheticMRConfig()
     rng = np.random.default_rng(seed)
     if towers is None:
@@ -185,22 +174,24 @@ def synthetic_mr_window(
     eval_t = np.arange(0.0, cfg.duration_s + 1e-9, cfg.eval_step_s)
     truth = np.column_stack([np.interp(eval_t, t1, xy1[:, 0]), np.interp(eval_t, t1, xy1[:, 1])])
     ser = mr.groupby("t", sort=True).first().reset_index()
-    records = pd.DataFrame({"t": ser["t"], "cell_id": ser["cell_id"], "event": "periodic"})
-    tower_xy = {int(c): np.array([x, y]) for c, x, y in zip(towers["cell_id"], towers["x"], towers["y"])}
-    return SyntheticMRWindow(
+    table = TowerTable(towers, net.crs)
+    sxy = table(ser["cell_id"].to_numpy())
+    records = pd.DataFrame({
+        "t": ser["t"].to_numpy(), "cell_id": ser["cell_id"].to_numpy(), "event": "periodic",
+        "site_id": table.site_of(ser["cell_id"].to_numpy()), "x": sxy[:, 0], "y": sxy[:, 1],
+    })
+    return SampleContext(
         sample_id=sample_id or f"synthetic-mr-{seed}",
         t0=pd.Timestamp("2024-01-01T08:00:00Z") + pd.Timedelta(seconds=int(seed) * 3600),
         duration_s=float(cfg.duration_s),
         eval_t=eval_t,
         truth_xy=truth,
+        records=records,
         mr=mr,
-        towers=towers,
-        tower_xy=tower_xy,
+        towers_xy=table,
         net=net,
         crs=net.crs,
-        records=records,
-        truth_t=t1,
-        truth_path_xy=xy1,
+        extra={"truth_t": t1, "truth_path_xy": xy1},
     )
 
 

@@ -1,0 +1,169 @@
+"""``predictions`` and ``evaluation_report``: every method on the same test windows, one scoring code."""
+
+import math
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ml.io import read_table, replace_dir_atomic, write_json_atomic
+from ml.tracking import data_version, mlflow_run
+from dagster_project.assets.raw import CityContext, city_context
+from dagster_project.metadata import image_markdown
+from dagster_project.partitions import cities_partitions
+from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
+
+VIDEO_CHECKPOINTS = {"video_sft": ("sft", "model.pt"), "video_gdpo": ("gdpo", "gdpo.pt")}
+
+
+def _contexts(cc: CityContext, cfg):
+    from ml.baselines import build_sample_contexts
+
+    samples = read_table(cc.paths.table("samples"), "samples")
+    mr = read_table(cc.paths.table("mr"), "mr") if cc.paths.table("mr").is_file() else None
+    ctxs = build_sample_contexts(samples, read_table(cc.paths.table("signaling"), "signaling"),
+                                 read_table(cc.paths.table("towers"), "towers"), cc.net,
+                                 sample_truth=read_table(cc.paths.sample_truth, "sample_truth"), mr=mr, split=cfg.split)
+    if not ctxs:
+        raise dg.Failure(f"{cc.city.name}: no samples in split '{cfg.split}' to evaluate")
+    return ctxs[: cfg.max_samples] if cfg.max_samples else ctxs
+
+
+def _prediction_file(track: str, method: str) -> str:
+    return f"{track}__{method}.parquet"
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="evaluation",
+          deps=["samples", "measurement_reports", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint"],
+          kinds={"pandas", "pytorch"})
+def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> dg.MaterializeResult:
+    """Trajectories of every method on the evaluation split, as ``outputs/<city>/predictions/<track>__<method>.parquet``."""
+    from ml.baselines import MR_METHODS, SIGNALING_METHODS
+    from ml.evaluation import predict_video_method, predictions_frame, run_method
+
+    cc = city_context(context, paths)
+    cfg = compute.stage_config("evaluation", cc.city)
+    ctxs = _contexts(cc, cfg)
+    log = context.log.info
+    runs = [run_method(n, "signaling", f, ctxs, log) for n, f in SIGNALING_METHODS.items()]
+    if any(c.mr is not None and len(c.mr) for c in ctxs):
+        runs += [run_method(n, "mr", f, ctxs, log) for n, f in MR_METHODS.items()]
+    rcfg = compute.stage_config("render", cc.city)
+    rendered = cc.paths.render_dir(rcfg.resolution, rcfg.frames)
+    for method, (stage, fname) in VIDEO_CHECKPOINTS.items():
+        ckpt = cc.paths.checkpoints / stage / fname
+        if ckpt.is_file():
+            runs.append(predict_video_method(method, ckpt, rendered, ctxs, cfg, progress=log))
+        else:
+            context.log.warning(f"{method}: no checkpoint at {ckpt}; method skipped")
+    tmp = Path(tempfile.mkdtemp(prefix=".predictions.", dir=cc.paths.outputs))
+    meta: dict = {"samples": len(ctxs), "split": cfg.split}
+    for run in runs:
+        predictions_frame(run, ctxs).to_parquet(tmp / _prediction_file(run.track, run.method), index=False)
+        if "rewards" in run.extra:
+            run.extra["rewards"].to_parquet(tmp / f"{run.track}__{run.method}.rewards.parquet", index=False)
+        meta[f"{run.track}.{run.method}.failed"] = len(run.failures)
+        meta[f"{run.track}.{run.method}.median_latency_ms"] = float(np.nanmedian(list(run.latency_ms.values())))
+    replace_dir_atomic(tmp, cc.paths.predictions)
+    meta["path"] = dg.MetadataValue.path(str(cc.paths.predictions))
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _finite(d: dict) -> dict:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="evaluation", deps=["predictions"], kinds={"mlflow", "pandas"})
+def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
+                      compute: ComputeResource) -> dg.MaterializeResult:
+    """Metrics per method and track, robustness to missing MR, figures and case studies; all logged to MLflow."""
+    from ml.baselines import MR_METHODS
+    from ml.evaluation import run_from_frame, score_run, summarise
+    from ml.report import (case_study, error_cdf, evaluation_json, per_sample_table, robustness_figure,
+                           speed_profiles, write_markdown)
+
+    cc = city_context(context, paths)
+    cfg = compute.stage_config("evaluation", cc.city)
+    ctxs = _contexts(cc, cfg)
+    pred_dir = cc.paths.predictions
+    files = sorted(p for p in pred_dir.glob("*__*.parquet") if not p.name.endswith(".rewards.parquet"))
+    if not files:
+        raise dg.Failure(f"{pred_dir}: no predictions; materialise predictions first")
+    tmp = Path(tempfile.mkdtemp(prefix=".report.", dir=cc.paths.outputs))
+    per_sample, summaries, runs = [], {}, {}
+    for f in files:
+        track, method = f.stem.split("__")
+        run = run_from_frame(method, track, pd.read_parquet(f), ctxs)
+        scored = score_run(run, ctxs)
+        rw = f.with_name(f"{track}__{method}.rewards.parquet")
+        if rw.is_file():
+            scored = scored.merge(pd.read_parquet(rw), on="sample_id", how="left")
+        per_sample.append(scored)
+        summaries.setdefault(track, {})[method] = summarise(scored)
+        runs.setdefault(track, {})[method] = run
+        context.log.info(f"{track}/{method}: median error {summaries[track][method]['median_error_m']:.1f} m")
+    per_sample_df = pd.concat(per_sample, ignore_index=True)
+    evaluation = evaluation_json(cc.city.name, cfg.split, len(ctxs), summaries)
+
+    figures: dict[str, Path] = {}
+    for track in summaries:
+        figures[f"cdf_{track}"] = error_cdf(per_sample_df, track, tmp / f"error_cdf_{track}.png")
+    sig_preds = {m: r.predictions for m, r in runs.get("signaling", {}).items()}
+    figures["speed"] = speed_profiles(ctxs, sig_preds, tmp / "speed_profiles.png")
+    for i, ctx in enumerate(ctxs[: cfg.case_studies]):
+        figures[f"case_{i}"] = case_study(ctx, {m: p[ctx.sample_id] for m, p in sig_preds.items()},
+                                          tmp / f"case_{i}.png", title=f"{cc.city.name}: {ctx.sample_id}")
+    notes = []
+    mr_ctxs = [c for c in ctxs if c.mr is not None and len(c.mr)][: cfg.robustness_max_samples]
+    if MR_METHODS and mr_ctxs:
+        from ml.baselines.mr.robustness import robustness_study
+
+        rob = robustness_study(mr_ctxs, MR_METHODS, cfg.robustness_drop_fracs, seeds=range(cfg.robustness_seeds))
+        rob.to_parquet(tmp / "robustness.parquet", index=False)
+        figures["robustness"] = robustness_figure(rob, tmp / "robustness.png")
+        notes.append(f"Robustness: {len(mr_ctxs)} windows x {cfg.robustness_seeds} seeds per drop rate; "
+                     f"{int((rob['error'] != '').sum())} method runs failed and are shown as gaps.")
+    failed = {f"{t}/{m}": s["n_failed"] for t, ms in summaries.items() for m, s in ms.items() if s["n_failed"]}
+    if failed:
+        notes.append(f"Windows with no output (scored as missing): {failed}")
+    version = data_version(paths.root_path)
+    write_json_atomic(evaluation, tmp / "evaluation.json")
+    per_sample_table(per_sample_df).to_parquet(tmp / "per_sample.parquet", index=False)
+    write_markdown(evaluation, tmp, figures, notes, data_version=version)
+    replace_dir_atomic(tmp, cc.paths.report)
+    report_dir = cc.paths.report
+
+    # MLflow: a parent run with the report, one nested run per method with its metrics
+    uri = mlflow.uri(paths.root_path)
+    run_ids = {}
+    with mlflow_run("evaluation", cc.city.name, uri, run_name=f"{cc.city.name}-evaluation", root=paths.root_path,
+                    dagster_run_id=context.run_id, profile=compute.profile) as parent:
+        import mlflow as mlf
+
+        mlf.log_artifacts(str(report_dir), artifact_path="report")
+        for track, methods in evaluation["tracks"].items():
+            for method, row in methods.items():
+                with mlf.start_run(run_name=f"{cc.city.name}-{track}-{method}", nested=True,
+                                   tags={"city": cc.city.name, "track": track, "method": method,
+                                         "data_version": version, "dagster_run_id": context.run_id}) as child:
+                    mlf.log_metrics(_finite(row))
+                    run_ids[f"{track}/{method}"] = child.info.run_id
+        parent_id = parent.info.run_id
+
+    from dagster_project.metadata import table_markdown
+
+    table = [{"track": t, "method": m, **{k: r[k] for k in ("median_error_m", "rmse_m", "tme_pct", "route_f1", "n")}}
+             for t, ms in evaluation["tracks"].items() for m, r in ms.items()]
+    meta = {"report": dg.MetadataValue.path(str(report_dir / "evaluation.md")),
+            "evaluation_json": dg.MetadataValue.path(str(report_dir / "evaluation.json")),
+            "comparison": table_markdown(table), "mlflow_run_id": parent_id, "mlflow_tracking_uri": uri,
+            "data_version": version}
+    for track in summaries:
+        meta[f"error_cdf_{track}"] = image_markdown(report_dir / f"error_cdf_{track}.png")
+    for t, ms in evaluation["tracks"].items():
+        for m, r in ms.items():
+            if r.get("median_error_m") is not None:
+                meta[f"{t}.{m}.median_error_m"] = r["median_error_m"]
+    return dg.MaterializeResult(metadata=meta)

@@ -1,0 +1,49 @@
+"""``rendered_videos``: condition images and target videos for every sample, plus a gallery."""
+
+import time
+
+import dagster as dg
+
+from ml.io import read_table
+from dagster_project.assets.raw import city_context
+from dagster_project.metadata import image_markdown
+from dagster_project.partitions import cities_partitions
+from dagster_project.resources import ComputeResource, PathsResource
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="video", deps=["samples", "dataset_version"],
+          kinds={"numpy", "scikitimage"})
+def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> dg.MaterializeResult:
+    """Map-visual representation (DESIGN 7): sharded uint8 arrays under ``outputs/<city>/render/r<res>_k<K>/``.
+
+    The folder is replaced atomically only when every sample rendered, so a failed run leaves the
+    previous arrays in place.
+    """
+    from ml.render import RenderConfig  # noqa: F401 - typed config comes from the profile
+    from ml.render.dataset import render_samples
+    from ml.render.preview import write_previews
+
+    cc = city_context(context, paths)
+    cfg = compute.stage_config("render", cc.city)
+    samples = read_table(cc.paths.table("samples"), "samples")
+    out = cc.paths.render_dir(cfg.resolution, cfg.frames)
+    t0 = time.perf_counter()
+    index = render_samples(
+        cc.net, samples, read_table(cc.paths.table("signaling"), "signaling"),
+        read_table(cc.paths.table("towers"), "towers"), read_table(cc.paths.sample_truth, "sample_truth"),
+        cfg, out, progress=lambda done, total: context.log.info(f"rendered shard {done}/{total}"),
+    )
+    dt = time.perf_counter() - t0
+    gallery = write_previews(out, cc.paths.outputs / "render" / "gallery", net=cc.net, n=4)
+    sheet = next((p for p in gallery if p.name == "contact_sheet.png"), None)
+    counts = index["split"].value_counts().to_dict()
+    meta = {
+        "samples": len(index), **{f"n_{k}": int(v) for k, v in counts.items()},
+        "resolution": cfg.resolution, "frames": cfg.frames, "render_s": round(dt, 2),
+        "samples_per_s": round(len(index) / max(dt, 1e-9), 1),
+        "path": dg.MetadataValue.path(str(out)),
+        "gallery": dg.MetadataValue.path(str(cc.paths.outputs / "render" / "gallery")),
+    }
+    if sheet is not None:
+        meta["preview"] = image_markdown(sheet, "condition, target frames, decoded trajectory")
+    return dg.MaterializeResult(metadata=meta)

@@ -1,0 +1,77 @@
+"""``sft_checkpoint`` and ``gdpo_checkpoint``: the two training stages, in the ``gpu`` pool of one."""
+
+import dagster as dg
+
+from ml.tracking import run_tags
+from dagster_project.assets.raw import city_context
+from dagster_project.metadata import flat_metadata
+from dagster_project.partitions import cities_partitions
+from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
+
+
+def _rendered_dir(cc, compute: ComputeResource):
+    cfg = compute.stage_config("render", cc.city)
+    d = cc.paths.render_dir(cfg.resolution, cfg.frames)
+    if not (d / "index.parquet").is_file():
+        raise dg.Failure(f"{d}: no rendered arrays; materialise rendered_videos first")
+    return d
+
+
+def _mlflow_link(uri: str, run_id: str | None) -> dict:
+    return {"mlflow_run_id": run_id, "mlflow_tracking_uri": uri} if run_id else {}
+
+
+def _register(context, cc, checkpoint, alias: str, run_id: str | None, uri: str) -> dict:
+    """Register the checkpoint as ``sig2gps-video-<city>`` with an alias (a pyfunc that serves trajectories)."""
+    from ml.serving import log_video_model
+
+    version = log_video_model(checkpoint=checkpoint, city=cc.city.name, net=cc.net,
+                              towers_path=cc.paths.table("towers"), alias=alias, tracking_uri=uri, run_id=run_id)
+    context.log.info(f"registered sig2gps-video-{cc.city.name} version {version} as @{alias}")
+    return {"registered_model": f"sig2gps-video-{cc.city.name}", "model_version": str(version),
+            "model_uri": f"models:/sig2gps-video-{cc.city.name}@{alias}"}
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="video", deps=["rendered_videos"], pool="gpu",
+          kinds={"pytorch", "mlflow"})
+def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
+                   compute: ComputeResource) -> dg.MaterializeResult:
+    """Supervised fine-tuning with the conditional flow-matching loss (resumes from ``last.ckpt``)."""
+    from ml.train import train_sft
+
+    cc = city_context(context, paths)
+    uri = mlflow.uri(paths.root_path)
+    cfg = compute.stage_config("sft", cc.city)
+    tags = run_tags(cc.city.name, "sft", paths.root_path, dagster_run_id=context.run_id, profile=compute.profile)
+    res = train_sft(_rendered_dir(cc, compute), cc.paths.checkpoints / "sft", cfg, tracking_uri=uri, tags=tags,
+                    resume=True, road_network=cc.net)
+    if res.resumed_from_step:
+        context.log.info(f"resumed from step {res.resumed_from_step}")
+    meta = {"checkpoint": dg.MetadataValue.path(res.checkpoint_path), "global_step": res.global_step,
+            "resumed_from_step": res.resumed_from_step or 0, "data_version": tags["data_version"],
+            **_mlflow_link(uri, res.mlflow_run_id),
+            **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
+    meta.update(_register(context, cc, res.checkpoint_path, "sft", res.mlflow_run_id, uri))
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="video", deps=["sft_checkpoint"], pool="gpu",
+          kinds={"pytorch", "mlflow"})
+def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
+                    compute: ComputeResource) -> dg.MaterializeResult:
+    """Traj-GDPO: RL from verifiable rewards on the SFT model, KL-regularised to it."""
+    from ml.models.gdpo import train_gdpo
+
+    cc = city_context(context, paths)
+    uri = mlflow.uri(paths.root_path)
+    sft = cc.paths.checkpoints / "sft" / "model.pt"
+    if not sft.is_file():
+        raise dg.Failure(f"{sft}: no SFT model; materialise sft_checkpoint first")
+    cfg = compute.stage_config("gdpo", cc.city)
+    tags = run_tags(cc.city.name, "gdpo", paths.root_path, dagster_run_id=context.run_id, profile=compute.profile)
+    res = train_gdpo(_rendered_dir(cc, compute), sft, cc.paths.checkpoints / "gdpo", cfg, tracking_uri=uri, tags=tags)
+    meta = {"checkpoint": dg.MetadataValue.path(str(res.checkpoint_path)), "data_version": tags["data_version"],
+            **_mlflow_link(uri, res.mlflow_run_id),
+            **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
+    meta.update(_register(context, cc, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri))
+    return dg.MaterializeResult(metadata=meta)

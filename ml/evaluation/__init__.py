@@ -1,0 +1,10 @@
+"""Evaluation: every method on the same windows, scored by ``ml.metrics`` (the single source of truth)."""
+
+from ml.evaluation.config import EvaluationConfig
+from ml.evaluation.methods import MethodRun, predictions_frame, run_from_frame, run_method, score_run, summarise
+from ml.evaluation.video import predict_video_method
+
+__all__ = [
+    "EvaluationConfig", "MethodRun", "predictions_frame", "run_from_frame", "run_method", "score_run",
+    "summarise", "predict_video_method",
+]

@@ -1,0 +1,331 @@
+"""Render a city's samples into training arrays, and read them back memory-mapped.
+
+Layout (``docs/architecture.md``, "Rendered arrays"), in ``outputs/<city>/render/r<res>_k<K>/``:
+
+- ``index.parquet``: sample_id, split, shard, row, tile_crs, tile_x0, tile_y0, tile_size_m,
+  resolution, frames, duration_s (+ n_records: serving records drawn);
+- ``cond_<shard:04d>.npy``: uint8 ``(n, H, W, 3)``; ``video_<shard:04d>.npy``: uint8 ``(n, K, H, W, 3)``;
+- ``render_config.json``: the RenderConfig and colour constants used.
+
+The folder is written atomically: everything goes to a temporary sibling folder that is renamed
+into place at the end, so a failed run never leaves a half-written folder (and never destroys
+the previous complete one).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ml.cities.network import RoadNetwork
+from ml.geo.tile import Tile
+from ml.render import style
+from ml.render.config import RenderConfig
+from ml.render.image import render_condition_image, render_target_video
+
+INDEX_COLUMNS = ("sample_id", "split", "shard", "row", "tile_crs", "tile_x0", "tile_y0", "tile_size_m",
+                 "resolution", "frames", "duration_s")
+
+
+@dataclass
+class PreparedSample:
+    """Everything needed to render one window (projected metres, seconds since t0)."""
+
+    sample_id: str
+    split: str
+    tile: Tile
+    duration_s: float
+    record_xy: np.ndarray
+    record_t: np.ndarray
+    tower_xy: np.ndarray
+    truth_xy: np.ndarray
+    truth_t: np.ndarray
+
+
+def _ts_ns(s: pd.Series) -> np.ndarray:
+    """Timestamps (tz-aware or naive, any unit) as int64 ns since the epoch (UTC)."""
+    s = pd.to_datetime(s, utc=True)
+    return s.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]").to_numpy().astype(np.int64)
+
+
+def prepare_samples(
+    net: RoadNetwork,
+    samples_df: pd.DataFrame,
+    signaling_df: pd.DataFrame,
+    towers_df: pd.DataFrame,
+    sample_truth_df: pd.DataFrame,
+    cfg: RenderConfig,
+) -> list[PreparedSample]:
+    """Join the tables into per-window arrays (vectorised look-ups, one slice per sample).
+
+    Raises ``ValueError`` naming the table, column and rule when a signaling cell is not in
+    ``towers`` or a sample has no ground truth.
+    """
+    for name, df, cols in (
+        ("samples", samples_df, ("sample_id", "device_id", "t0", "t1", "split", "tile_crs", "tile_x0", "tile_y0", "tile_size_m")),
+        ("signaling", signaling_df, ("device_id", "ts", "cell_id")),
+        ("towers", towers_df, ("cell_id", "lon", "lat")),
+        ("sample_truth", sample_truth_df, ("sample_id", "ts", "lon", "lat")),
+    ):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ValueError(f"table '{name}': missing column(s) {missing} (rule: required by render_samples)")
+    proj = net.projection
+    tower_xy_all = proj.to_xy(towers_df["lon"].to_numpy(), towers_df["lat"].to_numpy())
+    cell_index = pd.Index(towers_df["cell_id"].to_numpy())
+    # signaling of the sampled devices, sorted by (device, ts)
+    dev_cat = pd.Categorical(samples_df["device_id"].astype(str).unique())
+    sig = signaling_df[signaling_df["device_id"].astype(str).isin(dev_cat.categories)]
+    dcode = pd.Categorical(sig["device_id"].astype(str), categories=dev_cat.categories).codes.astype(np.int64)
+    sts = _ts_ns(sig["ts"]) if len(sig) else np.zeros(0, dtype=np.int64)
+    order = np.lexsort((sts, dcode))
+    dcode, sts = dcode[order], sts[order]
+    cells = sig["cell_id"].to_numpy()[order]
+    pos = cell_index.get_indexer(cells)
+    if (pos < 0).any():
+        bad = pd.unique(cells[pos < 0])[:5]
+        raise ValueError(f"table 'signaling', column 'cell_id': values {list(bad)} not in towers.cell_id (rule: foreign key)")
+    sig_xy = tower_xy_all[pos]
+    dev_start = np.searchsorted(dcode, np.arange(len(dev_cat.categories)), side="left")
+    dev_end = np.searchsorted(dcode, np.arange(len(dev_cat.categories)), side="right")
+    # truth sorted by (sample, ts)
+    sid_cat = pd.Categorical(samples_df["sample_id"].astype(str))
+    tcode = pd.Categorical(sample_truth_df["sample_id"].astype(str), categories=sid_cat.categories).codes.astype(np.int64)
+    tts = _ts_ns(sample_truth_df["ts"])
+    ok = tcode >= 0
+    t_order = np.nonzero(ok)[0][np.lexsort((tts[ok], tcode[ok]))]
+    tcode_s, tts_s = tcode[t_order], tts[t_order]
+    truth_xy_all = proj.to_xy(sample_truth_df["lon"].to_numpy()[t_order], sample_truth_df["lat"].to_numpy()[t_order])
+    t_start = np.searchsorted(tcode_s, np.arange(len(sid_cat.categories)), side="left")
+    t_end = np.searchsorted(tcode_s, np.arange(len(sid_cat.categories)), side="right")
+
+    s_dev = pd.Categorical(samples_df["device_id"].astype(str), categories=dev_cat.categories).codes
+    s_sid = sid_cat.codes
+    t0s, t1s = _ts_ns(samples_df["t0"]), _ts_ns(samples_df["t1"])
+    out: list[PreparedSample] = []
+    recs = samples_df[["sample_id", "split", "tile_crs", "tile_x0", "tile_y0", "tile_size_m"]].to_dict("records")
+    for i, rec in enumerate(recs):
+        t0, t1 = int(t0s[i]), int(t1s[i])
+        a, b = dev_start[s_dev[i]], dev_end[s_dev[i]]
+        lo = a + np.searchsorted(sts[a:b], t0, side="left")
+        hi = a + np.searchsorted(sts[a:b], t1, side="right")
+        rxy = sig_xy[lo:hi]
+        rt = (sts[lo:hi] - t0) / 1e9
+        ta, tb = t_start[s_sid[i]], t_end[s_sid[i]]
+        if tb <= ta:
+            raise ValueError(f"table 'sample_truth', column 'sample_id': no rows for sample '{rec['sample_id']}' "
+                             "(rule: every sample has ground truth)")
+        tile = Tile.from_record(rec)
+        if cfg.towers == "all":
+            inside = tile.contains(tower_xy_all)
+            txy = np.unique(tower_xy_all[inside], axis=0)
+        else:
+            txy = np.unique(rxy, axis=0) if len(rxy) else np.zeros((0, 2))
+        out.append(PreparedSample(
+            sample_id=str(rec["sample_id"]), split=str(rec["split"]), tile=tile, duration_s=(t1 - t0) / 1e9,
+            record_xy=rxy, record_t=rt, tower_xy=txy,
+            truth_xy=truth_xy_all[ta:tb], truth_t=(tts_s[ta:tb] - t0) / 1e9,
+        ))
+    return out
+
+
+def render_prepared(net: RoadNetwork, s: PreparedSample, cfg: RenderConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(cond (H, W, 3), video (K, H, W, 3))`` uint8 of one prepared window."""
+    cond = render_condition_image(net, s.tile, cfg.resolution, s.record_xy, s.tower_xy, s.record_t, cfg)
+    video = render_target_video(cond, s.tile, cfg.resolution, s.truth_xy, s.truth_t, s.duration_s, cfg.frames, cfg)
+    return cond, video
+
+
+# Work shared with forked workers (set before the pool starts; never pickled).
+_WORK: dict[str, Any] = {}
+
+
+def _render_shard(shard: int, lo: int, hi: int, tmp: str) -> list[dict]:
+    net, prepared, cfg = _WORK["net"], _WORK["prepared"], _WORK["cfg"]
+    fail_at = _WORK.get("fail_at")
+    n, R, K = hi - lo, cfg.resolution, cfg.frames
+    conds = np.empty((n, R, R, 3), dtype=np.uint8)
+    videos = np.empty((n, K, R, R, 3), dtype=np.uint8)
+    rows = []
+    for j, i in enumerate(range(lo, hi)):
+        if fail_at is not None and i == fail_at:
+            raise RuntimeError(f"injected failure at sample {i}")
+        s = prepared[i]
+        conds[j], videos[j] = render_prepared(net, s, cfg)
+        rows.append({"sample_id": s.sample_id, "split": s.split, "shard": shard, "row": j, **s.tile.as_dict(),
+                     "resolution": R, "frames": K, "duration_s": float(s.duration_s), "n_records": len(s.record_xy)})
+    np.save(Path(tmp) / f"cond_{shard:04d}.npy", conds)
+    np.save(Path(tmp) / f"video_{shard:04d}.npy", videos)
+    return rows
+
+
+def render_samples(
+    net: RoadNetwork,
+    samples_df: pd.DataFrame,
+    signaling_df: pd.DataFrame,
+    towers_df: pd.DataFrame,
+    sample_truth_df: pd.DataFrame,
+    cfg: RenderConfig,
+    out_dir: str | Path,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    _fail_at: int | None = None,
+) -> pd.DataFrame:
+    """Render every sample and write the arrays to ``out_dir`` atomically; returns the index.
+
+    Args:
+        net: the city's road network.
+        samples_df, signaling_df, towers_df, sample_truth_df: data-contract tables.
+        cfg: sizes (resolution, frames, widths, shard size).
+        out_dir: destination folder (usually ``CityPaths.render_dir(res, K)``); replaced only
+            when the whole run succeeded.
+        workers: processes (default ``cfg.workers``); shards are rendered in parallel by forked
+            workers that share the prepared inputs.
+        progress: optional callback ``(shards_done, shards_total)``.
+    """
+    out_dir = Path(out_dir)
+    workers = int(workers or cfg.workers)
+    t_start = time.perf_counter()
+    prepared = prepare_samples(net, samples_df, signaling_df, towers_df, sample_truth_df, cfg)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        n = len(prepared)
+        bounds = [(k, lo, min(lo + cfg.shard_size, n)) for k, lo in enumerate(range(0, n, cfg.shard_size))]
+        _WORK.update(net=net, prepared=prepared, cfg=cfg, fail_at=_fail_at)
+        rows: list[dict] = []
+        if workers <= 1 or len(bounds) <= 1 and n < 64:
+            for k, (shard, lo, hi) in enumerate(bounds):
+                rows += _render_shard(shard, lo, hi, str(tmp))
+                if progress:
+                    progress(k + 1, len(bounds))
+        else:
+            # smaller shards than cfg.shard_size would change the layout; split work by shard only,
+            # but make sure both workers get work when there are few shards
+            if len(bounds) < workers:
+                size = max(1, -(-n // workers))
+                bounds = [(k, lo, min(lo + size, n)) for k, lo in enumerate(range(0, n, size))]
+            ctx = mp.get_context("fork")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futs = [pool.submit(_render_shard, shard, lo, hi, str(tmp)) for shard, lo, hi in bounds]
+                for k, f in enumerate(futs):
+                    rows += f.result()
+                    if progress:
+                        progress(k + 1, len(futs))
+        index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS) + ["n_records"])
+        index = index.astype({"shard": np.int64, "row": np.int64, "resolution": np.int64, "frames": np.int64,
+                              "n_records": np.int64})
+        index.to_parquet(tmp / "index.parquet", index=False)
+        meta = {"config": cfg.model_dump(mode="json"), "n_samples": n, "render_s": time.perf_counter() - t_start,
+                "colours": {k: list(getattr(style, k)) for k in ("BACKGROUND", "RAMP_START", "RAMP_END", "TOWER", "PATH", "HEAD")},
+                "road_grey": list(style.ROAD_GREY)}
+        (tmp / "render_config.json").write_text(json.dumps(meta, indent=2))
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _WORK.clear()
+    return index
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move ``tmp`` to ``out_dir``, replacing a previous folder only after the new one is complete."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def video_to_model_space(video: np.ndarray) -> np.ndarray:
+    """uint8 ``(..., K, H, W, 3)`` -> float32 ``(..., 3, K, H, W)`` in [-1, 1]."""
+    a = np.asarray(video, dtype=np.float32) / 127.5 - 1.0
+    return np.moveaxis(a, -1, -4)
+
+
+def image_to_model_space(image: np.ndarray) -> np.ndarray:
+    """uint8 ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` in [-1, 1]."""
+    a = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return np.moveaxis(a, -1, -3)
+
+
+def video_from_model_space(x: np.ndarray) -> np.ndarray:
+    """float ``(..., 3, K, H, W)`` in [-1, 1] -> uint8 ``(..., K, H, W, 3)``."""
+    a = np.moveaxis(np.asarray(x, dtype=np.float32), -4, -1)
+    return np.clip(np.round((a + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+class RenderedArrays:
+    """Memory-mapped reader of a rendered folder (``len``, ``cond(i)``, ``video(i)``, ``index``, ``tile(i)``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        ip = self.path / "index.parquet"
+        if not ip.is_file():
+            raise FileNotFoundError(f"{ip}: no rendered arrays here (run render_samples first)")
+        self.index = pd.read_parquet(ip)
+        self._cond: dict[int, np.ndarray] = {}
+        self._video: dict[int, np.ndarray] = {}
+        self._shard = self.index["shard"].to_numpy()
+        self._row = self.index["row"].to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.index["resolution"].iloc[0]) if len(self) else 0
+
+    @property
+    def frames(self) -> int:
+        return int(self.index["frames"].iloc[0]) if len(self) else 0
+
+    def _arr(self, kind: str, shard: int) -> np.ndarray:
+        cache = self._cond if kind == "cond" else self._video
+        if shard not in cache:
+            cache[shard] = np.load(self.path / f"{kind}_{shard:04d}.npy", mmap_mode="r")
+        return cache[shard]
+
+    def cond(self, i: int) -> np.ndarray:
+        """uint8 ``(H, W, 3)`` conditioning image of row ``i`` of the index (memory-mapped)."""
+        return self._arr("cond", int(self._shard[i]))[int(self._row[i])]
+
+    def video(self, i: int) -> np.ndarray:
+        """uint8 ``(K, H, W, 3)`` target video of row ``i`` of the index (memory-mapped)."""
+        return self._arr("video", int(self._shard[i]))[int(self._row[i])]
+
+    def tile(self, i: int) -> Tile:
+        return Tile.from_record(self.index.iloc[i])
+
+    def duration_s(self, i: int) -> float:
+        return float(self.index["duration_s"].iloc[i])
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Row numbers of one split (all rows when ``split`` is None)."""
+        if split is None:
+            return np.arange(len(self))
+        return np.nonzero(self.index["split"].to_numpy() == split)[0]
+
+    def batch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(cond (B, H, W, 3), video (B, K, H, W, 3))`` uint8 copies of several rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.stack([self.cond(i) for i in rows]), np.stack([self.video(i) for i in rows])

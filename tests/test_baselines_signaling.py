@@ -1,0 +1,126 @@
+"""Tests of the sample contexts and the signaling-track baselines (MaR, industrial HMM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.baselines import SIGNALING_METHODS, build_sample_contexts, industrial_hmm, mar
+from ml.baselines.context import SampleContext, TowerTable, synthetic_signaling_tables
+from ml.baselines.signaling import mitigate_pingpong, site_observations
+from ml.metrics import aggregate, evaluate_sample
+
+
+@pytest.fixture(scope="module")
+def tables(grid_net):
+    return synthetic_signaling_tables(grid_net, 8, seed=3, duration_s=600.0)
+
+
+@pytest.fixture(scope="module")
+def contexts(grid_net, tables):
+    return build_sample_contexts(tables["samples"], tables["signaling"], tables["towers"], grid_net,
+                                 sample_truth=tables["sample_truth"])
+
+
+def test_build_sample_contexts(grid_net, tables, contexts):
+    s = tables["samples"]
+    assert [c.sample_id for c in contexts] == s["sample_id"].tolist()
+    for c, n in zip(contexts, s["n_records"]):
+        assert len(c.records) == n
+        assert list(c.records.columns) == ["t", "cell_id", "event", "site_id", "x", "y"]
+        assert c.records["t"].between(0.0, c.duration_s).all() and c.records["t"].is_monotonic_increasing
+        assert c.truth_xy.shape == (len(c.eval_t), 2) and c.eval_t[0] == 0.0 and c.eval_t[-1] == 600.0
+        np.testing.assert_allclose(c.record_xy, c.towers_xy(c.records["cell_id"].to_numpy()))
+        assert c.crs == grid_net.crs and c.mr is None
+    test_only = build_sample_contexts(s, tables["signaling"], tables["towers"], grid_net, split="test")
+    assert {c.sample_id for c in test_only} == set(s.loc[s["split"] == "test", "sample_id"])
+    assert test_only[0].truth_xy is None and np.allclose(np.diff(test_only[0].eval_t), 10.0)
+
+
+def test_contexts_do_not_mix_devices_or_windows(grid_net, tables):
+    sig = tables["signaling"]
+    # a second device active at the same times, and records outside the window, must not leak
+    other = sig.assign(device_id="intruder")
+    late = sig[sig["device_id"] == "dev0000"].assign(ts=lambda d: d["ts"] + pd.Timedelta(hours=0.5))
+    ctx = build_sample_contexts(tables["samples"].iloc[:1], pd.concat([late, other, sig]), tables["towers"], grid_net)[0]
+    assert len(ctx.records) == tables["samples"].loc[0, "n_records"]
+
+
+def test_mr_grouping_keeps_serving_first(grid_net, tables):
+    sig = tables["signaling"]
+    mr = pd.concat([sig.assign(rsrp_dbm=-80.0, _o=0), sig.assign(cell_id=sig["cell_id"] // 10 * 10 + (sig["cell_id"] + 1) % 10 % 3,
+                                                                    rsrp_dbm=-95.0, _o=1)])
+    mr = mr.sort_values(["ts", "_o"], kind="stable").drop(columns=["_o", "event"])
+    ctx = build_sample_contexts(tables["samples"].iloc[:2], sig, tables["towers"], grid_net, mr=mr)[1]
+    assert list(ctx.mr.columns) == ["t", "cell_id", "rsrp_dbm"]
+    assert len(ctx.mr) == 2 * len(ctx.records)
+    assert ctx.mr["t"].is_monotonic_increasing
+    first = ctx.mr.groupby("t", sort=False)["rsrp_dbm"].first()
+    assert (first == -80.0).all()  # the serving cell stays first within each report
+
+
+def test_tower_table(tables, grid_net):
+    tw = TowerTable(tables["towers"], grid_net.crs)
+    c = int(tables["towers"]["cell_id"].iloc[4])
+    assert c in tw and 999999 not in tw and len(tw) == len(tables["towers"])
+    np.testing.assert_allclose(tw[c], tw(np.array([c]))[0])
+    with pytest.raises(KeyError, match="999999"):
+        tw(np.array([c, 999999]))
+    site = tw.site_of(np.array([c]))
+    np.testing.assert_allclose(tw.site_xy(site)[0], tw[c], atol=1e-6)  # sectors share the mast
+
+
+def _ctx(grid_net, t, xy, site, eval_t) -> SampleContext:
+    towers = pd.DataFrame({"cell_id": np.arange(len(site)), "site_id": site, "lon": 0.0, "lat": 0.0})
+    tw = TowerTable(towers.drop_duplicates("cell_id"), grid_net.crs)
+    rec = pd.DataFrame({"t": t, "cell_id": np.arange(len(t)), "event": "data", "site_id": site,
+                        "x": xy[:, 0], "y": xy[:, 1]})
+    return SampleContext("x", pd.Timestamp(0, tz="UTC"), float(max(eval_t)), np.asarray(eval_t, float), None, rec,
+                         None, tw, grid_net, grid_net.crs)
+
+
+def test_mar_hand_case(grid_net):
+    ctx = _ctx(grid_net, np.array([10.0, 20.0, 20.0]), np.array([[0.0, 0.0], [100.0, 0.0], [100.0, 40.0]]),
+               np.array([1, 2, 3]), [0.0, 15.0, 20.0, 30.0])
+    np.testing.assert_allclose(mar(ctx), [[0, 0], [50, 10], [100, 20], [100, 20]])
+
+
+def test_mitigate_pingpong_hand_cases():
+    t = np.array([0.0, 5.0, 10.0, 100.0, 105.0, 200.0])
+    s = np.array([1, 2, 1, 3, 1, 3])
+    keep = mitigate_pingpong(t, s, window_s=30.0)
+    # 1-2-1 within 10 s: drop the 2; 3-1-3 spans 100 s: kept
+    np.testing.assert_array_equal(keep, [True, False, True, True, True, True])
+    abab = mitigate_pingpong(np.arange(5.0), np.array([1, 2, 1, 2, 1]), 30.0)
+    assert abab.sum() == 2 and abab[0] and abab[-1]
+
+
+def test_site_observations_runs():
+    t = np.array([0.0, 10.0, 20.0, 300.0, 310.0])
+    site = np.array([1, 1, 2, 2, 3])
+    sxy = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0], [9.0, 9.0]])
+    ot, oxy = site_observations(t, site, sxy, stay_s=120.0)
+    np.testing.assert_allclose(ot, [5.0, 20.0, 300.0, 310.0])  # short run -> middle; long -> both ends
+    np.testing.assert_allclose(oxy, [[0, 0], [5, 5], [5, 5], [9, 9]])
+
+
+def test_industrial_hmm_beats_mar_and_stays_on_roads(grid_net, contexts):
+    rows = {k: [] for k in SIGNALING_METHODS}
+    for c in contexts:
+        for k, f in SIGNALING_METHODS.items():
+            p = f(c)
+            assert p.shape == (len(c.eval_t), 2) and np.isfinite(p).all()
+            rows[k].append(evaluate_sample(p, c.truth_xy, grid_net, grid_net.crs))
+    agg = {k: aggregate(pd.DataFrame(v)) for k, v in rows.items()}
+    assert agg["industrial_hmm"]["road_adherence"] == pytest.approx(1.0)
+    assert agg["industrial_hmm"]["mean_error_m"] < agg["mar"]["mean_error_m"]
+    assert agg["industrial_hmm"]["route_f1"] > agg["mar"]["route_f1"]
+    assert agg["industrial_hmm"]["mean_error_m"] < 300.0  # cell-level accuracy, not worse
+
+
+def test_industrial_hmm_without_records_is_nan(grid_net, contexts):
+    c = contexts[0]
+    empty = SampleContext(c.sample_id, c.t0, c.duration_s, c.eval_t, None, c.records.iloc[:0], None,
+                          c.towers_xy, grid_net, grid_net.crs)
+    assert np.isnan(industrial_hmm(empty)).all() and np.isnan(mar(empty)).all()

@@ -1,0 +1,223 @@
+"""Rendering: georeference, conditioning images, target videos, arrays on disk, previews."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ml.geo import CityProjection, Tile
+from ml.render import RenderConfig, render_condition_image, render_target_video, style
+from ml.render.dataset import (
+    INDEX_COLUMNS,
+    RenderedArrays,
+    image_to_model_space,
+    prepare_samples,
+    render_samples,
+    video_from_model_space,
+    video_to_model_space,
+)
+from ml.render.synthetic import synthetic_windows, windows_to_tables
+
+
+@pytest.fixture(scope="module")
+def windows(grid_net):
+    cfg = RenderConfig(zoom_sizes_m=(1500.0, 2500.0, 4000.0))
+    ws, towers = synthetic_windows(grid_net, 6, seed=3, cfg=cfg)
+    return ws, towers
+
+
+@pytest.fixture(scope="module")
+def tables(grid_net, windows):
+    ws, towers = windows
+    return windows_to_tables(grid_net, ws, towers)
+
+
+# ------------------------------------------------------------------ georeference
+@settings(max_examples=60, deadline=None)
+@given(
+    x0=st.floats(-5000, 5000), y0=st.floats(-5000, 5000), size=st.sampled_from([1500.0, 2500.0, 4000.0]),
+    res=st.sampled_from([32, 64, 128, 256]),
+    cr=st.lists(st.tuples(st.floats(-2, 258), st.floats(-2, 258)), min_size=1, max_size=20),
+)
+def test_georeference_round_trip(grid_net, x0, y0, size, res, cr):
+    """pixel -> xy -> lon/lat -> xy -> pixel is exact to a micro-pixel."""
+    cx, cy = np.mean(grid_net.node_xy, axis=0)
+    tile = Tile(grid_net.crs, cx + x0, cy + y0, size)
+    proj = CityProjection(grid_net.crs)
+    px = np.asarray(cr, dtype=np.float64) * res / 256.0
+    xy = tile.pixel_to_xy(px, res)
+    ll = proj.to_lonlat(xy)
+    back = tile.xy_to_pixel(proj.to_xy(ll[:, 0], ll[:, 1]), res)
+    np.testing.assert_allclose(back, px, atol=1e-6)
+    # pixel-centre convention: the centre of pixel (r, c) is at (c + 0.5, r + 0.5); row 0 is north
+    c = tile.xy_to_pixel(np.array([[tile.x0 + 0.5 * tile.size_m / res, tile.y0 + tile.size_m - 0.5 * tile.size_m / res]]), res)
+    np.testing.assert_allclose(c, [[0.5, 0.5]], atol=1e-9)
+
+
+# ------------------------------------------------------------------ images
+def test_condition_image_layers_and_colours(grid_net, windows):
+    ws, _ = windows
+    w = ws[0]
+    img = render_condition_image(grid_net, w.tile, 64, w.record_xy, w.tower_xy, w.record_t)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    flat = img.reshape(-1, 3)
+    colours = {tuple(int(v) for v in c) for c in np.unique(flat, axis=0)}
+    assert tuple(style.BACKGROUND) in colours
+    assert any(c[0] == c[1] == c[2] and c[0] in style.ROAD_GREY for c in colours), "roads drawn in class greys"
+    assert tuple(style.TOWER) in colours
+    greenish = [c for c in colours if c[1] > c[0] + 10 and c[1] > c[2] + 10]
+    assert len(greenish) >= 3, "signaling ramp shows several colours along time"
+    # the decoder contract: nothing in the conditioning image looks like the path or the head
+    assert style.redness(img).max() < style.REDNESS_THRESHOLD
+    assert style.blueness(img).max() < style.BLUENESS_THRESHOLD
+    # ramp runs from RAMP_START to RAMP_END
+    np.testing.assert_array_equal(style.ramp_colours(np.array([0.0, 1.0])), [style.RAMP_START, style.RAMP_END])
+
+
+def test_target_video_progressive_path_and_head(grid_net, windows):
+    ws, _ = windows
+    w = ws[1]
+    res, K = 64, 9
+    cond = render_condition_image(grid_net, w.tile, res, w.record_xy, w.tower_xy, w.record_t)
+    video = render_target_video(cond, w.tile, res, w.truth_xy, w.truth_t, w.duration_s, K)
+    assert video.shape == (K, res, res, 3) and video.dtype == np.uint8
+    path = np.all(video == np.asarray(style.PATH, np.uint8), axis=-1)
+    head = np.all(video == np.asarray(style.HEAD, np.uint8), axis=-1)
+    for k in range(K):
+        assert head[k].sum() >= 5, "head dot present and wider than the path"
+    drawn = path | head
+    for k in range(K - 1):
+        assert np.all(path[k] <= drawn[k + 1]), "the path only grows"
+    assert drawn[-1].sum() > drawn[0].sum()
+    # off the drawn layers, every frame equals the conditioning image
+    for k in range(K):
+        np.testing.assert_array_equal(video[k][~drawn[k]], cond[~drawn[k]])
+    # head centroid at the truth position at t_k (within half a pixel)
+    tk = np.linspace(0, w.duration_s, K)
+    truth_px = w.tile.xy_to_pixel(np.column_stack([np.interp(tk, w.truth_t, w.truth_xy[:, 0]),
+                                                   np.interp(tk, w.truth_t, w.truth_xy[:, 1])]), res)
+    for k in range(K):
+        rr, cc = np.nonzero(head[k])
+        inside = (truth_px[k] > 2).all() and (truth_px[k] < res - 2).all()
+        if inside:
+            assert np.hypot(cc.mean() + 0.5 - truth_px[k, 0], rr.mean() + 0.5 - truth_px[k, 1]) < 0.5
+
+
+def test_render_speed_64px(grid_net, windows):
+    """Single-core render stays well under 10 ms per sample (64 px, K = 9)."""
+    import time
+
+    ws, _ = windows
+    t = time.perf_counter()
+    for w in ws * 3:
+        cond = render_condition_image(grid_net, w.tile, 64, w.record_xy, w.tower_xy, w.record_t)
+        render_target_video(cond, w.tile, 64, w.truth_xy, w.truth_t, w.duration_s, 9)
+    assert (time.perf_counter() - t) / (3 * len(ws)) < 0.02
+
+
+def test_config_rules():
+    with pytest.raises(ValueError, match="4k"):
+        RenderConfig(frames=8)
+    c = RenderConfig(resolution=256)
+    assert c.head_radius() > c.scaled(c.path_width_px) / 2 + 0.9
+    assert RenderConfig(resolution=32).head_radius() >= 1.5
+
+
+# ------------------------------------------------------------------ tiles never see the truth
+def test_tile_and_condition_never_depend_on_truth(grid_net, tables):
+    samples, signaling, towers, truth = tables
+    cfg = RenderConfig(resolution=32)
+    moved = truth.copy()
+    moved["lon"] += 0.01  # about 700 m east: a different truth
+    a = prepare_samples(grid_net, samples, signaling, towers, truth, cfg)
+    b = prepare_samples(grid_net, samples, signaling, towers, moved, cfg)
+    for pa, pb in zip(a, b):
+        assert pa.tile == pb.tile
+        ca = render_condition_image(grid_net, pa.tile, 32, pa.record_xy, pa.tower_xy, pa.record_t, cfg)
+        cb = render_condition_image(grid_net, pb.tile, 32, pb.record_xy, pb.tower_xy, pb.record_t, cfg)
+        np.testing.assert_array_equal(ca, cb)
+        assert not np.allclose(pa.truth_xy, pb.truth_xy)
+
+
+# ------------------------------------------------------------------ arrays on disk
+def test_render_samples_round_trip(grid_net, windows, tables, tmp_path):
+    ws, _ = windows
+    samples, signaling, towers, truth = tables
+    cfg = RenderConfig(resolution=32, frames=5, shard_size=4)
+    out = tmp_path / "render" / "r32_k5"
+    index = render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1)
+    assert list(index.columns[: len(INDEX_COLUMNS)]) == list(INDEX_COLUMNS)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cond_0000.npy", "cond_0001.npy", "index.parquet", "render_config.json", "video_0000.npy", "video_0001.npy"]
+    ra = RenderedArrays(out)
+    assert len(ra) == len(samples) and ra.resolution == 32 and ra.frames == 5
+    idx = pd.read_parquet(out / "index.parquet")
+    assert idx["shard"].dtype == np.int64 and idx["tile_size_m"].dtype == np.float64
+    assert set(idx["split"]) <= {"train", "val", "test"}
+    for i, w in enumerate(ws):
+        assert ra.index["sample_id"].iloc[i] == w.sample_id
+        assert ra.tile(i) == w.tile
+        cond = render_condition_image(grid_net, w.tile, 32, w.record_xy, w.tower_xy, w.record_t, cfg)
+        np.testing.assert_array_equal(ra.cond(i), cond)
+        assert ra.video(i).shape == (5, 32, 32, 3)
+        assert isinstance(ra.video(i), np.memmap) or isinstance(ra.video(i).base, np.memmap)
+        assert abs(ra.duration_s(i) - w.duration_s) < 1e-6
+    c, v = ra.batch(ra.indices("train"))
+    mv = video_to_model_space(v)
+    assert mv.shape == (len(c), 3, 5, 32, 32) and mv.dtype == np.float32 and mv.min() >= -1 and mv.max() <= 1
+    assert image_to_model_space(c).shape == (len(c), 3, 32, 32)
+    np.testing.assert_array_equal(video_from_model_space(mv), v)
+
+
+def test_parallel_workers_match_serial(grid_net, tables, tmp_path):
+    samples, signaling, towers, truth = tables
+    cfg = RenderConfig(resolution=32, frames=5, shard_size=3)
+    a = render_samples(grid_net, samples, signaling, towers, truth, cfg, tmp_path / "a", workers=1)
+    b = render_samples(grid_net, samples, signaling, towers, truth, cfg, tmp_path / "b", workers=2)
+    pd.testing.assert_frame_equal(a, b)
+    ra, rb = RenderedArrays(tmp_path / "a"), RenderedArrays(tmp_path / "b")
+    for i in range(len(ra)):
+        np.testing.assert_array_equal(ra.video(i), rb.video(i))
+
+
+def test_failed_render_leaves_no_partial_folder(grid_net, tables, tmp_path):
+    samples, signaling, towers, truth = tables
+    cfg = RenderConfig(resolution=32, frames=5, shard_size=2)
+    out = tmp_path / "r32_k5"
+    with pytest.raises(RuntimeError, match="injected"):
+        render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1, _fail_at=3)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+    # a previous complete folder survives a failed re-render untouched
+    render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1)
+    before = sorted((p.name, p.stat().st_size) for p in out.iterdir())
+    with pytest.raises(RuntimeError):
+        render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=2, _fail_at=1)
+    assert sorted((p.name, p.stat().st_size) for p in out.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r32_k5"]
+
+
+def test_bad_inputs_are_named(grid_net, tables, tmp_path):
+    samples, signaling, towers, truth = tables
+    cfg = RenderConfig(resolution=32, frames=5)
+    bad = signaling.copy()
+    bad.loc[bad.index[0], "cell_id"] = 10**9
+    with pytest.raises(ValueError, match="signaling.*cell_id"):
+        render_samples(grid_net, samples, bad, towers, truth, cfg, tmp_path / "x", workers=1)
+    with pytest.raises(ValueError, match="sample_truth"):
+        render_samples(grid_net, samples, signaling, towers, truth.iloc[0:0], cfg, tmp_path / "x", workers=1)
+    assert not (tmp_path / "x").exists()
+
+
+def test_previews(grid_net, tables, tmp_path):
+    from ml.render.preview import write_previews
+
+    samples, signaling, towers, truth = tables
+    cfg = RenderConfig(resolution=32, frames=5)
+    render_samples(grid_net, samples, signaling, towers, truth, cfg, tmp_path / "r", workers=1)
+    paths = write_previews(tmp_path / "r", tmp_path / "gallery", net=grid_net, n=2)
+    names = sorted(p.name for p in paths)
+    assert "contact_sheet.png" in names and sum(n.endswith(".gif") for n in names) == 2
+    assert all(p.stat().st_size > 0 for p in paths)
