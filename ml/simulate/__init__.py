@@ -8,3 +8,6 @@ __all__ = ["DECOY_KINDS", "SimulationConfig", "simulate_towers", "simulate_taxi_
 from ml.simulate.phones import simulate_signaling  # noqa: E402
 
 __all__ += ["simulate_signaling"]
+from ml.simulate.mr import simulate_measurement_reports  # noqa: E402
+
+__all__ += ["simulate_measurement_reports"]

@@ -1,0 +1,38 @@
+"""Run every benchmark (``make bench``); each writes ``outputs/bench/<name>.json``.
+
+    python -m bench            # all
+    python -m bench roads hre  # some
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from bench.common import ROOT
+
+BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "hre", "sft", "gdpo"]
+
+
+def main(argv: list[str]) -> int:
+    names = argv or BENCHMARKS
+    failed = []
+    for name in names:
+        if not (ROOT / "bench" / f"{name}.py").is_file():
+            print(f"== {name}: no such benchmark", flush=True)
+            failed.append(name)
+            continue
+        print(f"== {name}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call([sys.executable, "-m", f"bench.{name}"], cwd=ROOT)
+        print(f"== {name}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {time.perf_counter() - t0:.0f}s", flush=True)
+        if rc:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

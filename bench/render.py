@@ -1,0 +1,104 @@
+"""Benchmark: rendering throughput (64 px, K = 9, 2 worker processes) and decoding throughput.
+
+    .venv/bin/python bench/render.py [--city gridville] [--n 600] [--resolution 64] [--frames 9]
+
+Writes ``outputs/bench/render.json`` with ``samples_per_s`` (render_samples end to end, arrays
+written to disk), ``decode_samples_per_s`` (snapped with the HMM engine, one process),
+``decode_unsnapped_samples_per_s`` and the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from ml.cities import load_city, load_road_network, project_root  # noqa: E402
+from ml.paths import CityPaths  # noqa: E402
+from ml.render import RenderConfig  # noqa: E402
+from ml.render.dataset import RenderedArrays, render_samples  # noqa: E402
+from ml.render.synthetic import synthetic_windows, windows_to_tables  # noqa: E402
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--city", default="gridville")
+    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--frames", type=int, default=9)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--n-decode", type=int, default=100)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+
+    root = project_root()
+    city = load_city(args.city)
+    net = load_road_network(city, cache_dir=CityPaths(root, args.city).roads_dir)
+    cfg = RenderConfig(resolution=args.resolution, frames=args.frames, workers=args.workers)
+    t = time.perf_counter()
+    ws, towers = synthetic_windows(net, args.n, seed=1, cfg=cfg)
+    tables = windows_to_tables(net, ws, towers)
+    t_synth = time.perf_counter() - t
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_render_"))
+    try:
+        t = time.perf_counter()
+        render_samples(net, *tables, cfg, tmp / "r", workers=args.workers)
+        wall = time.perf_counter() - t
+        t = time.perf_counter()
+        render_samples(net, *[tables[0].iloc[:200], *tables[1:]], cfg, tmp / "r1", workers=1)
+        wall1 = time.perf_counter() - t
+        ra = RenderedArrays(tmp / "r")
+        from ml.decode import decode_video_to_trajectory
+
+        m = min(args.n_decode, len(ra))
+        eval_t = [w.truth_t for w in ws[:m]]
+        res = {}
+        for snap in (False, True):
+            t = time.perf_counter()
+            for i in range(m):
+                decode_video_to_trajectory(np.asarray(ra.video(i)), ra.tile(i), args.resolution, ra.duration_s(i),
+                                           net, eval_t[i], snap=snap)
+            res[snap] = m / (time.perf_counter() - t)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = {
+        "city": args.city, "resolution": args.resolution, "frames": args.frames, "workers": args.workers,
+        "n_samples": args.n, "samples_per_s": args.n / wall, "samples_per_s_one_worker": min(200, args.n) / wall1,
+        "decode_samples_per_s": res[True], "decode_unsnapped_samples_per_s": res[False],
+        "n_decoded": m, "synthetic_inputs_s": t_synth, "machine": machine(),
+        "command": "python bench/render.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    path = Path(args.out) if args.out else root / "outputs" / "bench" / "render.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
