@@ -39,9 +39,22 @@ STAGE_PROFILE_FACTORIES: dict[str, str] = {
 
 # Size overrides only, for the other stages. Keys must be fields of the stage's config.
 PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    "ci": {},
+    # seconds-sized: a few taxis for a few hours, 32 px videos, a handful of evaluation windows
+    "ci": {
+        "simulation": dict(n_taxis=6, n_decoys=6, n_days=1, shift_hours=(2.5, 3.0), shift_start_hour=(6.0, 7.0),
+                           decoy_active_hours=(3.0, 4.0), decoy_start_hour=(5.0, 6.0), driver_extra_hours=(0.1, 0.3)),
+        "pairing": dict(min_overlap_h=1.5, min_moving_h=0.3, min_records=15),
+        "render": dict(resolution=32, frames=9, shard_size=64, workers=1, n_previews=2),
+        "evaluation": dict(max_samples=4, video_sampling_steps=4, video_batch_size=4, robustness_seeds=1,
+                           robustness_max_samples=2, robustness_drop_fracs=(0.0, 0.5), case_studies=1),
+    },
     "demo": {},
-    "gpu": {},
+    # one H100-class GPU: more data, 128 px and 17 frames (the representation floor drops to 6-8 m)
+    "gpu": {
+        "simulation": dict(n_taxis=80, n_decoys=160, n_days=3),
+        "render": dict(resolution=128, frames=17),
+        "evaluation": dict(video_sampling_steps=30, video_batch_size=32),
+    },
 }
 
 # Which city-file section overrides which stage.

@@ -35,6 +35,11 @@ def _dvc(root: Path, *args: str) -> str:
     return proc.stdout
 
 
+def _has_default_remote(root: Path) -> bool:
+    proc = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=root, capture_output=True, text=True)
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
 def ensure_dvc_repo(root: Path) -> None:
     """``dvc init`` if the folder is not a DVC repository yet (``--no-scm`` outside git)."""
     if (root / ".dvc").is_dir():
@@ -42,11 +47,13 @@ def ensure_dvc_repo(root: Path) -> None:
     _dvc(root, "init", "-q", *([] if (root / ".git").exists() else ["--no-scm"]))
 
 
-def version_data(root: Path) -> str:
-    """Run ``dvc add data`` (serialised) and return the new data version hash."""
+def version_data(root: Path, push: bool = True) -> str:
+    """Run ``dvc add data`` (serialised), push to the default remote if one is set, return the hash."""
     if not (root / "data").is_dir():
         raise DataVersioningError(f"{root / 'data'}: nothing to version yet; materialise the raw assets first")
     with _exclusive_lock(root / ".dvc_lock"):
         ensure_dvc_repo(root)
         _dvc(root, "add", "-q", "data")
+        if push and _has_default_remote(root):
+            _dvc(root, "push", "-q", "data.dvc")
     return data_version(root)

@@ -72,3 +72,67 @@ def test_cli_city_add_and_list(project: Path, instance: dg.DagsterInstance, caps
     assert cli.main(["city", "add", "Bad-Name", "--synthetic", "grid"]) == 2
     assert "name 'Bad-Name' must match" in capsys.readouterr().err
     assert not (project / "cities" / "Bad-Name.toml").exists()
+
+
+ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "measurement_reports", "raw_pairs",
+              "samples", "dataset_version", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint", "predictions",
+              "evaluation_report"]
+
+
+@pytest.mark.slow
+def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.DagsterInstance) -> None:
+    """Materialise the whole pipeline for a tiny synthetic city in-process with the ci profile."""
+    import json
+
+    from dagster_project.runner import run_city
+
+    assert run_city("tinytown", selection="*", profile="ci", root=project, instance=instance, raise_on_error=True)
+    for key in ALL_ASSETS:
+        ev = instance.get_latest_materialization_event(dg.AssetKey(key))
+        assert ev is not None and ev.asset_materialization.partition == "tinytown", key
+    out = project / "outputs" / "tinytown"
+    ev = json.loads((out / "report" / "evaluation.json").read_text())
+    assert ev["city"] == "tinytown" and ev["n_samples"] > 0
+    sig = ev["tracks"]["signaling"]
+    assert {"mar", "industrial_hmm", "video_sft", "video_gdpo"} <= set(sig)
+    assert {"median_error_m", "rmse_m", "tme_pct", "route_f1", "road_adherence", "latency_ms", "n"} <= set(sig["mar"])
+    assert "reward_distance" in sig["video_sft"]
+    assert {"mar", "wcl", "hmm_wcl", "msr", "hre", "hrea"} <= set(ev["tracks"]["mr"])
+    assert (out / "report" / "evaluation.md").is_file()
+    assert json.loads((out / "pairing.json").read_text())["n_pairs"] > 0
+    assert (project / "data.dvc").is_file()
+    # every GE check ran and passed
+    for key, check in [("cell_towers", "towers_contract"), ("samples", "samples_contract")]:
+        rec = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(key), check)])
+        assert rec, (key, check)
+
+
+def test_bad_input_stops_downstream_and_keeps_previous_materialisation(project: Path, instance: dg.DagsterInstance,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupted towers table fails its check: nothing is written and downstream assets do not run."""
+    import pandas as pd
+
+    import ml.simulate
+    from dagster_project.runner import run_city
+
+    assert run_city("tinytown", selection="road_network,cell_towers", profile="ci", root=project, instance=instance,
+                    raise_on_error=True)
+    towers_path = project / "data" / "tinytown" / "towers.parquet"
+    before = towers_path.read_bytes()
+    good = ml.simulate.simulate_towers
+
+    def corrupted(*a, **k):
+        t = good(*a, **k)
+        t.loc[t.index[:3], "lat"] = 10.0  # thousands of km away from the city
+        return t
+
+    monkeypatch.setattr(ml.simulate, "simulate_towers", corrupted)
+    ok = run_city("tinytown", selection="cell_towers,taxi_gps,signaling_records", profile="ci", root=project,
+                  instance=instance)
+    assert not ok
+    assert towers_path.read_bytes() == before
+    assert not (project / "data" / "tinytown" / "signaling.parquet").exists()
+    rec = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("cell_towers"), "towers_contract")])
+    assert rec

@@ -177,3 +177,42 @@ def test_no_dots_at_all(rendered):
     noise = np.random.default_rng(1).integers(0, 256, (K, RES, RES, 3)).astype(np.uint8)
     d = decode_video_to_trajectory(noise, w.tile, RES, w.duration_s, None, w.truth_t)
     assert d.xy.shape == (len(w.truth_t), 2)  # decodes something or NaNs, never raises
+
+
+def test_travel_time_interpolation(grid_net):
+    from ml.decode import interpolate_by_travel_time
+
+    rng = np.random.default_rng(0)
+    from ml.render.synthetic import drive_route
+
+    xy, _ = drive_route(grid_net, rng, 300.0, step_s=5.0, stop_prob=0.0)
+    route = xy[np.r_[True, np.hypot(*np.diff(xy, axis=0).T) > 0]]
+    cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(route, axis=0).T))])
+    a_m = np.array([0.0, cum[-1] / 2, cum[-1]])
+    a_t = np.array([0.0, 100.0, 200.0])
+    q = np.linspace(-10, 210, 45)
+    p = interpolate_by_travel_time(grid_net, route, cum, a_m, a_t, q)
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p[0], route[0], atol=1e-6)  # held before the first anchor
+    np.testing.assert_allclose(p[-1], route[-1], atol=1e-6)  # held after the last one
+    mid = interpolate_by_travel_time(grid_net, route, cum, a_m, a_t, np.array([100.0]))[0]
+    half = np.interp(cum[-1] / 2, cum, route[:, 0]), np.interp(cum[-1] / 2, cum, route[:, 1])
+    np.testing.assert_allclose(mid, half, atol=1e-3)  # exact at an anchor
+    # progress along the route never goes backwards
+    s = np.array([cum[np.argmin(np.hypot(*(route - pt).T))] for pt in p])
+    assert np.all(np.diff(s) >= -np.diff(cum).max())
+
+
+def test_spur_pruning():
+    from ml.decode import default_prune_px, prune_spurs
+
+    s = np.zeros((16, 16), dtype=bool)
+    s[8, 1:15] = True  # the path
+    s[6:8, 7] = True  # a 2-px spur ending at a junction
+    assert len(skeleton_endpoints(s)) == 3
+    p = prune_spurs(s, 2)
+    assert len(skeleton_endpoints(p)) == 2 and p[8, 1:15].all() and not p[6, 7]
+    line = np.zeros((12, 12), dtype=bool)
+    line[3, 2:9] = True
+    np.testing.assert_array_equal(prune_spurs(line, 3), line)  # no junction: ends kept
+    assert default_prune_px(64) == 0 and default_prune_px(128) >= 2

@@ -19,10 +19,12 @@ from ml.rewards import (
     path_topology,
 )
 
-# Colours of the hand-made videos (tests only; the renderer's own colours live in ml.render).
-BG = (235, 235, 235)
-PATH = (220, 40, 40)
-HEAD = (20, 60, 230)
+from ml.render import style
+
+# Hand-made videos use the renderer's colours, so the real decoder (ml.decode) reads them too.
+BG = style.BACKGROUND
+PATH = style.PATH
+HEAD = style.HEAD
 H = W = 32
 K = 9
 
@@ -195,3 +197,18 @@ def test_compute_rewards_rejects_bad_shapes() -> None:
         compute_rewards(v, v, 1.0, head_decoder=toy_head_decoder, path_decoder=toy_path_decoder)
     with pytest.raises(ValueError, match="truth"):
         compute_rewards(v[None], np.zeros((1, K)), 1.0, head_decoder=toy_head_decoder, path_decoder=toy_path_decoder)
+
+
+def test_compute_rewards_with_ml_decode_defaults() -> None:
+    """The default decoders (ml.decode) on the same hand-made videos give the same verdicts."""
+    pytest.importorskip("ml.decode")
+    true, _ = draw_video(L_PATH)
+    reversed_, _ = draw_video(L_PATH[::-1])
+    fragmented, _ = draw_video(L_PATH, gaps=[(10, 12), (18, 20)])
+    no_dots, _ = draw_video(L_PATH, drop_head=set(range(K)))
+    gen = np.stack([true, reversed_, fragmented, no_dots])
+    r = compute_rewards(gen, np.stack([true] * 4), 10.0)
+    assert r["distance"][0] > 0.95 and r["direction"][0] > 0.99 and r["connectivity"][0] == 1.0
+    assert r["direction"][1] < -0.99 and r["connectivity"][1] == 1.0
+    assert r["connectivity"][2] == 0.0
+    assert r["distance"][3] == 0.0 and r["direction"][3] == -1.0

@@ -344,3 +344,29 @@ def test_context_from_road_network():
     assert ctx.lon_min == pytest.approx(11.0, abs=2e-3) and ctx.lat_max == pytest.approx(48.1, abs=2e-3)
     lo, hi = ctx.lat_bounds()
     assert hi - ctx.lat_max == pytest.approx(500 / 111_320)
+
+
+def test_validation_opens_no_network_connection():
+    """GE runs offline: a fresh process with sockets disabled validates a table end to end."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import socket
+def _blocked(*args, **kwargs):
+    raise RuntimeError("network access attempted")
+socket.socket.connect = _blocked
+socket.create_connection = _blocked
+socket.getaddrinfo = _blocked
+import sys; sys.path.insert(0, "tests")
+from test_validation import make_tables, BBOX
+from ml.validation import ValidationContext, validate_tables
+reports = validate_tables(make_tables(), ValidationContext.from_bbox(BBOX))
+assert all(r.success for r in reports.values())
+import os; assert os.environ["GX_ANALYTICS_ENABLED"] == "false"
+print("ok")
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

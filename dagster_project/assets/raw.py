@@ -180,8 +180,9 @@ def samples(context: dg.AssetExecutionContext, paths: PathsResource, compute: Co
     gps = read_table(cc.paths.table("gps"), "gps")
     signaling = read_table(cc.paths.table("signaling"), "signaling")
     pairs = read_table(cc.paths.table("pairs"), "pairs")
+    rcfg = compute.stage_config("render", cc.city)  # the one owner of tile sizes and margin
     s, truth = cut_samples(pairs, signaling, towers, gps, cc.net.crs, compute.stage_config("samples", cc.city),
-                           seed=cc.seed("samples"))
+                           seed=cc.seed("samples"), zoom_sizes_m=rcfg.zoom_sizes_m, margin_m=rcfg.margin_m)
     if s.empty:
         raise dg.Failure(f"{cc.city.name}: no sample window met the record and movement thresholds")
     vctx = cc.validation_context(device_ids=signaling["device_id"].unique(), vehicle_ids=gps["vehicle_id"].unique(),

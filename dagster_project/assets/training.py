@@ -21,15 +21,20 @@ def _mlflow_link(uri: str, run_id: str | None) -> dict:
     return {"mlflow_run_id": run_id, "mlflow_tracking_uri": uri} if run_id else {}
 
 
-def _register(context, cc, checkpoint, alias: str, run_id: str | None, uri: str) -> dict:
-    """Register the checkpoint as ``sig2gps-video-<city>`` with an alias (a pyfunc that serves trajectories)."""
+def _register(context, cc, compute: ComputeResource, checkpoint, alias: str, run_id: str | None, uri: str,
+              tags: dict) -> dict:
+    """Register the checkpoint as ``sig2gps-video-<city>@<alias>``: a pyfunc from signaling records to GPS."""
     from ml.serving import log_video_model
 
-    version = log_video_model(checkpoint=checkpoint, city=cc.city.name, net=cc.net,
-                              towers_path=cc.paths.table("towers"), alias=alias, tracking_uri=uri, run_id=run_id)
-    context.log.info(f"registered sig2gps-video-{cc.city.name} version {version} as @{alias}")
-    return {"registered_model": f"sig2gps-video-{cc.city.name}", "model_version": str(version),
-            "model_uri": f"models:/sig2gps-video-{cc.city.name}@{alias}"}
+    samples_cfg = compute.stage_config("samples", cc.city)
+    logged = log_video_model(
+        checkpoint, cc.city.name, towers=cc.paths.table("towers"), roads=cc.net, duration_s=samples_cfg.window_s,
+        tracking_uri=uri, alias=alias, eval_interval_s=samples_cfg.eval_interval_s,
+        n_steps=compute.stage_config("evaluation", cc.city).video_sampling_steps,
+        render_cfg=compute.stage_config("render", cc.city), run_id=run_id, tags=tags,
+    )
+    context.log.info(f"registered {logged.name} version {logged.version} as {logged.alias_uri}")
+    return {"registered_model": logged.name, "model_version": logged.version, "model_uri": logged.alias_uri}
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="video", deps=["rendered_videos"], pool="gpu",
@@ -51,7 +56,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlfl
             "resumed_from_step": res.resumed_from_step or 0, "data_version": tags["data_version"],
             **_mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
-    meta.update(_register(context, cc, res.checkpoint_path, "sft", res.mlflow_run_id, uri))
+    meta.update(_register(context, cc, compute, res.checkpoint_path, "sft", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -73,5 +78,5 @@ def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlf
     meta = {"checkpoint": dg.MetadataValue.path(str(res.checkpoint_path)), "data_version": tags["data_version"],
             **_mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
-    meta.update(_register(context, cc, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri))
+    meta.update(_register(context, cc, compute, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)

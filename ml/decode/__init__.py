@@ -6,10 +6,18 @@ from ml.decode.heads import (
     decode_head_positions,
     decode_heads,
     decode_path_mask,
+    default_prune_px,
+    prune_spurs,
     skeleton_endpoints,
     skeletonize_path,
 )
-from ml.decode.trajectory import DecodedTrajectory, decode_video_to_trajectory, pixel_route, snap_route
+from ml.decode.trajectory import (
+    DecodedTrajectory,
+    decode_video_to_trajectory,
+    interpolate_by_travel_time,
+    pixel_route,
+    snap_route,
+)
 
 __all__ = [
     "HeadDecode",
@@ -17,10 +25,13 @@ __all__ = [
     "decode_head_positions",
     "decode_heads",
     "decode_path_mask",
+    "default_prune_px",
+    "prune_spurs",
     "skeleton_endpoints",
     "skeletonize_path",
     "DecodedTrajectory",
     "decode_video_to_trajectory",
     "pixel_route",
     "snap_route",
+    "interpolate_by_travel_time",
 ]

@@ -148,18 +148,71 @@ def decode_path_mask(
     return m
 
 
-def skeletonize_path(mask: np.ndarray) -> np.ndarray:
-    """One-pixel-wide skeleton (bool ``(H, W)``) of a path mask (``skimage.morphology.skeletonize``)."""
+def skeletonize_path(mask: np.ndarray, prune_px: int = 0) -> np.ndarray:
+    """One-pixel-wide skeleton (bool ``(H, W)``) of a path mask (``skimage.morphology.skeletonize``).
+
+    ``prune_px > 0`` removes spurs: branches of at most ``prune_px`` pixels that run from an
+    endpoint to a junction (skeletonising the blocky ends of a line wider than one pixel, or the
+    head dot, leaves such 1-3 px forks). The two ends of a path without junctions are kept.
+    """
     m = np.asarray(mask, dtype=bool)
     if not m.any():
         return m.copy()
-    return skeletonize(m)
+    skel = skeletonize(m)
+    if prune_px > 0:
+        skel = prune_spurs(skel, prune_px)
+    return skel
+
+
+def default_prune_px(resolution: int) -> int:
+    """Spur length worth pruning at a resolution: 0 while the path is drawn 1 px wide (pruning then
+    also eats true ends that touch the path), else the path width + 1 (measured on rendered truth:
+    exact-topology share at 128 px goes from 0.80 to 0.97)."""
+    from ml.render.config import RenderConfig
+
+    w = RenderConfig().scaled(RenderConfig().path_width_px, resolution)
+    return 0 if w < 2 else int(np.ceil(w)) + 1
+
+
+def _neighbour_count(s: np.ndarray) -> np.ndarray:
+    p = np.pad(s, 1).astype(np.int8)
+    H, W = s.shape
+    return sum(p[1 + dr : 1 + dr + H, 1 + dc : 1 + dc + W] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+               if (dr, dc) != (0, 0))
+
+
+def prune_spurs(skel: np.ndarray, max_len: int) -> np.ndarray:
+    """Remove skeleton branches of at most ``max_len`` pixels ending at a junction (one pass)."""
+    s = np.asarray(skel, dtype=bool).copy()
+    H, W = s.shape
+    nb = _neighbour_count(s)
+    junction = s & (nb >= 3)
+    if not junction.any():
+        return s
+    remove: list[tuple[int, int]] = []
+    for r, c in np.argwhere(s & (nb == 1)):
+        chain, prev, cur = [(int(r), int(c))], None, (int(r), int(c))
+        hit = False
+        for _ in range(max_len):
+            nxt = [(cur[0] + dr, cur[1] + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                   if (dr, dc) != (0, 0) and 0 <= cur[0] + dr < H and 0 <= cur[1] + dc < W
+                   and s[cur[0] + dr, cur[1] + dc] and (cur[0] + dr, cur[1] + dc) != prev
+                   and (cur[0] + dr, cur[1] + dc) not in chain]
+            if not nxt:
+                break
+            if any(junction[q] for q in nxt):
+                hit = True
+                break
+            prev, cur = cur, nxt[0]
+            chain.append(cur)
+        if hit:
+            remove += chain
+    for q in remove:
+        s[q] = False
+    return s
 
 
 def skeleton_endpoints(skel: np.ndarray) -> np.ndarray:
     """``(n, 2)`` (row, col) of skeleton pixels with exactly one 8-neighbour."""
     s = np.asarray(skel, dtype=bool)
-    p = np.pad(s, 1).astype(np.int8)
-    nb = sum(np.roll(np.roll(p, dr, 0), dc, 1) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
-    nb = nb[1:-1, 1:-1]
-    return np.argwhere(s & (nb == 1))
+    return np.argwhere(s & (_neighbour_count(s) == 1))

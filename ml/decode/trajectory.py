@@ -16,6 +16,8 @@ Nothing fails silently: everything that could not be decoded is listed in ``issu
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,9 +25,11 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
-from ml.cities.network import RoadNetwork
 from ml.decode.heads import decode_heads, decode_path_mask, skeletonize_path, as_video_255
 from ml.geo.tile import Tile
+
+if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
+    from ml.cities.network import RoadNetwork
 
 
 @dataclass
@@ -168,6 +172,48 @@ def _resample_with_anchors(route: np.ndarray, route_t: np.ndarray, anchor_idx: n
     return np.nonzero(keep)[0]
 
 
+def interpolate_by_travel_time(
+    net: RoadNetwork,
+    route_xy: np.ndarray,
+    route_cum_m: np.ndarray,
+    anchor_route_m: np.ndarray,
+    anchor_t: np.ndarray,
+    query_t: np.ndarray,
+) -> np.ndarray:
+    """Like ``ml.mapmatch.interpolate_along_route`` but constant *relative* speed between anchors.
+
+    Between two anchors the vehicle is assumed to drive at a constant fraction of each road's
+    speed (``RoadNetwork.edge_speed_mps``): time is spread along the matched route in proportion
+    to the expected travel time, not the length, so it moves faster on arterials than on
+    residential streets. Same holding and monotonicity rules as the length-based version.
+    """
+    route_xy = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2)
+    cum = np.asarray(route_cum_m, dtype=np.float64)
+    q = np.atleast_1d(np.asarray(query_t, dtype=np.float64))
+    a_m = np.asarray(anchor_route_m, dtype=np.float64)
+    a_t = np.asarray(anchor_t, dtype=np.float64)
+    ok = np.isfinite(a_m) & np.isfinite(a_t)
+    a_m, a_t = a_m[ok], a_t[ok]
+    if len(a_m) == 0 or len(route_xy) < 2:
+        return np.full((len(q), 2), np.nan) if len(a_m) == 0 or len(route_xy) == 0 else np.repeat(route_xy, len(q), 0)
+    order = np.argsort(a_t, kind="stable")
+    a_t, a_m = a_t[order], np.maximum.accumulate(a_m[order])
+    last = np.ones(len(a_t), dtype=bool)
+    last[:-1] = a_t[1:] != a_t[:-1]
+    a_t, a_m = a_t[last], a_m[last]
+    seg = np.diff(cum)
+    mids = (route_xy[:-1] + route_xy[1:]) / 2.0
+    speed = np.full(len(mids), float(np.median(net.edge_speed_mps)))
+    cand = net.edge_candidates(mids, radius_m=2.0, max_per_point=1)
+    speed[cand.point] = net.edge_speed_mps[cand.edge]
+    tau = np.concatenate([[0.0], np.cumsum(seg / np.maximum(speed, 0.5))])
+    tau = tau + 1e-9 * np.arange(len(tau))  # strictly increasing for the inverse look-up
+    cum_s = cum + 1e-9 * np.arange(len(cum))
+    tau_a = np.interp(a_m, cum_s, tau)
+    tau_q = np.interp(q, a_t, tau_a)
+    return _point_at_distance(route_xy, cum, np.interp(tau_q, tau, cum))
+
+
 def snap_route(
     net: RoadNetwork,
     route_xy: np.ndarray,
@@ -176,12 +222,15 @@ def snap_route(
     eval_t: np.ndarray,
     mpp: float,
     sigma_m: float | None = None,
+    speed_weighted: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
     """Snap a timed route (metres) to the road graph and place positions at ``eval_t``.
 
     Uses ``ml.mapmatch.match_trajectory`` (HMM) on route points every ~ one pixel with the
-    anchors as time references; without the engine, each position is projected on the nearest
-    road. Returns ``(xy (n_eval, 2), matched route (m, 2), method, issues)``.
+    anchors as time references; positions between anchors follow the matched route, spread by
+    expected travel time (``speed_weighted``, see :func:`interpolate_by_travel_time`) or by
+    length. Without the engine, each position is projected on the nearest road. Returns
+    ``(xy (n_eval, 2), matched route (m, 2), method, issues)``.
     """
     issues: list[str] = []
     anchor_t = route_t[anchor_idx]
@@ -208,7 +257,10 @@ def snap_route(
         if not np.isfinite(a_m).any() or len(res.route_xy) == 0:
             issues.append("map matching matched no anchor; positions left unsnapped")
             return _positions_at(route_xy, route_t, eval_t), route_xy, "none", issues
-        xy = interpolate_along_route(res.route_xy, res.route_cum_m, a_m, anchor_t, eval_t)
+        if speed_weighted:
+            xy = interpolate_by_travel_time(net, res.route_xy, res.route_cum_m, a_m, anchor_t, eval_t)
+        else:
+            xy = interpolate_along_route(res.route_xy, res.route_cum_m, a_m, anchor_t, eval_t)
         return xy, res.route_xy, "hmm", issues
     xy = _positions_at(route_xy, route_t, eval_t)
     cand = net.edge_candidates(xy, radius_m=max(3.0 * sigma, 2.0 * mpp), max_per_point=1)
@@ -227,6 +279,7 @@ def decode_video_to_trajectory(
     eval_t: np.ndarray,
     snap: bool = True,
     sigma_m: float | None = None,
+    speed_weighted: bool = True,
 ) -> DecodedTrajectory:
     """Decode a video of the window ``[0, duration_s]`` into positions at ``eval_t`` (seconds).
 
@@ -239,6 +292,8 @@ def decode_video_to_trajectory(
         eval_t: ``(n,)`` evaluation times in seconds since the window start.
         snap: snap the route to the road graph (HMM engine).
         sigma_m: snapping emission sigma (default ``max(0.6 * metres per pixel, 5 m)``).
+        speed_weighted: after snapping, spread time between anchors by the roads' expected
+            travel time instead of by length.
     """
     V = as_video_255(video)
     K, H, W, _ = V.shape
@@ -283,7 +338,7 @@ def decode_video_to_trajectory(
             out.snapped, out.snap_method = True, "nearest_road"
             out.issues.append("a single anchor: position projected on the nearest road")
         else:
-            xy, rxy, method, more = snap_route(net, route_xy, route_t, anchor_idx, eval_t, mpp, sigma_m)
+            xy, rxy, method, more = snap_route(net, route_xy, route_t, anchor_idx, eval_t, mpp, sigma_m, speed_weighted)
             out.xy, out.route_xy, out.snap_method = xy, rxy, method
             out.snapped = method != "none"
             out.issues += more

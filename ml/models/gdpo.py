@@ -61,7 +61,7 @@ class GDPOConfig(BaseModel):
     n_steps: int = Field(10, ge=1, description="SDE sampling steps of a rollout")
     sample_shift: float = Field(1.0, gt=0, description="time shift of the sampling grid")
     noise_scale: float = Field(0.7, gt=0, description="a: sigma_t = a sqrt(s / (1 - s))")
-    clip_range: float = Field(1e-3, gt=0, description="PPO clip: ratio kept in [1 - c, 1 + c]")
+    clip_range: float = Field(0.2, gt=0, description="PPO clip: ratio kept in [1 - c, 1 + c]")
     beta: float = Field(0.04, ge=0, description="weight of the KL to the reference (SFT) model; 0 = ablation")
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -592,6 +592,10 @@ def train_gdpo(
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         default_root_dir=str(out_dir))
 
+    import warnings
+
+    # GDPO keeps the policy in eval mode on purpose (no dropout: an unchanged policy has ratio 1)
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     metrics: dict[str, float] = {}
     eval_batches = _batches(eval_ds, cfg.n_eval, cfg.conditions_per_step * cfg.group_size) if eval_ds and cfg.n_eval else []
     dev = torch.device("cuda") if (torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")) else torch.device("cpu")

@@ -83,6 +83,16 @@ def _decode_module():
         return None
 
 
+def _decode_trajectory(dec: Any, video: np.ndarray, tile: Any, duration_s: float, net: Any, eval_t: np.ndarray) -> Any:
+    """``ml.decode.decode_video_to_trajectory`` called by keyword (its optional ``resolution`` included)."""
+    import inspect
+
+    kw: dict[str, Any] = dict(video=video, tile=tile, duration_s=duration_s, net=net, eval_t=eval_t)
+    if "resolution" in inspect.signature(dec.decode_video_to_trajectory).parameters:
+        kw["resolution"] = int(video.shape[-2])
+    return dec.decode_video_to_trajectory(**kw)
+
+
 class SFTModule(L.LightningModule):
     """Flow-matching SFT of a ``VideoFlowModel``; ``hparams`` hold the full ``SFTConfig`` for resume."""
 
@@ -230,8 +240,8 @@ class SFTModule(L.LightningModule):
                     tile = Tile.from_record(rec)
                     dur = float(rec["duration_s"])
                     eval_t = np.linspace(0.0, dur, gv.shape[0])
-                    g_tr = dec.decode_video_to_trajectory(gv, tile, dur, net, eval_t)
-                    t_tr = dec.decode_video_to_trajectory(tv, tile, dur, net, eval_t)
+                    g_tr = _decode_trajectory(dec, gv, tile, dur, net, eval_t)
+                    t_tr = _decode_trajectory(dec, tv, tile, dur, net, eval_t)
                     d = np.linalg.norm(np.asarray(g_tr.xy) - np.asarray(t_tr.xy), axis=1)
                     if np.isfinite(d).any():
                         terr.append(np.nanmean(d))

@@ -32,7 +32,7 @@ from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile
 from ml.render import style
 from ml.render.config import RenderConfig
-from ml.render.image import render_condition_image, render_target_video
+from ml.render.image import prepare_road_rasters, render_condition_image, render_target_video
 
 INDEX_COLUMNS = ("sample_id", "split", "shard", "row", "tile_crs", "tile_x0", "tile_y0", "tile_size_m",
                  "resolution", "frames", "duration_s")
@@ -191,7 +191,8 @@ def render_samples(
         out_dir: destination folder (usually ``CityPaths.render_dir(res, K)``); replaced only
             when the whole run succeeded.
         workers: processes (default ``cfg.workers``); shards are rendered in parallel by forked
-            workers that share the prepared inputs.
+            workers that share the prepared inputs and the city road rasters. Shards hold at most
+            ``cfg.shard_size`` rows (fewer for small runs, so that work spreads over workers).
         progress: optional callback ``(shards_done, shards_total)``.
     """
     out_dir = Path(out_dir)
@@ -202,20 +203,20 @@ def render_samples(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         n = len(prepared)
-        bounds = [(k, lo, min(lo + cfg.shard_size, n)) for k, lo in enumerate(range(0, n, cfg.shard_size))]
+        # at most cfg.shard_size rows a shard, and at least ~8 shards for load balancing (but not
+        # tiny ones); the layout depends on n and cfg only, never on the number of workers
+        size = min(cfg.shard_size, max(-(-n // 8), 32))
+        bounds = [(k, lo, min(lo + size, n)) for k, lo in enumerate(range(0, n, size))]
+        # city road rasters per zoom level, built once here and shared with the forked workers
+        prepare_road_rasters(net, {p.tile.size_m for p in prepared}, cfg.resolution, cfg)
         _WORK.update(net=net, prepared=prepared, cfg=cfg, fail_at=_fail_at)
         rows: list[dict] = []
-        if workers <= 1 or len(bounds) <= 1 and n < 64:
+        if workers <= 1 or len(bounds) <= 1:
             for k, (shard, lo, hi) in enumerate(bounds):
                 rows += _render_shard(shard, lo, hi, str(tmp))
                 if progress:
                     progress(k + 1, len(bounds))
         else:
-            # smaller shards than cfg.shard_size would change the layout; split work by shard only,
-            # but make sure both workers get work when there are few shards
-            if len(bounds) < workers:
-                size = max(1, -(-n // workers))
-                bounds = [(k, lo, min(lo + size, n)) for k, lo in enumerate(range(0, n, size))]
             ctx = mp.get_context("fork")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 futs = [pool.submit(_render_shard, shard, lo, hi, str(tmp)) for shard, lo, hi in bounds]

@@ -10,15 +10,17 @@ approximation; the one used is named in ``tme_method``).
 from __future__ import annotations
 
 import time
-from typing import Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile
 from ml.render.config import RenderConfig
 from ml.render.image import render_condition_image, render_target_video
+
+if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
+    from ml.cities.network import RoadNetwork
 
 
 class WindowLike(Protocol):
@@ -74,6 +76,7 @@ def round_trip_floor(
     frames_list: Iterable[int] = (9, 17),
     cfg: RenderConfig | None = None,
     snap: bool = True,
+    speed_weighted: bool = True,
 ) -> list[dict]:
     """Render and decode every window for each (resolution, K); one row per (resolution, K, snapped).
 
@@ -100,7 +103,8 @@ def round_trip_floor(
                 video = render_target_video(cond, s.tile, res, s.truth_xy, s.truth_t, s.duration_s, K, c)
                 t_ren += time.perf_counter() - t
                 t = time.perf_counter()
-                d = decode_video_to_trajectory(video, s.tile, res, s.duration_s, net, s.truth_t, snap=snap)
+                d = decode_video_to_trajectory(video, s.tile, res, s.duration_s, net, s.truth_t, snap=snap,
+                                               speed_weighted=speed_weighted)
                 t_dec += time.perf_counter() - t
                 n_issues += bool(d.issues)
                 mpp = s.tile.metres_per_pixel(res)

@@ -8,12 +8,16 @@ pictures of real cities.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 import numpy as np
 
-from ml.cities.network import RoadNetwork
 from ml.render.dataset import RenderedArrays
+
+if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
+    from ml.cities.network import RoadNetwork
 
 
 def upscale(img: np.ndarray, size: int = 256) -> np.ndarray:

@@ -43,9 +43,6 @@ def synthetic_signaling(n_rows: int, n_devices: int = 5000, n_cells: int = 3000,
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and print (and return) the timings."""
-    from ml.validation import validate_table
-    from ml.validation.suites import gx_handles
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--devices", type=int, default=5000)
@@ -53,8 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
+    from ml.validation import validate_table
+    from ml.validation.suites import gx_handles
+
     gx_handles()
-    context_s = time.perf_counter() - t
+    context_s = time.perf_counter() - t  # import of great_expectations + ephemeral context, once per process
     towers, signaling = synthetic_signaling(args.rows, args.devices)
     ctx = ValidationContext(11.0, 48.0, 11.1, 48.1).with_references(tower_cell_ids=towers["cell_id"])
     validate_table("towers", towers, ctx).raise_if_failed()
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     bad_s = time.perf_counter() - t
     out = {
         "rows": args.rows, "devices": args.devices, "n_rules": report.n_rules,
-        "gx_context_s": round(context_s, 2), "validate_good_s": [round(x, 2) for x in times],
+        "gx_import_and_context_s": round(context_s, 2), "validate_good_s": [round(x, 2) for x in times],
         "validate_bad_s": round(bad_s, 2), "bad_failed_rules": bad_report.to_metadata()["failed_rules"],
         "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
     }

@@ -12,19 +12,27 @@ import pandas as pd
 METRES_PER_DEGREE_LAT = 111_320.0
 
 
-def _unique_ids(values: Any) -> np.ndarray | None:
+def _unique_ids(values: Any) -> pd.Index | None:
+    """Unique non-null ids as a hash-indexed ``pd.Index`` (object dtype for text: fast C lookups)."""
     if values is None:
         return None
-    s = pd.Series(values)
-    return pd.unique(s.dropna())
+    if isinstance(values, pd.Index) and values.is_unique and not values.hasnans:
+        return values
+    unique = pd.unique(pd.Series(values).dropna())
+    arr = np.asarray(unique)
+    if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
+        arr = np.asarray(unique, dtype=object)
+    return pd.Index(arr, dtype=arr.dtype, copy=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ValidationContext:
     """City bounding box (WGS84 degrees) with a margin, plus reference ids for foreign keys.
 
     A reference left as ``None`` means the corresponding foreign-key rule is skipped (and listed in
-    ``ValidationReport.skipped``), e.g. when validating ``towers`` no reference is needed.
+    ``ValidationReport.skipped``), e.g. when validating ``towers`` no reference is needed. References
+    may be given as any array-like; they are stored as unique ``pd.Index`` (hash lookups reused
+    across validations).
     """
 
     lon_min: float
@@ -32,12 +40,16 @@ class ValidationContext:
     lon_max: float
     lat_max: float
     margin_m: float = 3000.0
-    tower_cell_ids: np.ndarray | None = None
-    device_ids: np.ndarray | None = None
-    vehicle_ids: np.ndarray | None = None
-    sample_ids: np.ndarray | None = None
+    tower_cell_ids: pd.Index | None = None
+    device_ids: pd.Index | None = None
+    vehicle_ids: pd.Index | None = None
+    sample_ids: pd.Index | None = None
 
     def __post_init__(self) -> None:
+        for name in ("tower_cell_ids", "device_ids", "vehicle_ids", "sample_ids"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _unique_ids(value))
         if not (self.lon_min <= self.lon_max and self.lat_min <= self.lat_max):
             raise ValueError(
                 f"ValidationContext: bbox must satisfy lon_min <= lon_max and lat_min <= lat_max, got "
@@ -94,7 +106,7 @@ class ValidationContext:
             ("vehicle_ids", vehicle_ids), ("sample_ids", sample_ids),
         ):
             if values is not None:
-                updates[name] = _unique_ids(values)
+                updates[name] = values
         return replace(self, **updates)
 
     def with_tables(self, tables: Mapping[str, pd.DataFrame]) -> "ValidationContext":

@@ -1,5 +1,9 @@
-"""Entry point: validate one data-contract table (schema in pandas, values in Great Expectations,
-per-id time order vectorised in numpy) and return one report covering every rule."""
+"""Entry point: validate one data-contract table and return one report covering every rule.
+
+Schema (presence, dtypes, parseable timestamps) is checked in pandas, value rules in a Great
+Expectations suite, foreign keys and per-id time order vectorised in numpy; all land in the same
+:class:`~ml.validation.report.ValidationReport`.
+"""
 
 from __future__ import annotations
 
@@ -106,6 +110,24 @@ def _check_monotonic(table: str, df: pd.DataFrame, id_col: str) -> RuleFailure |
                        detail=f"ts must not decrease within each {id_col}")
 
 
+def _check_foreign_key(table: str, df: pd.DataFrame, column: str, ref: pd.Index, target: str, id_col: str) -> RuleFailure | None:
+    """Non-null values of ``column`` missing from the reference ids.
+
+    Vectorised: factorise the column, look its unique values up in the reference's hash index,
+    broadcast back (pandas' Arrow-string ``isin`` loops in Python over the reference set).
+    """
+    codes, uniques = pd.factorize(df[column], use_na_sentinel=True)
+    lookup = np.asarray(uniques, dtype=object) if ref.dtype == object else np.asarray(uniques)
+    known = ref.get_indexer(lookup) >= 0 if len(lookup) else np.zeros(0, dtype=bool)
+    bad = (codes >= 0) & ~known[np.maximum(codes, 0)] if len(known) else np.zeros(len(codes), dtype=bool)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return None
+    rows = np.flatnonzero(bad)
+    return RuleFailure(table, column, "foreign_key", n_bad, example_rows(df, rows, [id_col, "ts", column]),
+                       detail=f"must exist in {target}")
+
+
 def _ge_failures(table: str, df: pd.DataFrame, result: object, id_col: str) -> list[RuleFailure]:
     """Translate GE's suite result into :class:`RuleFailure` records (examples from row positions)."""
     failures: list[RuleFailure] = []
@@ -136,25 +158,39 @@ def validate_table(name: str, df: pd.DataFrame, context: ValidationContext) -> V
 
     Rules: required columns present with contract dtypes (timestamps parseable, UTC); then, in one
     Great Expectations suite on the columns that passed, non-empty table, not-null, ranges, lon/lat
-    inside the city bbox plus ``context.margin_m``, categorical sets, uniqueness and foreign keys
-    (against the reference ids in ``context``; skipped and listed when absent); finally
-    non-decreasing ``ts`` per id (numpy, same report). Call ``report.raise_if_failed()`` to stop.
+    inside the city bbox plus ``context.margin_m``, categorical sets and uniqueness; finally, with
+    numpy/pandas in the same report, foreign keys (against the reference ids in ``context``;
+    skipped and listed in ``report.skipped`` when absent) and non-decreasing ``ts`` per id.
+    Call ``report.raise_if_failed()`` to stop a pipeline on failure.
     """
     if name not in TABLE_COLUMNS:
         raise ValueError(f"validate_table: unknown table '{name}' (known: {', '.join(TABLE_COLUMNS)})")
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"validate_table: table '{name}' must be a pandas DataFrame, got {type(df).__name__}")
-    from ml.validation.suites import build_suite, run_suite
+    from ml.validation.suites import FOREIGN_KEYS, build_suite, run_suite
 
     start = time.perf_counter()
     df = _positional(df)
     id_col = ID_COLUMN[name]
     usable, failures, n_rules = _check_schema(name, df)
 
-    suite, skipped = build_suite(name, usable, context)
+    suite = build_suite(name, usable, context)
     n_rules += len(suite.expectations)
     if suite.expectations:
         failures += _ge_failures(name, df, run_suite(name, df, suite), id_col)
+
+    skipped: list[str] = []
+    for (table, column), (attr, target) in FOREIGN_KEYS.items():
+        if table != name or column not in usable:
+            continue
+        ref = getattr(context, attr)
+        if ref is None:
+            skipped.append(f"{column}:foreign_key ({target} not given)")
+            continue
+        n_rules += 1
+        failure = _check_foreign_key(name, df, column, ref, target, id_col)
+        if failure is not None:
+            failures.append(failure)
 
     by = MONOTONIC_BY.get(name)
     if by and {by, "ts"} <= usable:

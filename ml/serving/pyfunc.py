@@ -1,0 +1,185 @@
+"""MLflow pyfunc of the video model: signaling records in, GPS trajectory out.
+
+Input DataFrame, one row per signaling record: ``ts`` (datetime or ISO string, UTC), ``cell_id``
+(int, must be in the packaged towers) and a request id column (``sample_id``, ``request_id`` or
+``device_id``, the first present; without one all rows form one request). Optional per request:
+``t0`` (window start; default the first record's time). Each request is one window of the
+duration the model was trained for (``duration_s``, frames map to fixed times).
+
+Output DataFrame: the id column, ``ts``, ``lon``, ``lat`` at ``eval_interval_s`` from t0 to
+t0 + duration_s, plus ``method`` ("video", or "fallback_mar" where the generated video could
+not be decoded: the serving-tower positions interpolated in time) .
+
+Pipeline per request: ``ml.geo.choose_tile`` on the serving-tower positions, the condition image
+by ``ml.render.render_condition_image``, a batched Euler sample of the flow model, then
+``ml.decode.decode_video_to_trajectory`` (snapped to the road network).
+
+Artifacts: ``checkpoint`` (``save_video_model`` file), ``towers`` (parquet: cell_id, lon, lat),
+``roads`` (``RoadNetwork.save_npz``), ``serving_config`` (JSON: city, crs, duration_s,
+eval_interval_s, n_steps, shift, seed, render config).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+try:  # mlflow is optional for the library; the pyfunc class needs it
+    from mlflow.pyfunc import PythonModel
+except ImportError:  # pragma: no cover
+    PythonModel = object  # type: ignore[misc,assignment]
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ("sample_id", "request_id", "device_id")
+
+
+def id_column(df: pd.DataFrame) -> str | None:
+    """The request id column of an input frame (first of ``ID_COLUMNS`` present), or None."""
+    return next((c for c in ID_COLUMNS if c in df.columns), None)
+
+
+class TrajectoryReconstructor:
+    """The reconstruction pipeline with its loaded parts (model, network, towers); used by the pyfunc."""
+
+    def __init__(self, checkpoint: str | Path, towers: pd.DataFrame, net: Any, serving_config: dict[str, Any],
+                 device: str | None = None) -> None:
+        import torch
+
+        from ml.geo import CityProjection
+        from ml.models.checkpoint import load_video_model
+        from ml.render.config import RenderConfig
+
+        self.cfg = dict(serving_config)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.model_cfg = load_video_model(checkpoint, device=self.device)
+        self.net = net
+        self.crs = str(self.cfg.get("crs") or net.crs)
+        self.proj = CityProjection(self.crs)
+        miss = [c for c in ("cell_id", "lon", "lat") if c not in towers.columns]
+        if miss:
+            raise ValueError(f"towers artifact: missing column(s) {miss}")
+        self.cell_ids = pd.Index(towers["cell_id"].astype(np.int64).to_numpy())
+        self.tower_xy = self.proj.to_xy(towers["lon"].to_numpy(float), towers["lat"].to_numpy(float))
+        rc = dict(self.cfg.get("render") or {})
+        rc.update(resolution=self.model_cfg.resolution, frames=self.model_cfg.frames)
+        self.render_cfg = RenderConfig.model_validate(rc)
+        self.duration_s = float(self.cfg["duration_s"])
+        self.eval_t = np.arange(0.0, self.duration_s + 1e-9, float(self.cfg.get("eval_interval_s", 30.0)))
+
+    def _cond_images(self, groups: list[tuple[Any, pd.DataFrame]]) -> tuple[np.ndarray, list, list]:
+        from ml.geo import choose_tile
+        from ml.render import render_condition_image
+
+        R = self.model_cfg.resolution
+        conds, tiles, metas = [], [], []
+        for key, g in groups:
+            pos = self.cell_ids.get_indexer(g["cell_id"].astype(np.int64).to_numpy())
+            if (pos < 0).any():
+                bad = g["cell_id"].to_numpy()[pos < 0][:5].tolist()
+                raise ValueError(f"input column 'cell_id': values {bad} of request '{key}' are not in the city's towers")
+            ts = pd.to_datetime(g["ts"], utc=True)
+            order = np.argsort(ts.to_numpy(), kind="stable")
+            ts = ts.iloc[order]
+            rxy = self.tower_xy[pos[order]]
+            t0 = pd.to_datetime(g["t0"].iloc[0], utc=True) if "t0" in g.columns else ts.iloc[0]
+            rt = (ts - t0).dt.total_seconds().to_numpy()
+            keep = (rt >= -1e-6) & (rt <= self.duration_s + 1e-6)
+            rxy_w, rt_w = (rxy[keep], rt[keep]) if keep.any() else (rxy, rt)
+            tile = choose_tile(rxy_w, self.crs, self.render_cfg.zoom_sizes_m, self.render_cfg.margin_m)
+            towers = np.unique(rxy_w, axis=0) if self.render_cfg.towers == "serving" else \
+                self.tower_xy[tile.contains(self.tower_xy)]
+            conds.append(render_condition_image(self.net, tile, R, rxy_w, towers, rt_w, self.render_cfg))
+            tiles.append(tile)
+            metas.append((key, t0, rxy_w, rt_w))
+        return np.stack(conds), tiles, metas
+
+    def _decode(self, video: np.ndarray, tile: Any) -> np.ndarray:
+        from ml.decode import decode_video_to_trajectory
+
+        params = inspect.signature(decode_video_to_trajectory).parameters
+        kw: dict[str, Any] = dict(video=video, tile=tile, duration_s=self.duration_s, net=self.net, eval_t=self.eval_t)
+        if "resolution" in params:
+            kw["resolution"] = self.model_cfg.resolution
+        return np.asarray(decode_video_to_trajectory(**kw).xy, dtype=float)
+
+    def reconstruct(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Records of one or more requests -> trajectories (see the module docstring)."""
+        import torch
+
+        from ml.models.data import cond_to_tensor, to_uint8_frames
+        from ml.models.sampling import euler_sample
+
+        miss = [c for c in ("ts", "cell_id") if c not in df.columns]
+        if miss:
+            raise ValueError(f"input: missing column(s) {miss} (need ts, cell_id and a request id column)")
+        idc = id_column(df)
+        df = df.copy()
+        if idc is None:
+            idc = "sample_id"
+            df[idc] = "0"
+        groups = [(k, g) for k, g in df.groupby(idc, sort=False)]
+        if not groups:
+            return pd.DataFrame(columns=[idc, "ts", "lon", "lat", "method"])
+        conds, tiles, metas = self._cond_images(groups)
+        bs = int(self.cfg.get("batch_size", 16))
+        gen = torch.Generator(device="cpu").manual_seed(int(self.cfg.get("seed", 0)))
+        videos = []
+        for i in range(0, len(conds), bs):
+            c = cond_to_tensor(conds[i:i + bs]).to(self.device)
+            C, k, h, w = self.model.latent_shape()
+            noise = torch.randn((len(c), C, k, h, w), generator=gen)
+            v = euler_sample(self.model, c, int(self.cfg.get("n_steps", 20)), noise=noise.to(self.device),
+                             shift=float(self.cfg.get("shift", 1.0)), autocast_dtype=torch.bfloat16)
+            videos.append(to_uint8_frames(v))
+        videos_u8 = np.concatenate(videos)
+        out = []
+        for video, tile, (key, t0, rxy, rt) in zip(videos_u8, tiles, metas):
+            method = "video"
+            try:
+                xy = self._decode(video, tile)
+            except Exception as exc:  # a poor sample must not fail the request
+                log.warning("decoding request %s failed: %s", key, exc)
+                xy = np.full((len(self.eval_t), 2), np.nan)
+            if not np.isfinite(xy).all():
+                method = "fallback_mar"
+                fb = _interp_positions(rxy, rt, self.eval_t)
+                bad = ~np.isfinite(xy).all(axis=1)
+                xy[bad] = fb[bad]
+            lonlat = self.proj.to_lonlat(xy)
+            out.append(pd.DataFrame({idc: key, "ts": t0 + pd.to_timedelta(self.eval_t, unit="s"),
+                                     "lon": lonlat[:, 0], "lat": lonlat[:, 1], "method": method}))
+        return pd.concat(out, ignore_index=True)
+
+
+def _interp_positions(xy: np.ndarray, t: np.ndarray, eval_t: np.ndarray) -> np.ndarray:
+    """Positions linearly interpolated in time (held before the first and after the last record)."""
+    if len(xy) == 1:
+        return np.repeat(xy, len(eval_t), axis=0)
+    return np.column_stack([np.interp(eval_t, t, xy[:, 0]), np.interp(eval_t, t, xy[:, 1])])
+
+
+class VideoTrajectoryModel(PythonModel):
+    """``mlflow.pyfunc`` wrapper of ``TrajectoryReconstructor`` (artifacts listed in the module docstring)."""
+
+    def load_context(self, context: Any) -> None:
+        from ml.cities.network import RoadNetwork
+
+        art = context.artifacts
+        cfg = json.loads(Path(art["serving_config"]).read_text())
+        towers = pd.read_parquet(art["towers"])
+        net = RoadNetwork.load_npz(art["roads"])
+        self._impl = TrajectoryReconstructor(art["checkpoint"], towers, net, cfg)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        res = self._impl.reconstruct(model_input)
+        res["ts"] = res["ts"].astype(str)  # JSON-safe for the REST server
+        return res

@@ -1,0 +1,166 @@
+"""Log and register the video pyfunc in MLflow; batch reconstruction with a registered model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def registered_name(city: str) -> str:
+    """Registry name of a city's video model."""
+    return f"sig2gps-video-{city}"
+
+
+@dataclass
+class LoggedModel:
+    """Where a logged pyfunc lives: run, model URI, registry name, version and alias."""
+
+    run_id: str
+    model_uri: str
+    name: str
+    version: str
+    alias: str
+
+    @property
+    def alias_uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+
+def input_example() -> pd.DataFrame:
+    """A request with the expected columns (used in docs and tests)."""
+    ts = pd.Timestamp("2024-01-01T08:00:00Z")
+    return pd.DataFrame({"sample_id": ["a", "a", "a"], "ts": [str(ts + pd.Timedelta(seconds=s)) for s in (0, 200, 550)],
+                         "cell_id": [1, 2, 3]})
+
+
+def log_video_model(
+    checkpoint_path: str | Path,
+    city: str,
+    towers: pd.DataFrame | str | Path,
+    roads: Any,
+    duration_s: float,
+    tracking_uri: str | None = None,
+    alias: str = "sft",
+    eval_interval_s: float = 30.0,
+    n_steps: int = 20,
+    shift: float = 1.0,
+    seed: int = 0,
+    render_cfg: Any = None,
+    run_id: str | None = None,
+    experiment_name: str = "sig2gps-serving",
+    tags: dict[str, str] | None = None,
+) -> LoggedModel:
+    """Log the checkpoint as a pyfunc (with towers, roads and serving config) and register it.
+
+    ``towers``: DataFrame or parquet path (cell_id, lon, lat); ``roads``: a ``RoadNetwork`` or a
+    ``.npz`` written by ``RoadNetwork.save_npz``; ``duration_s``: the window length W the model was
+    trained on; ``render_cfg``: the ``RenderConfig`` (or dict) the training images were drawn with.
+    The model is registered as ``sig2gps-video-<city>`` and ``alias`` (``sft`` or ``gdpo``) is set
+    on the new version. Logs into ``run_id`` when given, else into a new run.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.serving.pyfunc import VideoTrajectoryModel
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    name = registered_name(city)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tw = towers if isinstance(towers, pd.DataFrame) else pd.read_parquet(towers)
+        tw = tw[[c for c in ("cell_id", "site_id", "lon", "lat", "azimuth_deg") if c in tw.columns]]
+        tw.to_parquet(tmp / "towers.parquet", index=False)
+        if isinstance(roads, (str, Path)):
+            roads_path = Path(roads)
+            crs = None
+        else:
+            roads_path = tmp / "roads.npz"
+            roads.save_npz(roads_path)
+            crs = roads.crs
+        if crs is None:
+            from ml.cities.network import RoadNetwork
+
+            crs = RoadNetwork.load_npz(roads_path).crs
+        rc = render_cfg.model_dump(mode="json") if hasattr(render_cfg, "model_dump") else dict(render_cfg or {})
+        rc.pop("resolution", None)
+        rc.pop("frames", None)
+        cfg = {"city": city, "crs": crs, "duration_s": float(duration_s), "eval_interval_s": float(eval_interval_s),
+               "n_steps": int(n_steps), "shift": float(shift), "seed": int(seed), "render": rc}
+        (tmp / "serving_config.json").write_text(json.dumps(cfg, indent=2))
+        artifacts = {"checkpoint": str(checkpoint_path), "towers": str(tmp / "towers.parquet"),
+                     "roads": str(roads_path), "serving_config": str(tmp / "serving_config.json")}
+        if run_id is None:
+            exp = mlflow.get_experiment_by_name(experiment_name)
+            exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment_name)
+            ctx = mlflow.start_run(experiment_id=exp_id, run_name=f"{city}-{alias}-pyfunc",
+                                   tags={"city": city, "alias": alias, **(tags or {})})
+        else:
+            ctx = mlflow.start_run(run_id=run_id)
+        with ctx as run:
+            info = mlflow.pyfunc.log_model(
+                name="video_pyfunc", python_model=VideoTrajectoryModel(), artifacts=artifacts,
+                registered_model_name=name, input_example=None, pip_requirements=["sig2gps"],
+            )
+            rid = run.info.run_id
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, alias, version)
+    log.info("registered %s version %s alias %s", name, version, alias)
+    return LoggedModel(run_id=rid, model_uri=info.model_uri, name=name, version=version, alias=alias)
+
+
+def windows_from_signaling(df: pd.DataFrame, duration_s: float) -> pd.DataFrame:
+    """Add ``sample_id`` (and ``t0``) cutting each device's records into consecutive windows of ``duration_s``.
+
+    Kept as is when the frame already has a ``sample_id``.
+    """
+    if "sample_id" in df.columns:
+        return df
+    if "device_id" not in df.columns:
+        raise ValueError("signaling: need a 'sample_id' or 'device_id' column")
+    out = df.copy()
+    out["ts"] = pd.to_datetime(out["ts"], utc=True)
+    out = out.sort_values(["device_id", "ts"], kind="stable")
+    first = out.groupby("device_id")["ts"].transform("min")
+    k = ((out["ts"] - first).dt.total_seconds() // float(duration_s)).astype(np.int64)
+    out["t0"] = first + pd.to_timedelta(k * float(duration_s), unit="s")
+    out["sample_id"] = out["device_id"].astype(str) + "_" + k.astype(str)
+    return out
+
+
+def reconstruct_file(model_uri: str | None, city: str, signaling_path: str | Path, out_path: str | Path,
+                     tracking_uri: str | None = None, alias: str = "sft") -> Path:
+    """Reconstruct every window of a signaling file (parquet or CSV) with a logged model; write parquet/CSV.
+
+    ``model_uri`` defaults to ``models:/sig2gps-video-<city>@<alias>``. Records without a
+    ``sample_id`` are cut per device into windows of the model's duration.
+    """
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    uri = model_uri or f"models:/{registered_name(city)}@{alias}"
+    model = mlflow.pyfunc.load_model(uri)
+    sig_path = Path(signaling_path)
+    df = pd.read_csv(sig_path) if sig_path.suffix.lower() == ".csv" else pd.read_parquet(sig_path)
+    impl = model.unwrap_python_model()._impl
+    df = windows_from_signaling(df, impl.duration_s)
+    res = model.predict(df)
+    res["ts"] = pd.to_datetime(res["ts"], utc=True)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        res.to_csv(out, index=False)
+    else:
+        res.to_parquet(out, index=False)
+    return out

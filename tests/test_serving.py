@@ -1,0 +1,147 @@
+"""Serving: the pyfunc reconstructs trajectories, registers with an alias, batch reconstruction, and
+``mlflow models serve`` answers a request on loopback (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+pytest.importorskip("mlflow")
+try:  # the renderer and decoder are built in parallel; skip cleanly until they import
+    from ml.decode import decode_video_to_trajectory  # noqa: F401
+    from ml.render import render_condition_image  # noqa: F401
+except Exception as exc:  # pragma: no cover
+    pytest.skip(f"ml.render / ml.decode not importable yet: {exc}", allow_module_level=True)
+
+DURATION_S = 600.0
+
+
+@pytest.fixture(scope="module")
+def served(grid_net, tmp_path_factory):
+    from ml.models.backbone import VideoFlowModel
+    from ml.models.checkpoint import save_video_model
+    from ml.models.config import model_preset
+    from ml.render.config import RenderConfig
+
+    d = tmp_path_factory.mktemp("serving")
+    torch.manual_seed(0)
+    ckpt = save_video_model(d / "model.pt", VideoFlowModel(model_preset("ci", frames=5)))
+    rng = np.random.default_rng(0)
+    nodes = rng.choice(grid_net.n_nodes, 12, replace=False)
+    lonlat = grid_net.projection.to_lonlat(grid_net.node_xy[nodes])
+    towers = pd.DataFrame({"cell_id": np.arange(1, 13, dtype=np.int64), "lon": lonlat[:, 0], "lat": lonlat[:, 1]})
+    roads = d / "roads.npz"
+    grid_net.save_npz(roads)
+    return dict(dir=d, ckpt=ckpt, towers=towers, roads=roads, net=grid_net,
+                render=RenderConfig(resolution=32, frames=5), uri=f"sqlite:///{d / 'mlflow.db'}")
+
+
+def _request() -> pd.DataFrame:
+    t0 = pd.Timestamp("2024-03-01T08:00:00Z")
+    rows = [("a", 0, 1), ("a", 250, 2), ("a", 590, 3), ("b", 10, 4), ("b", 400, 5)]
+    return pd.DataFrame({"sample_id": [r[0] for r in rows], "ts": [str(t0 + pd.Timedelta(seconds=r[1])) for r in rows],
+                         "cell_id": [r[2] for r in rows]})
+
+
+def _check_output(out: pd.DataFrame, net) -> None:
+    assert set(out.columns) >= {"sample_id", "ts", "lon", "lat"}
+    assert sorted(out["sample_id"].unique()) == ["a", "b"]
+    assert (out.groupby("sample_id").size() == int(DURATION_S / 30) + 1).all()
+    assert np.isfinite(out[["lon", "lat"]].to_numpy(float)).all()
+    xy = net.projection.to_xy(out["lon"].to_numpy(float), out["lat"].to_numpy(float))
+    x0, y0, x1, y1 = net.bounds
+    assert ((xy[:, 0] > x0 - 2000) & (xy[:, 0] < x1 + 2000) & (xy[:, 1] > y0 - 2000) & (xy[:, 1] < y1 + 2000)).all()
+
+
+def test_reconstructor_direct(served):
+    from ml.serving.pyfunc import TrajectoryReconstructor
+
+    cfg = {"duration_s": DURATION_S, "eval_interval_s": 30.0, "n_steps": 2, "render": served["render"].model_dump()}
+    rec = TrajectoryReconstructor(served["ckpt"], served["towers"], served["net"], cfg)
+    out = rec.reconstruct(_request())
+    _check_output(out, served["net"])
+    with pytest.raises(ValueError, match="cell_id.*999"):
+        rec.reconstruct(pd.DataFrame({"sample_id": ["x"], "ts": ["2024-01-01T00:00:00Z"], "cell_id": [999]}))
+
+
+@pytest.mark.slow
+def test_log_register_and_serve(served):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.serving import log_video_model, reconstruct_file
+
+    logged = log_video_model(served["ckpt"], "toy", served["towers"], served["roads"], DURATION_S,
+                             tracking_uri=served["uri"], alias="sft", n_steps=2, render_cfg=served["render"])
+    client = MlflowClient(served["uri"])
+    mv = client.get_model_version_by_alias("sig2gps-video-toy", "sft")
+    assert str(mv.version) == logged.version
+    mlflow.set_tracking_uri(served["uri"])
+    model = mlflow.pyfunc.load_model(logged.alias_uri)
+    _check_output(model.predict(_request()), served["net"])
+
+    # batch reconstruction: records cut into windows per device
+    sig = _request().rename(columns={"sample_id": "device_id"})
+    out = reconstruct_file(None, "toy", _write(sig, served["dir"] / "sig.parquet"), served["dir"] / "pred.parquet",
+                           tracking_uri=served["uri"])
+    pred = pd.read_parquet(out)
+    assert len(pred) and pd.api.types.is_datetime64_any_dtype(pred["ts"])
+
+    # mlflow models serve on loopback answers a request
+    port = _free_port()
+    bindir = str(Path(sys.executable).parent)  # the server runs uvicorn from the same environment
+    env = dict(os.environ, MLFLOW_TRACKING_URI=served["uri"], OMP_NUM_THREADS="1",
+               PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+    mlflow_bin = str(Path(bindir) / "mlflow")
+    proc = subprocess.Popen([mlflow_bin, "models", "serve", "-m", logged.alias_uri, "-h", "127.0.0.1", "-p", str(port),
+                             "--env-manager", "local", "-w", "1"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        body = json.dumps({"dataframe_split": _request().to_dict(orient="split")}).encode()
+        deadline = time.time() + 120
+        resp = None
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"mlflow models serve exited: {proc.stdout.read().decode()[-3000:]}")
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    resp = json.loads(r.read())
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(1.0)
+        assert resp is not None, "server did not answer in time"
+        out = pd.DataFrame(resp["predictions"])
+        _check_output(out, served["net"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _write(df: pd.DataFrame, path: Path) -> Path:
+    df.to_parquet(path, index=False)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
