@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 from ml.cities import load_city, load_road_network, project_root  # noqa: E402
 from ml.paths import CityPaths  # noqa: E402
 from ml.render import RenderConfig  # noqa: E402
-from ml.render.dataset import RenderedArrays, render_samples  # noqa: E402
+from ml.render.arrays import RenderedArrays  # noqa: E402
+from ml.render.dataset import render_samples  # noqa: E402
 from ml.render.synthetic import synthetic_windows, windows_to_tables  # noqa: E402
 
 

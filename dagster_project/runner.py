@@ -17,6 +17,17 @@ def resources_for(profile: str, root: Path) -> dict:
     }
 
 
+def parse_selection(selection: str) -> dg.AssetSelection:
+    """Dagster selection syntax, plus comma-separated lists as a union (``road_network,cell_towers``)."""
+    parts = [p.strip() for p in selection.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("empty asset selection")
+    sel = dg.AssetSelection.from_string(parts[0])
+    for p in parts[1:]:
+        sel = sel | dg.AssetSelection.from_string(p)
+    return sel
+
+
 def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path | None = None,
              instance: dg.DagsterInstance | None = None, raise_on_error: bool = False) -> bool:
     """Materialise ``selection`` (Dagster selection syntax) for one city partition; True on success."""
@@ -31,7 +42,7 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     sync_city_partitions(instance)
     result = dg.materialize(
         all_assets_and_checks(),
-        selection=selection,
+        selection=parse_selection(selection),
         partition_key=city,
         instance=instance,
         resources=resources_for(profile, root),

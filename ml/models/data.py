@@ -38,71 +38,10 @@ def video_to_tensor(video: np.ndarray) -> torch.Tensor:
     return t.movedim(-1, -4)
 
 
-class RenderedArraysReader:
-    """Memory-mapped reader of one rendered-arrays folder (same format as ``ml.render.RenderedArrays``)."""
+def _open_reader(root: str | Path) -> "RenderedArrays":
+    from ml.render.arrays import RenderedArrays
 
-    def __init__(self, root: str | Path) -> None:
-        import pandas as pd
-
-        self.root = Path(root)
-        idx = self.root / "index.parquet"
-        if not idx.is_file():
-            raise FileNotFoundError(f"rendered arrays: '{idx}' not found (run the render stage first)")
-        self.index = pd.read_parquet(idx).reset_index(drop=True)
-        need = {"sample_id", "split", "shard", "row"}
-        miss = need - set(self.index.columns)
-        if miss:
-            raise ValueError(f"{idx}: missing column(s) {sorted(miss)}")
-        self._cond: dict[int, np.ndarray] = {}
-        self._video: dict[int, np.ndarray] = {}
-        self._tokens: dict[int, np.ndarray | None] = {}
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def _arr(self, cache: dict, kind: str, shard: int, required: bool = True) -> np.ndarray | None:
-        if shard not in cache:
-            p = self.root / f"{kind}_{shard:04d}.npy"
-            if not p.is_file():
-                if required:
-                    raise FileNotFoundError(f"rendered arrays: shard file '{p}' listed in index.parquet is missing")
-                cache[shard] = None
-            else:
-                cache[shard] = np.load(p, mmap_mode="r")
-        return cache[shard]
-
-    def _loc(self, i: int) -> tuple[int, int]:
-        r = self.index.iloc[i]
-        return int(r["shard"]), int(r["row"])
-
-    def cond(self, i: int) -> np.ndarray:
-        shard, row = self._loc(i)
-        return np.array(self._arr(self._cond, "cond", shard)[row])
-
-    def video(self, i: int) -> np.ndarray:
-        shard, row = self._loc(i)
-        return np.array(self._arr(self._video, "video", shard)[row])
-
-    def tokens(self, i: int) -> np.ndarray | None:
-        shard, row = self._loc(i)
-        a = self._arr(self._tokens, "tokens", shard, required=False)
-        return None if a is None else np.asarray(a[row], dtype=np.float32)
-
-    @property
-    def resolution(self) -> int:
-        if "resolution" in self.index.columns and len(self.index):
-            return int(self.index["resolution"].iloc[0])
-        return int(self.cond(0).shape[0])
-
-    @property
-    def frames(self) -> int:
-        if "frames" in self.index.columns and len(self.index):
-            return int(self.index["frames"].iloc[0])
-        return int(self.video(0).shape[0])
-
-
-def _open_reader(root: str | Path) -> RenderedArraysReader:
-    return RenderedArraysReader(root)
+    return RenderedArrays(root)
 
 
 class RenderedVideoDataset(Dataset):
@@ -126,8 +65,8 @@ class RenderedVideoDataset(Dataset):
     def __getitem__(self, j: int) -> dict[str, Any]:
         i = int(self.rows[j])
         item: dict[str, Any] = {
-            "video": video_to_tensor(self.reader.video(i)),
-            "cond": cond_to_tensor(self.reader.cond(i)),
+            "video": video_to_tensor(np.array(self.reader.video(i))),
+            "cond": cond_to_tensor(np.array(self.reader.cond(i))),
             "index": i,
         }
         if self.with_tokens:

@@ -8,7 +8,7 @@ from ml.render.config import RenderConfig
 from ml.render.image import frame_times, render_condition_image, render_road_layer, render_target_video
 
 _LAZY = {
-    "RenderedArrays": "ml.render.dataset",
+    "RenderedArrays": "ml.render.arrays",
     "render_samples": "ml.render.dataset",
     "prepare_samples": "ml.render.dataset",
     "video_to_model_space": "ml.render.dataset",

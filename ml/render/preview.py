@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.render.dataset import RenderedArrays
+from ml.render.arrays import RenderedArrays
 
 if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
     from ml.cities.network import RoadNetwork

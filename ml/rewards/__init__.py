@@ -9,7 +9,6 @@ from ml.rewards.rewards import (
     distance_frame_indices,
     distance_reward,
     path_topology,
-    skeleton_endpoints,
 )
 
 __all__ = [
@@ -21,5 +20,4 @@ __all__ = [
     "distance_frame_indices",
     "distance_reward",
     "path_topology",
-    "skeleton_endpoints",
 ]

@@ -33,7 +33,6 @@ from typing import Callable
 
 import numpy as np
 from skimage.measure import label
-from skimage.morphology import skeletonize
 
 from ml.rewards.config import RewardConfig
 
@@ -126,24 +125,23 @@ def direction_reward(
     return np.where(gen_missing, -1.0, out)
 
 
-def skeleton_endpoints(skeleton: np.ndarray) -> np.ndarray:
-    """Bool (H, W): skeleton pixels with exactly one 8-neighbour in the skeleton."""
-    sk = np.asarray(skeleton, dtype=bool)
-    p = np.pad(sk, 1).astype(np.int16)
-    h, w = sk.shape
-    nbrs = sum(p[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w] for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
-    return sk & (nbrs == 1)
+def path_topology(path_mask: np.ndarray, prune_px: int | None = None) -> tuple[int, int]:
+    """(number of 8-connected components of the mask, number of endpoints of its skeleton).
 
+    The skeleton comes from ``ml.decode.skeletonize_path``; ``prune_px`` (default: what suits
+    the mask's resolution, ``ml.decode.default_prune_px``) removes the tiny spurs that a path
+    drawn wider than one pixel leaves at its blocky ends, so truth scores as connected.
+    """
+    from ml.decode import default_prune_px, skeleton_endpoints, skeletonize_path
 
-def path_topology(path_mask: np.ndarray) -> tuple[int, int]:
-    """(number of 8-connected components of the mask, number of endpoints of its skeleton)."""
     m = np.asarray(path_mask, dtype=bool)
     if m.ndim != 2:
         raise ValueError(f"path_mask must be (H, W), got shape {m.shape}")
     if not m.any():
         return 0, 0
     n_comp = int(label(m, connectivity=2).max())
-    n_end = int(skeleton_endpoints(skeletonize(m)).sum())
+    prune = default_prune_px(m.shape[1]) if prune_px is None else prune_px
+    n_end = len(skeleton_endpoints(skeletonize_path(m, prune)))
     return n_comp, n_end
 
 

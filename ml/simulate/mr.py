@@ -12,6 +12,9 @@ from ml.simulate.radio import RadioModel
 from ml.simulate.tables import make_table, seconds_to_ts
 from ml.simulate.taxis import day_epoch
 
+RSRP_REPORT_MIN_DBM = -140.0  # 3GPP TS 36.133 RSRP reporting range
+RSRP_REPORT_MAX_DBM = -44.0
+
 
 def simulate_measurement_reports(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame,
                                  signaling: pd.DataFrame, truth_links: pd.DataFrame, cfg: SimulationConfig,
@@ -47,7 +50,8 @@ def simulate_measurement_reports(net: RoadNetwork, towers: pd.DataFrame, gps: pd
             "device_id": dd.device_id,
             "ts": seconds_to_ts(mr_t[r_idx], day_epoch(cfg, dd.day)),
             "cell_id": model.cell_id[cells[r_idx, col]],
-            "rsrp_dbm": rsrp[r_idx, col],
+            # reported RSRP is quantised to the 3GPP TS 36.133 range (-140 to -44 dBm)
+            "rsrp_dbm": np.clip(rsrp[r_idx, col], RSRP_REPORT_MIN_DBM, RSRP_REPORT_MAX_DBM),
         }))
     if not frames:
         return make_table("mr", {"device_id": [], "ts": [], "cell_id": [], "rsrp_dbm": []})

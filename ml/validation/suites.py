@@ -35,7 +35,7 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("towers", "height_m"): (0.0, 300.0),  # strictly above 0
     ("towers", "tx_power_dbm"): (0.0, 80.0),
     ("gps", "speed_mps"): (0.0, 70.0),
-    ("mr", "rsrp_dbm"): (-140.0, -30.0),
+    ("mr", "rsrp_dbm"): (-140.0, -44.0),  # 3GPP TS 36.133 reporting range
     ("pairs", "overlap_h"): (0.0, 24.0),
     ("pairs", "moving_h"): (0.0, 24.0),
     ("pairs", "mismatch_m"): (0.0, None),

@@ -1,0 +1,90 @@
+"""Memory-mapped reader of rendered arrays (``index.parquet`` + ``cond_XXXX.npy`` + ``video_XXXX.npy``).
+
+The one reader of the format that :func:`ml.render.dataset.render_samples` writes; the training
+path uses it too, so it depends on numpy and pandas only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from ml.geo.tile import Tile
+
+INDEX_COLUMNS = ("sample_id", "split", "shard", "row")
+
+
+class RenderedArrays:
+    """``len``, ``cond(i)``, ``video(i)``, ``tokens(i)``, ``tile(i)``, ``duration_s(i)``, ``index``, ``batch(rows)``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        ip = self.path / "index.parquet"
+        if not ip.is_file():
+            raise FileNotFoundError(f"{ip}: no rendered arrays here (materialise rendered_videos first)")
+        self.index = pd.read_parquet(ip).reset_index(drop=True)
+        missing = set(INDEX_COLUMNS) - set(self.index.columns)
+        if missing:
+            raise ValueError(f"{ip}: missing column(s) {sorted(missing)}")
+        self._cache: dict[tuple[str, int], np.ndarray | None] = {}
+        self._shard = self.index["shard"].to_numpy()
+        self._row = self.index["row"].to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.index["resolution"].iloc[0]) if len(self) else 0
+
+    @property
+    def frames(self) -> int:
+        return int(self.index["frames"].iloc[0]) if len(self) else 0
+
+    def _arr(self, kind: str, shard: int, required: bool = True) -> np.ndarray | None:
+        key = (kind, shard)
+        if key not in self._cache:
+            p = self.path / f"{kind}_{shard:04d}.npy"
+            if not p.is_file():
+                if required:
+                    raise FileNotFoundError(f"{p}: shard listed in index.parquet is missing")
+                self._cache[key] = None
+            else:
+                self._cache[key] = np.load(p, mmap_mode="r")
+        return self._cache[key]
+
+    def cond(self, i: int) -> np.ndarray:
+        """uint8 ``(H, W, 3)`` conditioning image of row ``i`` of the index (memory-mapped, read-only)."""
+        return self._arr("cond", int(self._shard[i]))[int(self._row[i])]
+
+    def video(self, i: int) -> np.ndarray:
+        """uint8 ``(K, H, W, 3)`` target video of row ``i`` of the index (memory-mapped, read-only)."""
+        return self._arr("video", int(self._shard[i]))[int(self._row[i])]
+
+    def tokens(self, i: int) -> np.ndarray | None:
+        """float32 ``(R, 4)`` signaling tokens of row ``i`` when ``tokens_XXXX.npy`` shards exist, else None."""
+        a = self._arr("tokens", int(self._shard[i]), required=False)
+        return None if a is None else np.asarray(a[int(self._row[i])], dtype=np.float32)
+
+    def tile(self, i: int) -> "Tile":
+        from ml.geo.tile import Tile
+
+        return Tile.from_record(self.index.iloc[i])
+
+    def duration_s(self, i: int) -> float:
+        return float(self.index["duration_s"].iloc[i])
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Row numbers of one split (all rows when ``split`` is None)."""
+        if split is None:
+            return np.arange(len(self))
+        return np.nonzero(self.index["split"].to_numpy() == split)[0]
+
+    def batch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(cond (B, H, W, 3), video (B, K, H, W, 3))`` uint8 copies of several rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.stack([self.cond(i) for i in rows]), np.stack([self.video(i) for i in rows])
