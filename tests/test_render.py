@@ -9,9 +9,9 @@ from hypothesis import given, settings, strategies as st
 
 from ml.geo import CityProjection, Tile
 from ml.render import RenderConfig, render_condition_image, render_target_video, style
+from ml.render.arrays import RenderedArrays
 from ml.render.dataset import (
     INDEX_COLUMNS,
-    RenderedArrays,
     image_to_model_space,
     prepare_samples,
     render_samples,
