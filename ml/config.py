@@ -53,7 +53,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "gpu": {
         "simulation": dict(n_taxis=80, n_decoys=160, n_days=3),
         "render": dict(resolution=128, frames=17),
-        "evaluation": dict(video_sampling_steps=30, video_batch_size=32),
+        "evaluation": dict(video_sampling_steps=30, video_batch_size=32, robustness_seeds=3, robustness_max_samples=30),
     },
 }
 

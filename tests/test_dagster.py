@@ -101,6 +101,20 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     assert (out / "report" / "evaluation.md").is_file()
     assert json.loads((out / "pairing.json").read_text())["n_pairs"] > 0
     assert (project / "data.dvc").is_file()
+    # traceability: Dagster materialisation -> MLflow run -> data version, git commit, Dagster run, and back
+    import mlflow
+
+    from ml.tracking import data_version
+
+    mat = instance.get_latest_materialization_event(dg.AssetKey("sft_checkpoint"))
+    run_id = mat.asset_materialization.metadata["mlflow_run_id"].value
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    tags = client.get_run(run_id).data.tags
+    assert tags["dagster_run_id"] == mat.run_id
+    assert tags["data_version"] == data_version(project) != "unversioned"
+    assert tags["city"] == "tinytown" and "git_commit" in tags
+    versions = client.search_model_versions("name='sig2gps-video-tinytown'")
+    assert {a for v in versions for a in v.aliases} >= {"sft", "gdpo"}
     # every GE check ran and passed
     for key, check in [("cell_towers", "towers_contract"), ("samples", "samples_contract")]:
         rec = instance.event_log_storage.get_latest_asset_check_execution_by_key(

@@ -191,4 +191,16 @@ def samples(context: dg.AssetExecutionContext, paths: PathsResource, compute: Co
                                              ("sample_truth", truth, cc.paths.sample_truth)], vctx, checked=["samples"])
     counts = s["split"].value_counts().to_dict()
     yield dg.MaterializeResult(metadata={**_table_meta(s, cc.paths.table("samples")),
-                                         **{f"n_{k}": int(v) for k, v in counts.items()}})
+                                         **{f"n_{k}": int(v) for k, v in counts.items()},
+                                         "tile_leave_share": tile_leave_share(s, truth, cc.net.projection)})
+
+
+def tile_leave_share(samples_df: pd.DataFrame, truth: pd.DataFrame, projection) -> float:
+    """Share of windows whose true path leaves the tile (chosen from signaling only): the video
+    method cannot draw those parts, so this bounds what it can reach."""
+    xy = projection.to_xy(truth["lon"].to_numpy(), truth["lat"].to_numpy())
+    tiles = samples_df.set_index("sample_id").loc[truth["sample_id"]]
+    x0, y0, size = (tiles[c].to_numpy() for c in ("tile_x0", "tile_y0", "tile_size_m"))
+    inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x0 + size) & (xy[:, 1] >= y0) & (xy[:, 1] <= y0 + size)
+    left = pd.Series(~inside).groupby(truth["sample_id"].to_numpy()).any()
+    return round(float(left.mean()), 4) if len(left) else 0.0

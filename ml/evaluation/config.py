@@ -14,6 +14,6 @@ class EvaluationConfig(BaseModel):
     video_batch_size: int = Field(8, ge=1, description="size: conditions sampled at once")
     video_seed: int = 0
     robustness_drop_fracs: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-    robustness_seeds: int = Field(3, ge=1, description="size: repetitions per drop rate")
-    robustness_max_samples: int = Field(20, ge=1, description="size: samples in the robustness study")
+    robustness_seeds: int = Field(2, ge=1, description="size: repetitions per drop rate")
+    robustness_max_samples: int = Field(12, ge=1, description="size: samples in the robustness study")
     case_studies: int = Field(4, ge=0, description="samples drawn over the map in the report")

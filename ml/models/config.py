@@ -98,6 +98,9 @@ class SFTConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelConfig = Field(default_factory=lambda: model_preset("demo"))
+    init_checkpoint: str | None = Field(
+        None, description="base model to fine-tune from (a model.pt; relative paths from the repository root); "
+        "None trains from scratch")
     batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)

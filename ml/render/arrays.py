@@ -88,3 +88,41 @@ class RenderedArrays:
         """``(cond (B, H, W, 3), video (B, K, H, W, 3))`` uint8 copies of several rows."""
         rows = np.asarray(rows, dtype=np.int64)
         return np.stack([self.cond(i) for i in rows]), np.stack([self.video(i) for i in rows])
+
+
+def concat_rendered(sources: list[str | Path], out_dir: str | Path, splits: tuple[str, ...] = ("train", "val"),
+                    shard_size: int = 256) -> pd.DataFrame:
+    """Copy the rows of ``splits`` from several rendered folders into one (e.g. a multi-city base set).
+
+    All sources must share resolution and frame count. Sample ids are prefixed with the source
+    folder's city (``outputs/<city>/render/...``) so they stay unique. Returns the new index.
+    """
+    out_dir = Path(out_dir)
+    arrays = [RenderedArrays(s) for s in sources]
+    shapes = {(a.resolution, a.frames) for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"concat_rendered: sources differ in (resolution, frames): {sorted(shapes)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, conds, videos, shard = [], [], [], 0
+
+    def flush() -> None:
+        nonlocal shard, conds, videos
+        if conds:
+            np.save(out_dir / f"cond_{shard:04d}.npy", np.stack(conds))
+            np.save(out_dir / f"video_{shard:04d}.npy", np.stack(videos))
+            shard, conds, videos = shard + 1, [], []
+
+    for a in arrays:
+        city = a.path.parts[-3] if len(a.path.parts) >= 3 else a.path.name
+        for i in np.concatenate([a.indices(s) for s in splits]):
+            rec = a.index.iloc[int(i)].to_dict()
+            rec.update(sample_id=f"{city}:{rec['sample_id']}", shard=shard, row=len(conds))
+            rows.append(rec)
+            conds.append(np.asarray(a.cond(int(i))))
+            videos.append(np.asarray(a.video(int(i))))
+            if len(conds) == shard_size:
+                flush()
+    flush()
+    index = pd.DataFrame(rows)
+    index.to_parquet(out_dir / "index.parquet", index=False)
+    return index

@@ -94,6 +94,18 @@ class SaveLastOnException(L.Callback):
                         trainer.global_step, self.path)
 
 
+def _resolve_init(init: str | Path | None) -> Path | None:
+    """A base checkpoint path: absolute, else relative to the working folder or the repository (``models/``)."""
+    if not init:
+        return None
+    p = Path(init)
+    for cand in (p, Path(__file__).resolve().parents[2] / p):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"init checkpoint '{init}' not found (looked in the working folder and the repository); "
+                            "train one with `python -m ml.train sft` or set init_checkpoint to None")
+
+
 def _load_init(module: SFTModule, init: str | Path) -> None:
     """Initialise the model weights from a ``save_video_model`` file or a Lightning SFT checkpoint."""
     from ml.models.checkpoint import FORMAT
@@ -161,6 +173,7 @@ def train_sft(
 
     module = SFTModule(cfg, preview_dir=str(out_dir / "previews"))
     module.road_network = road_network
+    init_checkpoint = _resolve_init(init_checkpoint or cfg.init_checkpoint)
     if init_checkpoint and not ckpt_path:
         _load_init(module, init_checkpoint)
 
