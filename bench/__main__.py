@@ -12,7 +12,7 @@ import time
 
 from bench.common import ROOT
 
-BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "hre", "sft", "gdpo"]
+BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "hre", "sft_step", "sft", "gdpo"]
 
 
 def main(argv: list[str]) -> int:

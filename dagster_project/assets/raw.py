@@ -110,20 +110,17 @@ def signaling_records(context: dg.AssetExecutionContext, paths: PathsResource, c
     yield from validate_then_write(context, items, vctx, checked=["signaling"])
     meta = _table_meta(signaling, cc.paths.table("signaling"))
     meta["devices"] = int(signaling["device_id"].nunique())
-    if truth is not None:
-        from ml.simulate import calibration_report
-
-        calib = calibration_report(cc.net, towers, gps, signaling, truth)
-        write_json_atomic(calib, cc.paths.outputs / "calibration.json")
-        meta.update({f"calibration.{k}": v for k, v in flat_metadata(calib).items() if not k.endswith("_reference")})
-        meta["calibration"] = dg.MetadataValue.path(str(cc.paths.outputs / "calibration.json"))
     yield dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["signaling_records"],
           check_specs=[ge_check_spec("measurement_reports", "mr")], kinds={"pandas", "parquet"})
 def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
-    """RSRP of the serving cell and up to six neighbours at a fixed interval (the HRE track's input)."""
+    """RSRP of the serving cell and up to six neighbours at a fixed interval (the HRE track's input).
+
+    Also writes the simulator's calibration report (``outputs/<city>/calibration.json``): it needs
+    the MR serving cells to count handovers per km without the bias of clustered handover records.
+    """
     cc = city_context(context, paths)
     towers = read_table(cc.paths.table("towers"), "towers")
     if cc.city.data_source == "import":
@@ -141,7 +138,17 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
     path = cc.paths.table("mr")
     vctx = cc.validation_context(tower_cell_ids=towers["cell_id"].to_numpy())
     yield from validate_then_write(context, [("mr", mr, path)], vctx)
-    yield dg.MaterializeResult(metadata={**_table_meta(mr, path), "devices": int(mr["device_id"].nunique())})
+    meta = {**_table_meta(mr, path), "devices": int(mr["device_id"].nunique())}
+    if cc.paths.truth_links.is_file():
+        from ml.simulate import calibration_report
+
+        calib = calibration_report(cc.net, towers, read_table(cc.paths.table("gps"), "gps"),
+                                   read_table(cc.paths.table("signaling"), "signaling"),
+                                   pd.read_parquet(cc.paths.truth_links), mr=mr)
+        write_json_atomic(calib, cc.paths.outputs / "calibration.json")
+        meta.update({f"calibration.{k}": v for k, v in flat_metadata(calib).items() if not k.endswith("_source")})
+        meta["calibration"] = dg.MetadataValue.path(str(cc.paths.outputs / "calibration.json"))
+    yield dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["signaling_records", "taxi_gps"],
