@@ -131,3 +131,15 @@ def test_robustness_study_frame(windows):
     df = robustness_study(windows[:1], {k: MR_METHODS[k] for k in ("mar", "msr")}, drop_fracs=(0.0, 0.5), seeds=(0,))
     assert len(df) == 4 and set(df["method"]) == {"mar", "msr"}
     assert df["rmse_m"].notna().all() and (df["error"] == "").all()
+
+
+def test_smooth_in_time_averages_noise_and_keeps_constants():
+    from ml.baselines.mr.simple import smooth_in_time
+
+    t = np.arange(0.0, 300.0, 5.0)
+    const = np.tile([[3.0, -2.0]], (len(t), 1))
+    np.testing.assert_allclose(smooth_in_time(t, const, 7.5), const)
+    np.testing.assert_array_equal(smooth_in_time(t, const, 0.0), const)
+    rng = np.random.default_rng(0)
+    noisy = rng.normal(0.0, 100.0, (len(t), 2))
+    assert np.sqrt((smooth_in_time(t, noisy, 7.5) ** 2).mean()) < 0.7 * np.sqrt((noisy**2).mean())

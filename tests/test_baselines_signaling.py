@@ -8,7 +8,13 @@ import pytest
 
 from ml.baselines import SIGNALING_METHODS, build_sample_contexts, industrial_hmm, mar
 from ml.baselines.context import SampleContext, TowerTable, synthetic_signaling_tables
-from ml.baselines.signaling import mitigate_pingpong, site_observations
+from ml.baselines.signaling import (
+    IndustrialHMMConfig,
+    cell_observations,
+    mitigate_pingpong,
+    sector_unit_vectors,
+    site_observations,
+)
 from ml.metrics import aggregate, evaluate_sample
 
 
@@ -124,3 +130,48 @@ def test_industrial_hmm_without_records_is_nan(grid_net, contexts):
     empty = SampleContext(c.sample_id, c.t0, c.duration_s, c.eval_t, None, c.records.iloc[:0], None,
                           c.towers_xy, grid_net, grid_net.crs)
     assert np.isnan(industrial_hmm(empty)).all() and np.isnan(mar(empty)).all()
+
+
+def _sector_towers(crs: str) -> TowerTable:
+    # two 3-sector sites 400 m apart (east-west), sectors at 0 / 120 / 240 degrees
+    sites = np.repeat([10, 20], 3)
+    az = np.tile([0.0, 120.0, 240.0], 2)
+    from ml.geo import CityProjection
+
+    ll = CityProjection(crs).to_lonlat(np.array([[0.0, 0.0], [400.0, 0.0]]) + [500000.0, 5000000.0])
+    towers = pd.DataFrame({"cell_id": np.arange(6), "site_id": sites, "lon": np.repeat(ll[:, 0], 3),
+                           "lat": np.repeat(ll[:, 1], 3), "azimuth_deg": az})
+    return TowerTable(towers, crs)
+
+
+def test_sector_unit_vectors_and_missing_azimuth(grid_net):
+    tw = _sector_towers(grid_net.crs)
+    u = sector_unit_vectors(tw, np.array([0, 1, 5]))
+    np.testing.assert_allclose(u, [[0, 1], [np.sin(np.deg2rad(120)), np.cos(np.deg2rad(120))],
+                                   [np.sin(np.deg2rad(240)), np.cos(np.deg2rad(240))]], atol=1e-12)
+    no_az = TowerTable(tw.frame.drop(columns=["azimuth_deg", "x", "y"]), grid_net.crs)
+    np.testing.assert_allclose(sector_unit_vectors(no_az, np.array([0, 3])), 0.0)
+
+
+def test_cell_observations_sector_shift_and_handover_boundary(grid_net):
+    tw = _sector_towers(grid_net.crs)
+    spacing = 400.0  # median nearest-site distance of the two sites
+    cfg = IndustrialHMMConfig(sector_shift_factor=0.5)
+    site_xy = tw.site_xy(np.array([10, 20]))
+    c0 = site_xy[0] + 0.5 * spacing * np.array([0.0, 1.0])  # cell 0: north sector of site 10
+    c5 = site_xy[1] + 0.5 * spacing * np.array([np.sin(np.deg2rad(240)), np.cos(np.deg2rad(240))])
+    t = np.array([0.0, 100.0, 200.0])
+    cell = np.array([0, 5, 5])
+    site = np.array([10, 20, 20])
+    ev = np.array(["data", "handover", "data"])
+    ot, oxy = cell_observations(t, cell, site, ev, tw, cfg)
+    np.testing.assert_allclose(ot, t)
+    np.testing.assert_allclose(oxy, [c0, 0.5 * (c0 + c5), c5], atol=1e-6)  # handover: on the boundary
+    # without the observation model: the mast positions (the old co-site merge)
+    ot, oxy = cell_observations(t, cell, site, ev, tw, IndustrialHMMConfig(sector_shift_factor=0.0,
+                                                                          handover_boundary=False))
+    np.testing.assert_allclose(oxy, site_xy[[0, 1, 1]], atol=1e-6)
+    # run collapse keeps the old behaviour (middle time of a short run)
+    ot, oxy = cell_observations(t, cell, site, ev, tw, IndustrialHMMConfig(collapse_runs=True, stay_s=120.0))
+    np.testing.assert_allclose(ot, [0.0, 150.0])
+    np.testing.assert_allclose(oxy[1], 0.5 * (0.5 * (c0 + c5) + c5), atol=1e-6)
