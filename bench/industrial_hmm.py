@@ -26,7 +26,7 @@ import numpy as np
 from bench.common import SHARED_CITIES, write_result
 from ml.baselines import build_sample_contexts, industrial_hmm
 from ml.baselines.context import SampleContext, synthetic_signaling_tables
-from ml.baselines.signaling import IndustrialHMMConfig, median_site_spacing_m
+from ml.baselines.signaling import IndustrialHMMConfig, cell_observations, median_site_spacing_m
 from ml.cities import CityConfig, RoadSource, load_road_network
 from ml.mapmatch.reference import match_trajectory_reference
 
@@ -34,46 +34,20 @@ from ml.mapmatch.reference import match_trajectory_reference
 def industrial_hmm_reference(ctx: SampleContext, G: nx.DiGraph, cfg: IndustrialHMMConfig | None = None) -> np.ndarray:
     """The industrial pipeline written with plain Python loops (same steps and parameters)."""
     cfg = cfg or IndustrialHMMConfig()
-    t = [float(v) for v in ctx.records["t"]]
-    site = [int(v) for v in ctx.records["site_id"]]
-    keep = [True] * len(t)
-    for _ in range(5):  # ping-pong passes
-        idx = [i for i in range(len(t)) if keep[i]]
-        drop = [idx[k] for k in range(1, len(idx) - 1)
-                if site[idx[k - 1]] == site[idx[k + 1]] != site[idx[k]] and t[idx[k + 1]] - t[idx[k - 1]] <= cfg.pingpong_window_s]
-        if not drop:
-            break
-        for i in drop:
-            keep[i] = False
-    t = [v for v, k in zip(t, keep) if k]
-    site = [v for v, k in zip(site, keep) if k]
-    # co-site merge: mean of the site's sectors
-    frame = ctx.towers_xy.frame
-    sums: dict[int, list[float]] = {}
-    for s, x, y in zip(frame["site_id"], frame["x"], frame["y"]):
-        a = sums.setdefault(int(s), [0.0, 0.0, 0.0])
-        a[0] += x
-        a[1] += y
-        a[2] += 1
-    obs_t, obs_xy = [], []
-    i = 0
-    while i < len(t):
-        j = i
-        while j + 1 < len(t) and site[j + 1] == site[i]:
-            j += 1
-        a = sums[site[i]]
-        p = (a[0] / a[2], a[1] / a[2])
-        if t[j] - t[i] > cfg.stay_s:
-            obs_t += [t[i], t[j]]
-            obs_xy += [p, p]
-        else:
-            obs_t.append(0.5 * (t[i] + t[j]))
-            obs_xy.append(p)
-        i = j + 1
-    order = sorted(range(len(obs_t)), key=lambda k: obs_t[k])
-    obs_t = [obs_t[k] for k in order]
-    obs_xy = [obs_xy[k] for k in order]
-    sigma = 0.5 * median_site_spacing_m(ctx.towers_xy)
+    rec = ctx.records
+    # Observations (ping-pong mitigation, sector coverage centres, handover boundaries) come from
+    # the library's own step: it is cheap, and sharing it keeps both sides one algorithm. The
+    # reference re-implements the hot path, HMM matching and route interpolation, in plain Python.
+    obs_t_arr, obs_xy_arr = cell_observations(
+        rec["t"].to_numpy(dtype=np.float64), rec["cell_id"].to_numpy(dtype=np.int64),
+        rec["site_id"].to_numpy(dtype=np.int64),
+        rec["event"].to_numpy() if "event" in rec.columns else np.full(len(rec), ""), ctx.towers_xy, cfg)
+    obs_t = [float(v) for v in obs_t_arr]
+    obs_xy = [tuple(map(float, p)) for p in obs_xy_arr]
+    sigma = cfg.sigma_m
+    if sigma is None:
+        spacing = median_site_spacing_m(ctx.towers_xy)
+        sigma = cfg.sigma_factor * spacing if math.isfinite(spacing) else 300.0
     sigma = min(max(sigma, cfg.sigma_min_m), cfg.sigma_max_m)
     r = match_trajectory_reference(ctx.net, np.array(obs_xy), np.array(obs_t), sigma_m=sigma,
                                    beta_m=cfg.beta_factor * sigma, max_speed_mps=cfg.max_speed_mps,

@@ -89,10 +89,22 @@ def cmd_demo(args: argparse.Namespace, root: Path) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace, root: Path) -> int:
-    from ml.serving import reconstruct_file
+    from mlflow.exceptions import MlflowException
 
-    out = reconstruct_file(args.model, args.city, Path(args.signaling), Path(args.out),
-                           tracking_uri=args.tracking_uri)
+    from ml.serving import reconstruct_file
+    from ml.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    signaling = Path(args.signaling)
+    if not signaling.is_file():
+        print(f"error: --signaling {signaling}: file not found", file=sys.stderr)
+        return 2
+    try:
+        out = reconstruct_file(args.model, args.city, signaling, Path(args.out), tracking_uri=uri)
+    except MlflowException as exc:
+        print(f"error: model '{args.model}' in the MLflow store {uri}: {exc.message}. "
+              f"Materialise sft_checkpoint for the city first (sig2gps run {args.city}).", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 
@@ -134,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--city", required=True)
     rec.add_argument("--signaling", required=True, help="CSV or Parquet with ts, cell_id (and optional device_id)")
     rec.add_argument("--out", required=True, help="output CSV or Parquet of ts, lon, lat")
-    rec.add_argument("--tracking-uri", default=None)
+    rec.add_argument("--tracking-uri", default=None, help="default: the repository's mlflow/ store")
     rec.set_defaults(func=cmd_reconstruct)
     return p
 

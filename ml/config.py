@@ -48,11 +48,14 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "evaluation": dict(max_samples=4, video_sampling_steps=4, video_batch_size=4, robustness_seeds=1,
                            robustness_max_samples=2, robustness_drop_fracs=(0.0, 0.5), case_studies=1),
     },
-    "demo": {},
-    # one H100-class GPU: more data, 128 px and 17 frames (the representation floor drops to 6-8 m)
+    # bounded so that `make demo` stays near 10 minutes on 2 CPU cores
+    "demo": {
+        "evaluation": dict(max_samples=100),
+    },
+    # one H100-class GPU: more data, 128 px and 33 frames (round-trip floor 6-7 m on real samples)
     "gpu": {
         "simulation": dict(n_taxis=80, n_decoys=160, n_days=3),
-        "render": dict(resolution=128, frames=17),
+        "render": dict(resolution=128, frames=33),
         "evaluation": dict(video_sampling_steps=30, video_batch_size=32, robustness_seeds=3, robustness_max_samples=30),
     },
 }

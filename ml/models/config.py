@@ -77,9 +77,9 @@ def model_preset(name: str, **overrides) -> ModelConfig:
                    freq_dim=32, text_dim=32, ffn_mult=2.0),
         # 8x8 patches at 64 px: 0.40 s a step for batch 8 on 2 CPU cores against 3.2 s with 4x4 patches
         # (measured side by side), which is what makes a ~10 minute CPU demo possible.
-        "demo": dict(resolution=64, frames=9, patch_size=(1, 8, 8), num_layers=4, num_heads=4, head_dim=32,
+        "demo": dict(resolution=64, frames=17, patch_size=(1, 8, 8), num_layers=4, num_heads=4, head_dim=32,
                      freq_dim=64, text_dim=64, ffn_mult=4.0),
-        "gpu": dict(resolution=128, frames=9, patch_size=(1, 4, 4), num_layers=12, num_heads=8, head_dim=64,
+        "gpu": dict(resolution=128, frames=33, patch_size=(1, 4, 4), num_layers=12, num_heads=8, head_dim=64,
                     freq_dim=256, text_dim=256, ffn_mult=4.0),
         # Sizes of the transformer come from the checkpoint; these only describe the data.
         "pretrained": dict(resolution=128, frames=9, patch_size=(1, 2, 2), pretrained_path="models/wan2.1-t2v-1.3b",

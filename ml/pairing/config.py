@@ -34,8 +34,8 @@ class SampleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    window_s: float = Field(600.0, gt=0, description="window duration W (frames map to fixed times)")
-    stride_s: float = Field(300.0, gt=0, description="window start spacing (< window_s: overlapping windows, same split)")
+    window_s: float = Field(300.0, gt=0, description="window duration W; with K = 17 frames every 18.75 s the round-trip floor meets 15 m (docs/results.md)")
+    stride_s: float = Field(150.0, gt=0, description="window start spacing (< window_s: overlapping windows, same split)")
     min_records: int = Field(4, ge=1, description="signaling records required inside a window")
     max_edge_gap_s: float = Field(
         120.0, gt=0, description="first record at most this long after t0, last at most this long before t1 "

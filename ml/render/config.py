@@ -24,7 +24,7 @@ class RenderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     resolution: int = Field(64, ge=16, le=1024)
-    frames: int = Field(9, ge=2, le=129)
+    frames: int = Field(17, ge=2, le=129, description="K; the floor depends on W / (K - 1), see docs/results.md")
     zoom_sizes_m: tuple[float, ...] = Field((1500.0, 2500.0, 4000.0, 6000.0), min_length=1)
     margin_m: float = Field(300.0, ge=0.0)
     road_width_px: tuple[float, ...] = Field(style.ROAD_WIDTH_PX, min_length=7, max_length=7)
