@@ -23,7 +23,6 @@ import copy
 import importlib.util
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,18 +35,14 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import machine  # noqa: E402
+
 VARIANTS: dict[str, dict] = {
     "gdpo_beta": {"advantage": "gdpo"},  # beta from the config (0.04)
     "grpo_beta": {"advantage": "grpo"},
     "gdpo_beta0": {"advantage": "gdpo", "beta": 0.0},
 }
 REWARDS = ("distance", "direction", "connectivity")
-
-
-def _machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _round(d: dict) -> dict:
@@ -149,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = run_toy([int(s) for s in args.seeds.split(",")], args.steps or 40)
     result["total_s"] = round(time.perf_counter() - t0, 1)
-    result["machine"] = _machine()
+    result["machine"] = machine()
     result["command"] = " ".join([".venv/bin/python", "bench/gdpo.py", *(argv if argv is not None else sys.argv[1:])])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

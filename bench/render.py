@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,22 +26,10 @@ import numpy as np  # noqa: E402
 from ml.cities import load_city, load_road_network, project_root  # noqa: E402
 from ml.paths import CityPaths  # noqa: E402
 from ml.render import RenderConfig  # noqa: E402
+from bench.common import machine  # noqa: E402
 from ml.render.arrays import RenderedArrays  # noqa: E402
 from ml.render.dataset import render_samples  # noqa: E402
 from ml.render.synthetic import synthetic_windows, windows_to_tables  # noqa: E402
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,20 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _machine(threads: int) -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads, "load_avg_1m_at_start": os.getloadavg()[0], "torch": torch.__version__,
-            "cuda": torch.cuda.is_available(), "python": platform.python_version(), "platform": platform.platform()}
+from bench.common import machine  # noqa: E402
 
 
 def bench_preset(preset: str, steps: int, sample_steps: int, device: str) -> dict:
@@ -103,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    res = {"name": "sft", "machine": _machine(a.threads), "device": device,
+    res = {"name": "sft", "machine": {**machine(), "torch_threads": a.threads}, "device": device,
            "command": "python bench/sft.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "results": []}
     for preset in a.presets:

@@ -19,7 +19,6 @@ def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, com
     The folder is replaced atomically only when every sample rendered, so a failed run leaves the
     previous arrays in place.
     """
-    from ml.render import RenderConfig  # noqa: F401 - typed config comes from the profile
     from ml.render.dataset import render_samples
     from ml.render.preview import write_previews
 
