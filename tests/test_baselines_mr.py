@@ -143,3 +143,23 @@ def test_smooth_in_time_averages_noise_and_keeps_constants():
     rng = np.random.default_rng(0)
     noisy = rng.normal(0.0, 100.0, (len(t), 2))
     assert np.sqrt((smooth_in_time(t, noisy, 7.5) ** 2).mean()) < 0.7 * np.sqrt((noisy**2).mean())
+
+
+def test_hrea_group_guards_keep_sigma_above_resolution():
+    """A group driving at v_max must not get a zero-width speed Gaussian (Lambert W with delta -> 0)."""
+    from ml.baselines.mr._data import SlotGrid
+    from ml.baselines.mr.hre import HREConfig, _adaptive_speed
+
+    cfg = HREConfig()
+    T = 40
+    rng = np.random.default_rng(0)
+    rsrp = -80.0 + rng.normal(0.0, 3.0, (T, 4)).cumsum(axis=0)
+    t = np.arange(T) * 5.0
+    X = np.column_stack([t * cfg.v_max_mps, np.zeros(T)])  # exactly v_max throughout
+    g = SlotGrid(t=t, dt=5.0, rsrp=rsrp, observed=np.ones(T, bool), slot_of_report=np.arange(T))
+    sm = _adaptive_speed(X, g, cfg)
+    used = np.unique(sm.group)
+    floor = cfg.gamma_fine_m / g.dt
+    assert np.all(sm.sigma[used] >= floor - 1e-9), sm
+    assert np.all(sm.mean[used] <= cfg.v_max_mps - floor + 1e-9), sm
+    assert np.all(sm.vmax[used] > sm.mean[used]), sm

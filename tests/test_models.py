@@ -206,3 +206,22 @@ def test_pretrained_missing_folder_is_a_clear_error(tmp_path):
     cfg = model_preset("pretrained", pretrained_path=str(tmp_path / "nowhere"))
     with pytest.raises(PretrainedNotFoundError, match="nowhere.*transformer/config.json.*never downloads"):
         build_video_model(cfg)
+
+
+@pytest.mark.parametrize("s_val", [1.0, 0.5, 0.1])
+def test_x0_prediction_gives_the_exact_velocity(s_val):
+    """With x0-prediction, a network that outputs the true clean video yields v = e - x0 exactly."""
+    cfg = model_preset("ci", resolution=16, frames=5)
+    assert cfg.prediction == "x0"
+    model = build_video_model(cfg)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 5, 16, 16, generator=g) * 2 - 1
+    e = torch.randn(2, 3, 5, 16, 16, generator=g)
+    x_s = interpolate(x0, e, torch.full((2,), s_val))
+    model.transformer.forward = lambda **kw: (x0,)  # an oracle network: outputs the true x0
+    v = model(x_s, torch.full((2,), s_val), torch.zeros(2, 3, 16, 16))
+    assert torch.allclose(v, target_velocity(x0, e), atol=1e-4)
+
+
+def test_pretrained_preset_keeps_velocity_prediction():
+    assert model_preset("pretrained").prediction == "velocity"

@@ -153,7 +153,8 @@ class VideoFlowModel(nn.Module):
         *,
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predict the velocity at flow time ``s``; pass ``cond`` (from ``encode_condition``) to skip re-encoding."""
+        """The velocity at flow time ``s`` (predicted directly, or derived from a predicted clean video, per
+        ``cfg.prediction``); pass ``cond`` (from ``encode_condition``) to skip re-encoding."""
         B, C, k, h, w = noisy.shape
         if cond is None:
             if cond_image is None:
@@ -166,6 +167,10 @@ class VideoFlowModel(nn.Module):
         s = torch.as_tensor(s, device=noisy.device, dtype=torch.float32).reshape(-1).expand(B)
         ctx = self.context(B, tokens, token_mask, noisy.dtype, noisy.device)
         out = self.transformer(hidden_states=x, timestep=s * TIMESTEP_SCALE, encoder_hidden_states=ctx, return_dict=False)[0]
+        if self.cfg.prediction == "x0":
+            # the network predicts the clean video; x_s = (1 - s) x0 + s e gives v = e - x0 = (x_s - x0) / s
+            s_b = s.to(out.dtype).reshape(B, 1, 1, 1, 1).clamp_min(self.cfg.x0_min_s)
+            return (noisy - out) / s_b
         return out
 
     # ------------------------------------------------------------------ parameters

@@ -34,6 +34,11 @@ class ModelConfig(BaseModel):
     ffn_mult: float = Field(4.0, gt=0, description="feed-forward width as a multiple of the model width")
     freq_dim: int = Field(64, ge=8, description="sinusoidal timestep embedding size")
     text_dim: int = Field(64, ge=4, description="width of the cross-attention context tokens")
+    prediction: Literal["x0", "velocity"] = Field(
+        "x0", description="what the network outputs: the clean video x0 (velocity derived as (x_s - x0) / s) or the "
+        "velocity itself. x0 is needed whenever a patch holds more values than the model width (demo: 8x8x3 = 192 "
+        "values through 128 channels): noise cannot pass that bottleneck, a clean video can")
+    x0_min_s: float = Field(0.05, gt=0, lt=1, description="s floor when deriving the velocity from x0 (bounds 1/s)")
     qk_norm: str | None = "rms_norm_across_heads"
     rope_max_seq_len: int = 1024
     # signaling tokens (ablation; off reproduces the paper's image-only conditioning)
@@ -82,7 +87,9 @@ def model_preset(name: str, **overrides) -> ModelConfig:
         "gpu": dict(resolution=128, frames=33, patch_size=(1, 4, 4), num_layers=12, num_heads=8, head_dim=64,
                     freq_dim=256, text_dim=256, ffn_mult=4.0),
         # Sizes of the transformer come from the checkpoint; these only describe the data.
+        # Wan checkpoints were trained to predict the velocity; fine-tuning keeps their parameterisation.
         "pretrained": dict(resolution=128, frames=9, patch_size=(1, 2, 2), pretrained_path="models/wan2.1-t2v-1.3b",
+                           prediction="velocity",
                            lora_rank=16, lora_alpha=16, gradient_checkpointing=True),
     }
     if name not in table:
