@@ -225,3 +225,16 @@ def test_x0_prediction_gives_the_exact_velocity(s_val):
 
 def test_pretrained_preset_keeps_velocity_prediction():
     assert model_preset("pretrained").prediction == "velocity"
+
+
+def test_shipped_base_model_matches_the_demo_preset():
+    """The base checkpoint in models/ loads and has the sizes the demo profile fine-tunes."""
+    from ml.models.config import sft_profile
+    from ml.train.sft import _resolve_init
+
+    cfg = sft_profile("demo")
+    assert cfg.init_checkpoint, "the demo profile fine-tunes the shipped base model"
+    model, base_cfg = load_video_model(_resolve_init(cfg.init_checkpoint))
+    demo = cfg.model
+    for field in ("patch_size", "num_layers", "num_heads", "head_dim", "prediction", "resolution", "frames"):
+        assert getattr(base_cfg, field) == getattr(demo, field), field

@@ -150,7 +150,8 @@ def test_render_samples_round_trip(grid_net, windows, tables, tmp_path):
     index = render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1)
     assert list(index.columns[: len(INDEX_COLUMNS)]) == list(INDEX_COLUMNS)
     assert sorted(p.name for p in out.iterdir()) == [
-        "cond_0000.npy", "cond_0001.npy", "index.parquet", "render_config.json", "video_0000.npy", "video_0001.npy"]
+        "cond_0000.npy", "cond_0001.npy", "index.parquet", "render_config.json", "tokens_0000.npy", "tokens_0001.npy",
+        "video_0000.npy", "video_0001.npy"]
     ra = RenderedArrays(out)
     assert len(ra) == len(samples) and ra.resolution == 32 and ra.frames == 5
     idx = pd.read_parquet(out / "index.parquet")
@@ -169,6 +170,53 @@ def test_render_samples_round_trip(grid_net, windows, tables, tmp_path):
     assert mv.shape == (len(c), 3, 5, 32, 32) and mv.dtype == np.float32 and mv.min() >= -1 and mv.max() <= 1
     assert image_to_model_space(c).shape == (len(c), 3, 32, 32)
     np.testing.assert_array_equal(video_from_model_space(mv), v)
+
+
+def test_render_samples_writes_signaling_tokens(grid_net, windows, tables, tmp_path):
+    from ml.validation.contract import EVENTS
+
+    ws, _ = windows
+    samples, signaling, towers, truth = tables
+    signaling = signaling.copy()
+    # varied events, one outside the vocabulary (-> id len(EVENTS)); signaling is in window/time order
+    names = np.array(list(EVENTS) + ["mystery"], dtype=object)
+    signaling["event"] = names[np.arange(len(signaling)) % len(names)]
+    n_rec = np.array([len(w.record_t) for w in ws])
+    R = int(np.median(n_rec))  # some windows are cut (subsampled), others padded
+    assert (n_rec > R).any() and (n_rec < R).any()
+    cfg = RenderConfig(resolution=32, frames=5, shard_size=4, max_token_records=R)
+    out = tmp_path / "r32_k5"
+    render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1)
+    ra = RenderedArrays(out)
+    shards = sorted(out.glob("tokens_*.npy"))
+    assert [p.name for p in shards] == ["tokens_0000.npy", "tokens_0001.npy"]
+    assert all(np.load(p).dtype == np.float32 for p in shards)
+    assert sum(len(np.load(p)) for p in shards) == len(samples)
+    ev_all = np.where(np.isin(signaling["event"], EVENTS),
+                      pd.Categorical(signaling["event"], categories=list(EVENTS)).codes, len(EVENTS))
+    start = 0
+    for i, w in enumerate(ws):
+        tok = ra.tokens(i)
+        n = len(w.record_t)
+        m = min(n, R)
+        assert tok.shape == (R, 4) and tok.dtype == np.float32
+        valid = ~np.isnan(tok).any(axis=1)
+        assert valid[:m].all() and np.isnan(tok[m:]).all()  # NaN padding after the records
+        v = tok[:m]
+        assert (v[:, 2] >= 0).all() and (v[:, 2] <= 1).all() and (np.diff(v[:, 2]) >= 0).all()
+        assert set(np.unique(v[:, 3])) <= set(range(len(EVENTS) + 1))
+        idx = np.arange(n) if n <= R else np.unique(np.linspace(0, n - 1, R).round().astype(int))
+        np.testing.assert_allclose(v[:, 2], w.record_t[idx] / w.duration_s, atol=1e-5)
+        np.testing.assert_allclose(v[:, :2], w.tile.xy_to_pixel(w.record_xy[idx], 32) / 32, atol=1e-4)
+        np.testing.assert_array_equal(v[:, 3], ev_all[start:start + n][idx])
+        if n > R:  # evenly subsampled, first and last record kept
+            assert v[0, 2] == pytest.approx(w.record_t[0] / w.duration_s, abs=1e-6)
+            assert v[-1, 2] == pytest.approx(w.record_t[-1] / w.duration_s, abs=1e-6)
+        start += n
+    # serving towers sit inside the tile chosen from them
+    allv = np.concatenate([ra.tokens(i) for i in range(len(ra))])
+    allv = allv[~np.isnan(allv[:, 0])]
+    assert (allv[:, :2] >= 0).all() and (allv[:, :2] <= 1).all()
 
 
 def test_parallel_workers_match_serial(grid_net, tables, tmp_path):

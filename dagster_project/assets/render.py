@@ -1,10 +1,12 @@
 """``rendered_videos``: condition images and target videos for every sample, plus a gallery."""
 
+import tempfile
 import time
+from pathlib import Path
 
 import dagster as dg
 
-from ml.io import read_table
+from ml.io import read_table, replace_dir_atomic
 from dagster_project.assets.raw import city_context
 from dagster_project.metadata import image_markdown
 from dagster_project.partitions import cities_partitions
@@ -33,15 +35,19 @@ def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, com
         cfg, out, progress=lambda done, total: context.log.info(f"rendered shard {done}/{total}"),
     )
     dt = time.perf_counter() - t0
-    gallery = write_previews(out, cc.paths.outputs / "render" / "gallery", net=cc.net, n=4)
-    sheet = next((p for p in gallery if p.name == "contact_sheet.png"), None)
+    # a fresh gallery each time (no GIFs left over from earlier windows), swapped in atomically
+    gallery_dir = cc.paths.outputs / "render" / "gallery"
+    tmp = Path(tempfile.mkdtemp(prefix=".gallery.", dir=gallery_dir.parent))
+    written = write_previews(out, tmp, net=cc.net, n=4)
+    replace_dir_atomic(tmp, gallery_dir)
+    sheet = next((gallery_dir / p.name for p in written if p.name == "contact_sheet.png"), None)
     counts = index["split"].value_counts().to_dict()
     meta = {
         "samples": len(index), **{f"n_{k}": int(v) for k, v in counts.items()},
         "resolution": cfg.resolution, "frames": cfg.frames, "render_s": round(dt, 2),
         "samples_per_s": round(len(index) / max(dt, 1e-9), 1),
         "path": dg.MetadataValue.path(str(out)),
-        "gallery": dg.MetadataValue.path(str(cc.paths.outputs / "render" / "gallery")),
+        "gallery": dg.MetadataValue.path(str(gallery_dir)),
     }
     if sheet is not None:
         meta["preview"] = image_markdown(sheet, "condition, target frames, decoded trajectory")

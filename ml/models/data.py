@@ -4,7 +4,9 @@ File format (``docs/architecture.md``, "Rendered arrays"): ``index.parquet`` (sa
 shard, row, tile_crs, tile_x0, tile_y0, tile_size_m, resolution, frames, duration_s),
 ``cond_<shard:04d>.npy`` uint8 (n, H, W, 3) and ``video_<shard:04d>.npy`` uint8 (n, K, H, W, 3),
 memory-mapped. Optional for the signaling-token ablation: ``tokens_<shard:04d>.npy`` float32
-(n, R, 4) in the ``ml.models.tokens`` format, rows with NaN in column 0 being padding.
+(n, R, 4) in the ``ml.models.tokens`` format, rows with NaN in column 0 being padding (written by
+``ml.render.dataset.render_samples``; a window with more than ``max_records`` valid rows is subsampled
+evenly in time, as the renderer does).
 Models see float32 in [-1, 1], channels first: cond (3, H, W), video (3, K, H, W).
 """
 
@@ -75,8 +77,10 @@ class RenderedVideoDataset(Dataset):
                 raise FileNotFoundError(
                     f"{self.root}: model.signaling_tokens is on but tokens_<shard>.npy files are absent "
                     "(render them, or turn the ablation flag off)")
-            valid = ~np.isnan(tok[:, 0])
-            tok = np.nan_to_num(tok[valid][: self.max_records])
+            from ml.render.arrays import subsample_evenly
+
+            tok = tok[~np.isnan(tok[:, 0])]
+            tok = np.nan_to_num(tok[subsample_evenly(len(tok), self.max_records)])
             out = np.zeros((self.max_records, 4), np.float32)
             mask = np.zeros(self.max_records, bool)
             out[: len(tok)] = tok

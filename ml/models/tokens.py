@@ -5,9 +5,13 @@ Tensor format of a batch of records: ``records`` float32 (B, R, 4) with columns
 * 0: column of the serving tower in the tile, as a fraction of the tile side (0 = west edge, 1 = east);
 * 1: row of the serving tower, as a fraction of the tile side (0 = north edge, 1 = south);
 * 2: time fraction of the record inside the window, in [0, 1];
-* 3: event type id (index into ``EVENT_TYPES``, as a float);
+* 3: event type id (index into ``EVENT_TYPES``, as a float; ``EVENT_UNKNOWN`` for a name outside it);
 
 and ``mask`` bool (B, R), True where a row holds a record. Padded rows may hold anything.
+
+On disk (``tokens_<shard:04d>.npy`` written by ``ml.render.dataset.render_samples``) the same
+columns, float32 (n, R, 4), padding rows NaN. The event vocabulary is the data contract's
+(``ml.validation.contract.EVENTS``), so ids agree between the renderer and this encoder.
 """
 
 from __future__ import annotations
@@ -19,8 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-EVENT_TYPES: tuple[str, ...] = ("handover", "periodic", "data", "call", "sms", "attach")
+from ml.render.arrays import subsample_evenly
+from ml.validation.contract import EVENTS
+
+#: Event vocabulary of the token encoder: the data contract's, in its order (one shared constant).
+EVENT_TYPES: tuple[str, ...] = EVENTS
 EVENT_ID: dict[str, int] = {e: i for i, e in enumerate(EVENT_TYPES)}
+#: id of an event name outside ``EVENT_TYPES`` (< ``ModelConfig.n_event_types`` = 8).
+EVENT_UNKNOWN: int = len(EVENT_TYPES)
 
 
 def records_to_array(
@@ -37,8 +47,8 @@ def records_to_array(
     n = len(time_frac)
     if len(colrow_frac) != n or len(events) != n:
         raise ValueError(f"records_to_array: {len(colrow_frac)} positions, {n} times, {len(events)} events differ")
-    ev = np.array([EVENT_ID.get(e, len(EVENT_TYPES)) if isinstance(e, str) else int(e) for e in events], np.float32)
-    idx = np.arange(n) if n <= max_records else np.unique(np.linspace(0, n - 1, max_records).round().astype(int))
+    ev = np.array([EVENT_ID.get(e, EVENT_UNKNOWN) if isinstance(e, str) else int(e) for e in events], np.float32)
+    idx = subsample_evenly(n, max_records)
     out = np.zeros((max_records, 4), np.float32)
     mask = np.zeros(max_records, bool)
     m = len(idx)

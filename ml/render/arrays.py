@@ -1,4 +1,5 @@
-"""Memory-mapped reader of rendered arrays (``index.parquet`` + ``cond_XXXX.npy`` + ``video_XXXX.npy``).
+"""Memory-mapped reader of rendered arrays (``index.parquet`` + ``cond_XXXX.npy`` + ``video_XXXX.npy``
++ optional ``tokens_XXXX.npy``).
 
 The one reader of the format that :func:`ml.render.dataset.render_samples` writes; the training
 path uses it too, so it depends on numpy and pandas only.
@@ -16,6 +17,19 @@ if TYPE_CHECKING:
     from ml.geo.tile import Tile
 
 INDEX_COLUMNS = ("sample_id", "split", "shard", "row")
+
+
+def subsample_evenly(n: int, m: int) -> np.ndarray:
+    """Indices of at most ``m`` of ``n`` time-ordered items, evenly spread (first and last kept).
+
+    The one rule for cutting a window's signaling records to a fixed token count (renderer,
+    ``ml.models.tokens.records_to_array`` and the training dataset use it).
+    """
+    if n <= m:
+        return np.arange(n)
+    if m <= 1:
+        return np.zeros(max(m, 0), dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, m).round().astype(np.int64))
 
 
 class RenderedArrays:
@@ -95,7 +109,8 @@ def concat_rendered(sources: list[str | Path], out_dir: str | Path, splits: tupl
     """Copy the rows of ``splits`` from several rendered folders into one (e.g. a multi-city base set).
 
     All sources must share resolution and frame count. Sample ids are prefixed with the source
-    folder's city (``outputs/<city>/render/...``) so they stay unique. Returns the new index.
+    folder's city (``outputs/<city>/render/...``) so they stay unique. Signaling-token shards are
+    copied too when every source has them (with the same R). Returns the new index.
     """
     out_dir = Path(out_dir)
     arrays = [RenderedArrays(s) for s in sources]
@@ -103,14 +118,21 @@ def concat_rendered(sources: list[str | Path], out_dir: str | Path, splits: tupl
     if len(shapes) != 1:
         raise ValueError(f"concat_rendered: sources differ in (resolution, frames): {sorted(shapes)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, conds, videos, shard = [], [], [], 0
+    rows, conds, videos, toks, shard = [], [], [], [], 0
+    # signaling tokens are carried over only when every source has them with the same R
+    with_tokens = all(len(a) == 0 or a.tokens(0) is not None for a in arrays)
+    if with_tokens:
+        rs = {a.tokens(0).shape[0] for a in arrays if len(a)}
+        with_tokens = len(rs) <= 1
 
     def flush() -> None:
-        nonlocal shard, conds, videos
+        nonlocal shard, conds, videos, toks
         if conds:
             np.save(out_dir / f"cond_{shard:04d}.npy", np.stack(conds))
             np.save(out_dir / f"video_{shard:04d}.npy", np.stack(videos))
-            shard, conds, videos = shard + 1, [], []
+            if with_tokens:
+                np.save(out_dir / f"tokens_{shard:04d}.npy", np.stack(toks))
+            shard, conds, videos, toks = shard + 1, [], [], []
 
     for a in arrays:
         city = a.path.parts[-3] if len(a.path.parts) >= 3 else a.path.name
@@ -120,6 +142,8 @@ def concat_rendered(sources: list[str | Path], out_dir: str | Path, splits: tupl
             rows.append(rec)
             conds.append(np.asarray(a.cond(int(i))))
             videos.append(np.asarray(a.video(int(i))))
+            if with_tokens:
+                toks.append(a.tokens(int(i)))
             if len(conds) == shard_size:
                 flush()
     flush()

@@ -17,6 +17,7 @@ class RenderConfig(BaseModel):
       shows the truth up to ``t0 + k * W / (K - 1)``.
     - ``zoom_sizes_m`` / ``margin_m``: tile sides (quantised zoom levels) and margin used by
       ``ml.geo.choose_tile`` on the serving-tower positions of a window.
+    - ``max_token_records``: rows of the signaling-token shards (``ml.models.tokens`` format).
     - widths are in pixels at 64 px and scale linearly with the resolution (``min_width_px``
       floor), so a picture looks the same at every resolution.
     """
@@ -38,6 +39,8 @@ class RenderConfig(BaseModel):
     shard_size: int = Field(256, ge=1)
     workers: int = Field(2, ge=1)
     n_previews: int = Field(4, ge=0)
+    max_token_records: int = Field(64, ge=1, description="R of tokens_<shard>.npy: signaling records kept per "
+                                   "window as tokens (more are subsampled evenly in time; fewer padded with NaN)")
 
     @field_validator("frames")
     @classmethod

@@ -5,6 +5,11 @@ Layout (``docs/architecture.md``, "Rendered arrays"), in ``outputs/<city>/render
 - ``index.parquet``: sample_id, split, shard, row, tile_crs, tile_x0, tile_y0, tile_size_m,
   resolution, frames, duration_s (+ n_records: serving records drawn);
 - ``cond_<shard:04d>.npy``: uint8 ``(n, H, W, 3)``; ``video_<shard:04d>.npy``: uint8 ``(n, K, H, W, 3)``;
+- ``tokens_<shard:04d>.npy``: float32 ``(n, R, 4)`` signaling records as tokens (the
+  ``ml.models.tokens`` format: col/res, row/res of the serving tower in the tile's pixel frame,
+  time fraction in [0, 1], event id in ``ml.validation.contract.EVENTS`` order, ``len(EVENTS)``
+  for an unknown event); ``R = cfg.max_token_records``, longer windows subsampled evenly in
+  time, padding rows NaN;
 - ``render_config.json``: the RenderConfig and colour constants used.
 
 The folder is written atomically: everything goes to a temporary sibling folder that is renamed
@@ -31,8 +36,10 @@ import pandas as pd
 from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile
 from ml.render import style
+from ml.render.arrays import subsample_evenly
 from ml.render.config import RenderConfig
 from ml.render.image import prepare_road_rasters, render_condition_image, render_target_video
+from ml.validation.contract import EVENTS
 
 INDEX_COLUMNS = ("sample_id", "split", "shard", "row", "tile_crs", "tile_x0", "tile_y0", "tile_size_m",
                  "resolution", "frames", "duration_s")
@@ -51,6 +58,28 @@ class PreparedSample:
     tower_xy: np.ndarray
     truth_xy: np.ndarray
     truth_t: np.ndarray
+    record_event: np.ndarray | None = None  # (r,) int8 ids in EVENTS order (len(EVENTS): unknown)
+
+
+def event_ids(events: pd.Series | np.ndarray) -> np.ndarray:
+    """Event names -> int8 ids in ``EVENTS`` order (the token format); unknown or missing -> ``len(EVENTS)``."""
+    codes = pd.Categorical(np.asarray(events, dtype=object), categories=list(EVENTS)).codes.astype(np.int8)
+    codes[codes < 0] = len(EVENTS)
+    return codes
+
+
+def sample_tokens(s: PreparedSample, resolution: int, max_records: int) -> np.ndarray:
+    """float32 ``(max_records, 4)`` tokens of one window (see the module docstring), NaN padding."""
+    out = np.full((max_records, 4), np.nan, dtype=np.float32)
+    n = len(s.record_t)
+    if n == 0 or max_records == 0:
+        return out
+    idx = subsample_evenly(n, max_records)
+    m = len(idx)
+    out[:m, :2] = s.tile.xy_to_pixel(s.record_xy[idx], resolution) / resolution
+    out[:m, 2] = np.clip(s.record_t[idx] / s.duration_s, 0.0, 1.0) if s.duration_s > 0 else 0.0
+    out[:m, 3] = len(EVENTS) if s.record_event is None else s.record_event[idx]
+    return out
 
 
 def _ts_ns(s: pd.Series) -> np.ndarray:
@@ -92,6 +121,8 @@ def prepare_samples(
     order = np.lexsort((sts, dcode))
     dcode, sts = dcode[order], sts[order]
     cells = sig["cell_id"].to_numpy()[order]
+    evs = (event_ids(sig["event"].to_numpy()[order]) if "event" in sig.columns
+           else np.full(len(order), len(EVENTS), dtype=np.int8))
     pos = cell_index.get_indexer(cells)
     if (pos < 0).any():
         bad = pd.unique(cells[pos < 0])[:5]
@@ -135,7 +166,7 @@ def prepare_samples(
         out.append(PreparedSample(
             sample_id=str(rec["sample_id"]), split=str(rec["split"]), tile=tile, duration_s=(t1 - t0) / 1e9,
             record_xy=rxy, record_t=rt, tower_xy=txy,
-            truth_xy=truth_xy_all[ta:tb], truth_t=(tts_s[ta:tb] - t0) / 1e9,
+            truth_xy=truth_xy_all[ta:tb], truth_t=(tts_s[ta:tb] - t0) / 1e9, record_event=evs[lo:hi],
         ))
     return out
 
@@ -157,16 +188,19 @@ def _render_shard(shard: int, lo: int, hi: int, tmp: str) -> list[dict]:
     n, R, K = hi - lo, cfg.resolution, cfg.frames
     conds = np.empty((n, R, R, 3), dtype=np.uint8)
     videos = np.empty((n, K, R, R, 3), dtype=np.uint8)
+    tokens = np.empty((n, cfg.max_token_records, 4), dtype=np.float32)
     rows = []
     for j, i in enumerate(range(lo, hi)):
         if fail_at is not None and i == fail_at:
             raise RuntimeError(f"injected failure at sample {i}")
         s = prepared[i]
         conds[j], videos[j] = render_prepared(net, s, cfg)
+        tokens[j] = sample_tokens(s, R, cfg.max_token_records)
         rows.append({"sample_id": s.sample_id, "split": s.split, "shard": shard, "row": j, **s.tile.as_dict(),
                      "resolution": R, "frames": K, "duration_s": float(s.duration_s), "n_records": len(s.record_xy)})
     np.save(Path(tmp) / f"cond_{shard:04d}.npy", conds)
     np.save(Path(tmp) / f"video_{shard:04d}.npy", videos)
+    np.save(Path(tmp) / f"tokens_{shard:04d}.npy", tokens)
     return rows
 
 
