@@ -100,7 +100,11 @@ def model_preset(name: str, **overrides) -> ModelConfig:
 
 
 class SFTConfig(BaseModel):
-    """Supervised fine-tuning with the conditional flow-matching loss (defaults: ``demo`` profile)."""
+    """Supervised fine-tuning with the conditional flow-matching loss.
+
+    Defaults train from scratch at demo size; ``sft_profile("demo")`` instead fine-tunes the
+    shipped base model for a few minutes (see :func:`sft_profile`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -148,8 +152,10 @@ def sft_profile(name: str, **overrides) -> SFTConfig:
         "ci": dict(model=model_preset("ci"), batch_size=4, lr=1e-3, warmup_steps=0, max_steps=20,
                    val_every_n_steps=10, limit_val_batches=1, n_val_samples=2, val_sample_steps=4,
                    ckpt_every_n_steps=5, log_every_n_steps=1),
-        "demo": dict(model=model_preset("demo"), batch_size=8, lr=3e-4, warmup_steps=50, max_steps=600,
-                     val_every_n_steps=200, n_val_samples=4, val_sample_steps=20),
+        # fine-tunes the shipped base model (models/README.md) on the city: minutes, not hours
+        "demo": dict(model=model_preset("demo"), init_checkpoint="models/sig2gps-base-64px-k17.pt", batch_size=8,
+                     lr=1e-4, warmup_steps=10, max_steps=150, val_every_n_steps=150, n_val_samples=4,
+                     val_sample_steps=20),
         "gpu": dict(model=model_preset("gpu"), batch_size=32, lr=2e-4, warmup_steps=500, max_steps=20000,
                     val_every_n_steps=1000, n_val_samples=8, val_sample_steps=30, ema_decay=0.999,
                     num_workers=4, ckpt_every_n_steps=500, log_every_n_steps=25),

@@ -10,6 +10,7 @@ resumed training continues the same run. mlflow is optional: without a URI nothi
 from __future__ import annotations
 
 import json
+import shutil
 import logging
 import os
 import time
@@ -94,6 +95,12 @@ class SaveLastOnException(L.Callback):
                         trainer.global_step, self.path)
 
 
+def _run_key(cfg: SFTConfig, rendered_dir: str | Path) -> dict:
+    """What makes a run the same run: the model, the data, the starting weights (not step counts)."""
+    return {"model": cfg.model.model_dump(mode="json"), "data": str(Path(rendered_dir).resolve()),
+            "init_checkpoint": cfg.init_checkpoint}
+
+
 def _resolve_init(init: str | Path | None) -> Path | None:
     """A base checkpoint path: absolute, else relative to the working folder or the repository (``models/``)."""
     if not init:
@@ -165,6 +172,15 @@ def train_sft(
     cfg = cfg.model_copy(update={"model": model_config_for_data(cfg.model, dm.resolution, dm.frames)})
 
     last = ckpt_dir / LAST_CKPT
+    run_key = _run_key(cfg, rendered_dir)
+    key_file = out_dir / "run_key.json"
+    same_run = key_file.is_file() and json.loads(key_file.read_text()) == run_key
+    if resume and last.is_file() and not same_run:
+        # resuming continues an interrupted run; another model or data is a new run, not a resume
+        log.warning("%s: model config or data changed since the last run; starting fresh", out_dir)
+        shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True)
+    key_file.write_text(json.dumps(run_key, indent=1))
     ckpt_path = str(last) if (resume and last.is_file()) else None
     resumed_from = None
     if ckpt_path:
