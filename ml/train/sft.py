@@ -52,7 +52,9 @@ def default_precision() -> str:
     return "32-true"
 
 
-def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags: dict[str, str] | None):
+def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags: dict[str, str] | None,
+                   resuming: bool = False):
+    """An MLFlowLogger; a resumed run keeps logging into its MLflow run, a new run opens a new one."""
     if not tracking_uri:
         return None
     try:
@@ -62,7 +64,7 @@ def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags
         log.warning("mlflow is not installed: training without MLflow logging")
         return None
     run_file = out_dir / "mlflow_run_id.txt"
-    run_id = run_file.read_text().strip() if run_file.is_file() else None
+    run_id = run_file.read_text().strip() if (resuming and run_file.is_file()) else None
     if run_id:
         try:
             from mlflow.tracking import MlflowClient
@@ -193,7 +195,7 @@ def train_sft(
     if init_checkpoint and not ckpt_path:
         _load_init(module, init_checkpoint)
 
-    logger = _mlflow_logger(out_dir, cfg, tracking_uri, tags)
+    logger = _mlflow_logger(out_dir, cfg, tracking_uri, tags, resuming=ckpt_path is not None)
     cbs: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False, save_last=True,
                         every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1, monitor=None),
