@@ -94,7 +94,7 @@ def cmd_reconstruct(args: argparse.Namespace, root: Path) -> int:
     from ml.serving import reconstruct_file
     from ml.tracking import default_tracking_uri
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    uri = args.tracking_uri or os.environ.get("SIG2GPS_MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     signaling = Path(args.signaling)
     if not signaling.is_file():
         print(f"error: --signaling {signaling}: file not found", file=sys.stderr)

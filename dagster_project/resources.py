@@ -25,14 +25,16 @@ class PathsResource(dg.ConfigurableResource):
 
 
 class MLflowResource(dg.ConfigurableResource):
-    """MLflow tracking: an absolute ``sqlite:///`` URI under ``mlflow/`` unless a server URI is given."""
+    """MLflow tracking: an absolute ``sqlite:///`` URI under ``mlflow/`` unless a server URI is given
+    (resource config, or ``SIG2GPS_MLFLOW_TRACKING_URI``). Not ``MLFLOW_TRACKING_URI``: mlflow itself
+    rewrites that variable whenever any code calls ``mlflow.set_tracking_uri`` in the process."""
 
     tracking_uri: str = ""
 
     def uri(self, root: Path) -> str:
         from ml.tracking import default_tracking_uri
 
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+        return self.tracking_uri or os.environ.get("SIG2GPS_MLFLOW_TRACKING_URI") or default_tracking_uri(root)
 
 
 class ComputeResource(dg.ConfigurableResource):

@@ -22,12 +22,6 @@ def default_tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{d.resolve() / 'mlflow.db'}"
 
 
-def default_artifact_location(root: Path | None = None) -> str:
-    d = (root or project_root()) / "mlflow" / "artifacts"
-    d.mkdir(parents=True, exist_ok=True)
-    return d.resolve().as_uri()
-
-
 def git_commit(root: Path | None = None) -> str:
     """The checked-out commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
     root = root or project_root()
@@ -59,16 +53,25 @@ def run_tags(city: str, stage: str, root: Path | None = None, **extra: Any) -> d
     return tags
 
 
-def ensure_experiment(name: str, tracking_uri: str, root: Path | None = None) -> str:
-    """Create the experiment (artifacts under ``mlflow/artifacts``) if needed; return its id."""
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """Artifacts of a local ``sqlite:///`` store live beside it (``<db folder>/artifacts``); MLflow's
+    default would be ``./mlruns`` in whatever folder the process runs in."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    d = Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts"
+    d.mkdir(parents=True, exist_ok=True)
+    return d.resolve().as_uri()
+
+
+def ensure_experiment(name: str, tracking_uri: str) -> str:
+    """Create the experiment (artifacts beside a local store) if needed; return its id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    loc = default_artifact_location(root) if tracking_uri.startswith("sqlite") else None
-    return mlflow.create_experiment(name, artifact_location=loc)
+    return mlflow.create_experiment(name, artifact_location=artifact_location_for(tracking_uri))
 
 
 @contextmanager
@@ -83,7 +86,7 @@ def mlflow_run(
     """Start an MLflow run in experiment ``sig2gps-<stage>``, tagged for lineage."""
     import mlflow
 
-    exp_id = ensure_experiment(f"sig2gps-{stage}", tracking_uri, root)
+    exp_id = ensure_experiment(f"sig2gps-{stage}", tracking_uri)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name or f"{city}-{stage}",
                           tags=run_tags(city, stage, root, **tags)) as run:
         yield run

@@ -100,8 +100,9 @@ def log_video_model(
         artifacts = {"checkpoint": str(checkpoint_path), "towers": str(tmp / "towers.parquet"),
                      "roads": str(roads_path), "serving_config": str(tmp / "serving_config.json")}
         if run_id is None:
-            exp = mlflow.get_experiment_by_name(experiment_name)
-            exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment_name)
+            from ml.tracking import ensure_experiment
+
+            exp_id = ensure_experiment(experiment_name, mlflow.get_tracking_uri())
             ctx = mlflow.start_run(experiment_id=exp_id, run_name=f"{city}-{alias}-pyfunc",
                                    tags={"city": city, "alias": alias, **(tags or {})})
         else:

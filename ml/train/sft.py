@@ -72,9 +72,9 @@ def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags
             MlflowClient(tracking_uri).get_run(run_id)
         except Exception:
             run_id = None
-    artifact_location = None
-    if tracking_uri.startswith("sqlite:///"):
-        artifact_location = (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    from ml.tracking import artifact_location_for
+
+    artifact_location = artifact_location_for(tracking_uri)
     logger = MLFlowLogger(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri, tags=tags,
                           run_name=cfg.run_name, run_id=run_id, artifact_location=artifact_location)
     return logger
