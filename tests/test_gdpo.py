@@ -301,6 +301,33 @@ def ci_setup(tmp_path_factory):
     return data, sft, root
 
 
+def test_rollouts_of_the_default_video_model_read_the_records(ci_setup) -> None:
+    """The default video model (drawing layer + signaling prior) samples its layer from the window's records:
+    rollouts are 2-channel layers, decoded by compositing over the condition image, and an untrained model
+    (zero output over the prior) rolls out exactly the composited prior with the ODE (noise_scale 0)."""
+    from ml.models.backbone import build_video_model
+    from ml.models.config import model_preset
+    from ml.models.data import RenderedVideoDataset
+    from ml.models.gdpo import video_to_uint8
+    from ml.models.layer import composite_layer, signal_prior
+
+    data, _, _ = ci_setup
+    ds = RenderedVideoDataset(data, rows=np.arange(2), with_tokens=True)
+    cond = torch.stack([ds[i]["cond"] for i in range(2)])
+    tok = torch.stack([ds[i]["tokens"] for i in range(2)])
+    mask = torch.stack([ds[i]["token_mask"] for i in range(2)])
+    torch.manual_seed(0)
+    policy = build_video_model(model_preset("ci", frames=5)).eval()
+    assert policy.cfg.target == "layer" and policy.cfg.uses_records
+    ro = sample_rollouts(policy, cond, 5, 3, 0.0, torch.Generator().manual_seed(0), tok, mask)
+    assert ro.samples.shape == (4, 2, 2, 5, 32, 32) and ro.log_probs.shape == (3, 2)
+    assert ro.videos.shape == (2, 5, 32, 32, 3) and ro.videos.dtype == np.uint8
+    prior_video = video_to_uint8(composite_layer(cond, signal_prior(tok, mask, 5, 32)))
+    assert np.abs(ro.videos.astype(int) - prior_video.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="signal_prior"):  # the records are required
+        sample_rollouts(policy, cond, 5, 3, 0.0, torch.Generator().manual_seed(0))
+
+
 def test_train_gdpo_with_ci_video_model(ci_setup) -> None:
     from ml.models.checkpoint import load_video_model
     from ml.models.gdpo import train_gdpo
@@ -314,6 +341,8 @@ def test_train_gdpo_with_ci_video_model(ci_setup) -> None:
     assert res.metrics["iterations"] == 2
     model, mcfg = load_video_model(res.checkpoint_path)
     assert (mcfg.resolution, mcfg.frames) == (32, 5)
+    # the default model reads the records (signal prior): train_gdpo fed it the window's tokens
+    assert mcfg.target == "layer" and mcfg.uses_records
     # GDPO changed the weights but kept the architecture
     base, _ = load_video_model(sft)
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))

@@ -150,7 +150,9 @@ def test_signaling_token_ablation_end_to_end(grid_net, tmp_path):
     assert len(list(data.glob("tokens_*.npy"))) == len(list(data.glob("cond_*.npy")))
 
     base = _cfg(max_steps=3, val_every_n_steps=3, ckpt_every_n_steps=3)
-    cfg = base.model_copy(update={"model": base.model.model_copy(update={"signaling_tokens": True, "max_records": 16})})
+    # the token ablation alone (the signal prior also reads the records; off here so only the tokens do)
+    cfg = base.model_copy(update={"model": base.model.model_copy(update={
+        "signaling_tokens": True, "max_records": 16, "signal_prior": False, "prior_residual": False})})
     dm = RenderedVideoDataModule(data, batch_size=2, with_tokens=True, max_records=16)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

@@ -5,12 +5,15 @@ from ml.decode.heads import (
     as_video_255,
     decode_head_positions,
     decode_heads,
+    decode_heads_from_layer,
     decode_path_mask,
+    decode_path_mask_from_layer,
     default_prune_px,
     prune_spurs,
     skeleton_endpoints,
     skeletonize_path,
 )
+from ml.decode.drawing import drawing_metrics
 from ml.decode.trajectory import (
     DecodedTrajectory,
     decode_video_to_trajectory,
@@ -24,7 +27,10 @@ __all__ = [
     "as_video_255",
     "decode_head_positions",
     "decode_heads",
+    "drawing_metrics",
+    "decode_heads_from_layer",
     "decode_path_mask",
+    "decode_path_mask_from_layer",
     "default_prune_px",
     "prune_spurs",
     "skeleton_endpoints",

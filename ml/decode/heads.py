@@ -73,14 +73,39 @@ def decode_heads(
     centroid of the component in continuous pixel coordinates (pixel centres at ``i + 0.5``).
     """
     V = as_video_255(video)
-    K, H, W, _ = V.shape
-    B = style.blueness(V)
+    return _heads_from_score(style.blueness(V), np.full(V.shape[0], float(threshold)), min_area)
+
+
+def decode_heads_from_layer(layer: np.ndarray, min_peak: float = 0.2, min_area: int = 2) -> HeadDecode:
+    """Head of every frame read from a drawing layer's head channel (uint8 ``(K, H, W, 2)``, or float in [0, 1]).
+
+    The channel is a soft blob, so its strength varies between samples: a frame's head is the part
+    above half its peak (frames whose peak is below ``min_peak`` have none), and its position the
+    weighted centroid, as for a rendered dot.
+    """
+    h = _layer_alpha(layer)[..., style.HEAD_CHANNEL]
+    peak = h.reshape(len(h), -1).max(axis=1)
+    thr = np.where(peak >= min_peak, 0.5 * peak, np.inf)
+    return _heads_from_score(h, thr, min_area)
+
+
+def _layer_alpha(layer: np.ndarray) -> np.ndarray:
+    a = np.asarray(layer)
+    if a.ndim != 4 or a.shape[-1] != 2:
+        raise ValueError(f"a drawing layer must be (K, H, W, 2), got shape {a.shape}")
+    return a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else np.clip(a.astype(np.float32), 0.0, 1.0)
+
+
+def _heads_from_score(B: np.ndarray, threshold: np.ndarray, min_area: int) -> HeadDecode:
+    """Per-frame best component of ``score > threshold[k]`` (``(K, H, W)`` scores): see :func:`decode_heads`."""
+    K, H, W = B.shape
     out = HeadDecode(np.full((K, 2), np.nan), np.zeros(K, dtype=np.int64), np.zeros(K, dtype=np.int64),
                      np.zeros(K, dtype=bool))
-    masks = B > threshold
     prev = None
     for k in range(K):
-        m = masks[k]
+        if not np.isfinite(threshold[k]):
+            continue
+        m = B[k] > threshold[k]
         if not m.any():
             continue
         mo = binary_opening(m, structure=_OPEN_FOOTPRINT)
@@ -90,7 +115,7 @@ def decode_heads(
         n = int(lab.max())
         out.n_components[k] = n
         flat = lab.ravel()
-        w = np.clip(B[k].ravel() - 0.5 * threshold, 0.0, None)
+        w = np.clip(B[k].ravel() - 0.5 * threshold[k], 0.0, None)
         area = np.bincount(flat, minlength=n + 1)
         mass = np.bincount(flat, weights=w, minlength=n + 1)
         area[0] = 0
@@ -140,6 +165,19 @@ def decode_path_mask(
     m = style.redness(F) > threshold
     if include_head:
         m |= style.blueness(F) > style.BLUENESS_THRESHOLD
+    if min_size > 1 and m.any():
+        lab = label(m, connectivity=2)
+        size = np.bincount(lab.ravel())
+        size[0] = 0
+        m = size[lab] >= min_size
+    return m
+
+
+def decode_path_mask_from_layer(frame_layer: np.ndarray, threshold: float = 0.5, min_size: int = 3) -> np.ndarray:
+    """Bool ``(H, W)`` path mask of one frame of a drawing layer (``(H, W, 2)``): path or head channel above
+    ``threshold``; components smaller than ``min_size`` pixels removed (as :func:`decode_path_mask`)."""
+    a = _layer_alpha(np.asarray(frame_layer)[None])[0]
+    m = (a > threshold).any(axis=-1)
     if min_size > 1 and m.any():
         lab = label(m, connectivity=2)
         size = np.bincount(lab.ravel())

@@ -25,7 +25,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
-from ml.decode.heads import decode_heads, decode_path_mask, skeletonize_path, as_video_255
+from ml.decode.heads import (as_video_255, decode_heads, decode_heads_from_layer, decode_path_mask,
+                             decode_path_mask_from_layer, skeletonize_path)
 from ml.geo.tile import Tile
 from ml.mapmatch.route import point_at_distance
 
@@ -270,6 +271,7 @@ def decode_video_to_trajectory(
     snap: bool = True,
     sigma_m: float | None = None,
     speed_weighted: bool = True,
+    layer: np.ndarray | None = None,
 ) -> DecodedTrajectory:
     """Decode a video of the window ``[0, duration_s]`` into positions at ``eval_t`` (seconds).
 
@@ -284,6 +286,8 @@ def decode_video_to_trajectory(
         sigma_m: snapping emission sigma (default ``max(0.6 * metres per pixel, 5 m)``).
         speed_weighted: after snapping, spread time between anchors by the roads' expected
             travel time instead of by length.
+        layer: the generated drawing layer (uint8 ``(K, H, W, 2)``) when the model has one: heads and
+            the path are then read from it directly (``decode_heads_from_layer``), not from colours.
     """
     V = as_video_255(video)
     K, H, W, _ = V.shape
@@ -291,7 +295,7 @@ def decode_video_to_trajectory(
     eval_t = np.atleast_1d(np.asarray(eval_t, dtype=np.float64))
     anchors_t = np.linspace(0.0, float(duration_s), K) if K > 1 else np.zeros(1)
     mpp = tile.metres_per_pixel(res)
-    heads = decode_heads(V)
+    heads = decode_heads(V) if layer is None else decode_heads_from_layer(layer)
     missing = ~np.isfinite(heads.xy).all(axis=1)
     n_missing = int(missing.sum())
     issues: list[str] = []
@@ -312,7 +316,8 @@ def decode_video_to_trajectory(
     many = np.nonzero(heads.n_components > 1)[0]
     if len(many):
         issues.append(f"several blue blobs in frames {many.tolist()}: the strongest was kept")
-    skel = skeletonize_path(decode_path_mask(V[-1]))
+    last_mask = decode_path_mask(V[-1]) if layer is None else decode_path_mask_from_layer(np.asarray(layer)[-1])
+    skel = skeletonize_path(last_mask)
     from ml.render.config import RenderConfig
 
     gap = max(3.0, 2.0 * RenderConfig().head_radius(res))

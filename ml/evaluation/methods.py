@@ -63,9 +63,10 @@ def summarise(per_sample: pd.DataFrame) -> dict:
     """Aggregate one method's per-sample rows; adds the failure count and reward means if present."""
     out = aggregate(per_sample)
     out["n_failed"] = int(per_sample.get("failed", pd.Series(dtype=bool)).sum())
-    for k in ("reward_distance", "reward_direction", "reward_connectivity"):
+    for k in ("reward_distance", "reward_direction", "reward_connectivity", "head_detect_rate", "head_error_px",
+              "path_iou"):
         if k in per_sample.columns:
-            out[k] = float(pd.to_numeric(per_sample[k], errors="coerce").mean())
+            out[k] = float(pd.to_numeric(per_sample[k], errors="coerce").mean())  # NaN rows (no dot) left out
     return out
 
 

@@ -26,14 +26,15 @@ def predict_video_method(
     """Sample one video per condition (Euler ODE), decode it to GPS at each sample's eval times.
 
     The latency of a trajectory is its share of the batched sampling time plus its decoding time.
-    Per-sample rewards (distance, direction, connectivity against the true video) are kept in
-    ``run.extra["rewards"]``. Samples missing from the rendered arrays are counted as failures.
+    Per-sample rewards (distance, direction, connectivity against the true video) and drawing metrics
+    (:func:`drawing_metrics`) are kept in ``run.extra["rewards"]``. Samples missing from the rendered arrays are counted as failures.
     """
     import torch
 
-    from ml.decode import decode_video_to_trajectory
-    from ml.models import euler_sample, load_video_model
-    from ml.models.data import cond_to_tensor, to_uint8_frames
+    from ml.decode import decode_video_to_trajectory, drawing_metrics
+    from ml.models import load_video_model
+    from ml.models.data import cond_to_tensor, record_tokens_batch
+    from ml.models.sampling import generate
     from ml.render.arrays import RenderedArrays
     from ml.rewards import compute_rewards
 
@@ -56,23 +57,26 @@ def predict_video_method(
         rows = np.array([row_of[c.sample_id] for c in batch])
         cond, true_video = arrays.batch(rows)
         gen = torch.Generator(device="cpu").manual_seed(cfg.video_seed + b)
+        tokens = mask = None
+        if model.cfg.uses_records:
+            tokens, mask = (t.to(device) for t in record_tokens_batch(arrays, rows, model.cfg.max_records))
         t0 = time.perf_counter()
-        with torch.no_grad():
-            video = euler_sample(model, cond_to_tensor(cond).to(device), cfg.video_sampling_steps, generator=gen)
+        frames, layers = generate(model, cond_to_tensor(cond).to(device), cfg.video_sampling_steps, generator=gen,
+                                  tokens=tokens, token_mask=mask, frames=arrays.frames)
         per_sample_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
-        frames = to_uint8_frames(video)
         mpp = np.array([arrays.tile(r).metres_per_pixel(arrays.resolution) for r in rows])
         rewards = compute_rewards(frames, true_video, mpp)
+        drawing = drawing_metrics(frames, true_video, layers)
         for j, (ctx, r) in enumerate(zip(batch, rows)):
             t1 = time.perf_counter()
             dec = decode_video_to_trajectory(frames[j], arrays.tile(r), arrays.resolution, arrays.duration_s(r),
-                                             ctx.net, ctx.eval_t)
+                                             ctx.net, ctx.eval_t, layer=None if layers is None else layers[j])
             run.predictions[ctx.sample_id] = np.asarray(dec.xy, dtype=np.float64).reshape(ctx.n_eval, 2)
             run.latency_ms[ctx.sample_id] = per_sample_ms + (time.perf_counter() - t1) * 1e3
             if not np.isfinite(dec.xy).any():
                 run.failures[ctx.sample_id] = "; ".join(dec.issues) or "nothing decoded"
             reward_rows.append({"sample_id": ctx.sample_id, **{f"reward_{k}": float(v[j]) for k, v in rewards.items()},
-                                "decode_issues": "; ".join(dec.issues)})
+                                **{k: float(v[j]) for k, v in drawing.items()}, "decode_issues": "; ".join(dec.issues)})
         if progress:
             progress(f"{name}: {min(b + bs, len(todo))}/{len(todo)} samples")
     run.extra["rewards"] = pd.DataFrame(reward_rows)

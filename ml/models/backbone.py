@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ml.models.config import ModelConfig
+from ml.models.layer import LAYER_CHANNELS, composite_layer, layer_from_video, signal_prior
 from ml.models.tokens import SignalingTokenEncoder
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,17 @@ class VideoFlowModel(nn.Module):
             self.register_buffer("latents_mean", torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z, 1, 1, 1), persistent=False)
             self.register_buffer("latents_std", torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z, 1, 1, 1), persistent=False)
         else:
-            self.channels = 3
+            self.channels = LAYER_CHANNELS if cfg.target == "layer" else 3
             self.spatial_factor = 1
             self.temporal_factor = 1
+        # condition channels: the RGB image (or its latent), then the per-frame signaling prior
+        self.cond_channels = (self.channels if vae is not None else 3) + (LAYER_CHANNELS if cfg.signal_prior else 0)
         if transformer is None:
-            transformer = build_wan_transformer(cfg, 2 * self.channels + 1, self.channels)
+            transformer = build_wan_transformer(cfg, self.channels + self.cond_channels + 1, self.channels)
+            if cfg.prior_residual:
+                # x0 = prior + output: a zero output projection makes the untrained model draw the prior
+                nn.init.zeros_(transformer.proj_out.weight)
+                nn.init.zeros_(transformer.proj_out.bias)
         self.transformer = transformer
         text_dim = int(transformer.config.text_dim)
         self.null_token = nn.Parameter(torch.randn(1, 1, text_dim) * 0.02)
@@ -106,30 +113,58 @@ class VideoFlowModel(nn.Module):
         K = frames or self.cfg.frames
         R = resolution or self.cfg.resolution
         if not self.latent:
-            return (3, K, R, R)
+            return (self.channels, K, R, R)
         return (self.channels, 1 + (K - 1) // self.temporal_factor, R // self.spatial_factor, R // self.spatial_factor)
 
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """Pixels (B, 3, K, H, W) in [-1, 1] -> model space (identity for the pixel presets)."""
+        """Pixels (B, 3, K, H, W) in [-1, 1] -> model space: the drawing layer (``target='layer'``), the
+        pixels themselves (``'rgb'``) or the VAE latent (pretrained preset)."""
         if not self.latent:
-            return video
+            return layer_from_video(video) if self.cfg.target == "layer" else video
         dist = self.vae.encode(video.to(self.vae.dtype)).latent_dist
         z = dist.mode().float()
         return (z - self.latents_mean) / self.latents_std
 
     @torch.no_grad()
-    def decode_video(self, x: torch.Tensor) -> torch.Tensor:
-        """Model space -> pixels (B, 3, K, H, W) clamped to [-1, 1]."""
+    def decode_video(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Model space -> pixels (B, 3, K, H, W) clamped to [-1, 1]; a layer is composited over the
+        condition image, so ``cond`` (from :meth:`encode_condition`) is required then."""
         if not self.latent:
-            return x.clamp(-1.0, 1.0)
+            if self.cfg.target == "rgb":
+                return x.clamp(-1.0, 1.0)
+            if cond is None:
+                raise ValueError("decode_video of a drawing layer needs cond (the encoded condition image)")
+            return composite_layer(cond[:, :3, 0], x).clamp(-1.0, 1.0)
         z = x.float() * self.latents_std + self.latents_mean
         return self.vae.decode(z.to(self.vae.dtype)).sample.float().clamp(-1.0, 1.0)
 
     @torch.no_grad()
-    def encode_condition(self, cond_image: torch.Tensor) -> torch.Tensor:
-        """Condition image (B, 3, H, W) -> (B, C, 1, h, w) in model space (computed once per sampling run)."""
+    def encode_condition(self, cond_image: torch.Tensor, tokens: torch.Tensor | None = None,
+                         token_mask: torch.Tensor | None = None, frames: int | None = None) -> torch.Tensor:
+        """Condition (B, Cc, 1 or K, h, w) in model space, computed once per sampling run: the image (or its
+        latent), then with ``signal_prior`` the prior layer of every frame (needs the record ``tokens``)."""
+        image = self._encode_image(cond_image)
+        if not self.cfg.signal_prior:
+            return image
+        if tokens is None:
+            raise ValueError("model.signal_prior is on: the condition needs the window's signaling records "
+                             "(tokens (B, R, 4) in the ml.models.tokens format)")
+        K = int(frames or self.cfg.frames)
+        prior = signal_prior(tokens.to(cond_image.device), token_mask, K, cond_image.shape[-1])
+        return torch.cat([image.expand(-1, -1, K, -1, -1), prior.to(image.dtype)], dim=1)
+
+    def _encode_image(self, cond_image: torch.Tensor) -> torch.Tensor:
+        if not self.latent:
+            return cond_image.unsqueeze(2)
         return self.encode_video(cond_image.unsqueeze(2))
+
+    def prior_model_space(self, cond: torch.Tensor) -> torch.Tensor:
+        """The signaling prior in model space (the layer itself, or composited to RGB for ``target='rgb'``)."""
+        prior = cond[:, -LAYER_CHANNELS:]
+        if self.cfg.target == "layer":
+            return prior
+        return composite_layer(cond[:, :3, 0], prior)
 
     # ------------------------------------------------------------------ forward
     def context(self, batch: int, tokens: torch.Tensor | None, token_mask: torch.Tensor | None,
@@ -159,8 +194,8 @@ class VideoFlowModel(nn.Module):
         if cond is None:
             if cond_image is None:
                 raise ValueError("VideoFlowModel.forward needs cond_image or cond")
-            cond = self.encode_condition(cond_image)
-        cond = cond.to(dtype=noisy.dtype, device=noisy.device).expand(B, C, k, h, w)
+            cond = self.encode_condition(cond_image, tokens, token_mask, frames=k)
+        cond = cond.to(dtype=noisy.dtype, device=noisy.device).expand(B, -1, k, h, w)
         mask = torch.zeros(B, 1, k, h, w, dtype=noisy.dtype, device=noisy.device)
         mask[:, :, 0] = 1.0
         x = torch.cat([noisy, cond, mask], dim=1)
@@ -168,6 +203,8 @@ class VideoFlowModel(nn.Module):
         ctx = self.context(B, tokens, token_mask, noisy.dtype, noisy.device)
         out = self.transformer(hidden_states=x, timestep=s * TIMESTEP_SCALE, encoder_hidden_states=ctx, return_dict=False)[0]
         if self.cfg.prediction == "x0":
+            if self.cfg.prior_residual:
+                out = out + self.prior_model_space(cond)
             # the network predicts the clean video; x_s = (1 - s) x0 + s e gives v = e - x0 = (x_s - x0) / s
             s_b = s.to(out.dtype).reshape(B, 1, 1, 1, 1).clamp_min(self.cfg.x0_min_s)
             return (noisy - out) / s_b

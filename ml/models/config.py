@@ -34,6 +34,15 @@ class ModelConfig(BaseModel):
     ffn_mult: float = Field(4.0, gt=0, description="feed-forward width as a multiple of the model width")
     freq_dim: int = Field(64, ge=8, description="sinusoidal timestep embedding size")
     text_dim: int = Field(64, ge=4, description="width of the cross-attention context tokens")
+    target: Literal["layer", "rgb"] = Field(
+        "layer", description="what the model generates: 'layer' the 2-channel drawing layer (path so far, head blob) "
+        "composited over the condition image (ml.models.layer), or 'rgb' the full RGB video (the paper's target)")
+    signal_prior: bool = Field(
+        True, description="condition every frame on the signaling prior (the serving tower interpolated to the frame "
+        "time, drawn as a layer; ml.models.layer.signal_prior): makes the time of each frame legible")
+    prior_residual: bool = Field(
+        True, description="x0 prediction starts from the signaling prior: x0 = prior + network output (the output "
+        "projection starts at zero, so an untrained model draws the prior); needs signal_prior and prediction='x0'")
     prediction: Literal["x0", "velocity"] = Field(
         "x0", description="what the network outputs: the clean video x0 (velocity derived as (x_s - x0) / s) or the "
         "velocity itself. x0 is needed whenever a patch holds more values than the model width (demo: 8x8x3 = 192 "
@@ -59,6 +68,11 @@ class ModelConfig(BaseModel):
         return self.pretrained_path is not None
 
     @property
+    def uses_records(self) -> bool:
+        """True when the model reads the window's signaling records (tokens or the signal prior)."""
+        return self.signaling_tokens or self.signal_prior
+
+    @property
     def inner_dim(self) -> int:
         return self.num_heads * self.head_dim
 
@@ -66,6 +80,11 @@ class ModelConfig(BaseModel):
     def _check(self) -> "ModelConfig":
         if self.head_dim % 2:
             raise ValueError(f"model.head_dim must be even (rotary embeddings), got {self.head_dim}")
+        if self.latent and (self.target == "layer" or self.signal_prior):
+            raise ValueError("model.target='layer' and model.signal_prior are pixel-space settings; a pretrained "
+                             "(latent) model needs target='rgb' and signal_prior=False")
+        if self.prior_residual and not (self.signal_prior and self.prediction == "x0"):
+            raise ValueError("model.prior_residual needs model.signal_prior=True and model.prediction='x0'")
         if not self.latent:
             _, ph, pw = self.patch_size
             if self.resolution % ph or self.resolution % pw:
@@ -89,7 +108,7 @@ def model_preset(name: str, **overrides) -> ModelConfig:
         # Sizes of the transformer come from the checkpoint; these only describe the data.
         # Wan checkpoints were trained to predict the velocity; fine-tuning keeps their parameterisation.
         "pretrained": dict(resolution=128, frames=9, patch_size=(1, 2, 2), pretrained_path="models/wan2.1-t2v-1.3b",
-                           prediction="velocity",
+                           prediction="velocity", target="rgb", signal_prior=False, prior_residual=False,
                            lora_rank=16, lora_alpha=16, gradient_checkpointing=True),
     }
     if name not in table:
@@ -119,6 +138,14 @@ class SFTConfig(BaseModel):
     warmup_steps: int = Field(50, ge=0)
     max_steps: int = Field(600, ge=1)
     grad_clip: float | None = 1.0
+    # objective: which pixels and which noise levels the loss looks at (bench/sft_objective.py measures them)
+    foreground_weight: float = Field(
+        20.0, ge=1.0, description="loss weight of pixels drawn in the target or the prior (the rest weigh 1; the "
+        "weighted mean is normalised by the weights, so the loss scale stays comparable)")
+    loss_space: Literal["velocity", "x0"] = Field(
+        "x0", description="'velocity': MSE on e - x0 (weights a step by 1 / s^2 under x0 prediction, so the "
+        "high-noise steps that place the route weigh least); 'x0': MSE on the implied clean sample, every noise "
+        "level weighted alike")
     accumulate_grad_batches: int = Field(1, ge=1)
     # flow matching: s ~ logit-normal(mean, std), then shifted (s' = shift s / (1 + (shift - 1) s))
     timestep_mean: float = 0.0
@@ -140,6 +167,8 @@ class SFTConfig(BaseModel):
     devices: str | int = "auto"
     strategy: str = "auto"
     ckpt_every_n_steps: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(1, ge=-1, description="step checkpoints kept besides last.ckpt (-1: all, for a "
+                                  "learning curve)")
     log_every_n_steps: int = Field(10, ge=1)
     experiment_name: str = "sig2gps-sft"
     run_name: str | None = None

@@ -40,6 +40,34 @@ def video_to_tensor(video: np.ndarray) -> torch.Tensor:
     return t.movedim(-1, -4)
 
 
+def record_tokens(reader: "RenderedArrays", i: int, max_records: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``i``'s signaling tokens padded/cut to ``max_records``: ((R, 4) float32, (R,) bool mask).
+
+    The one way training, evaluation and GDPO read the records of a rendered window (serving builds
+    the same arrays from raw records with ``ml.models.tokens.records_to_array``).
+    """
+    from ml.render.arrays import subsample_evenly
+
+    tok = reader.tokens(i)
+    if tok is None:
+        raise FileNotFoundError(
+            f"{reader.path}: the model reads the signaling records (model.signal_prior or model.signaling_tokens) "
+            "but tokens_<shard>.npy files are absent (re-render the arrays)")
+    tok = tok[~np.isnan(tok[:, 0])]
+    tok = np.nan_to_num(tok[subsample_evenly(len(tok), max_records)])
+    out = np.zeros((max_records, 4), np.float32)
+    mask = np.zeros(max_records, bool)
+    out[: len(tok)] = tok
+    mask[: len(tok)] = True
+    return out, mask
+
+
+def record_tokens_batch(reader: "RenderedArrays", rows: np.ndarray, max_records: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`record_tokens` of several rows as tensors ((B, R, 4), (B, R))."""
+    pairs = [record_tokens(reader, int(i), max_records) for i in rows]
+    return (torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs])))
+
+
 def _open_reader(root: str | Path) -> "RenderedArrays":
     from ml.render.arrays import RenderedArrays
 
@@ -72,20 +100,8 @@ class RenderedVideoDataset(Dataset):
             "index": i,
         }
         if self.with_tokens:
-            tok = self.reader.tokens(i)
-            if tok is None:
-                raise FileNotFoundError(
-                    f"{self.root}: model.signaling_tokens is on but tokens_<shard>.npy files are absent "
-                    "(render them, or turn the ablation flag off)")
-            from ml.render.arrays import subsample_evenly
-
-            tok = tok[~np.isnan(tok[:, 0])]
-            tok = np.nan_to_num(tok[subsample_evenly(len(tok), self.max_records)])
-            out = np.zeros((self.max_records, 4), np.float32)
-            mask = np.zeros(self.max_records, bool)
-            out[: len(tok)] = tok
-            mask[: len(tok)] = True
-            item["tokens"] = torch.from_numpy(out)
+            tok, mask = record_tokens(self.reader, i, self.max_records)
+            item["tokens"] = torch.from_numpy(tok)
             item["token_mask"] = torch.from_numpy(mask)
         return item
 
@@ -154,16 +170,19 @@ class RenderedVideoDataModule(L.LightningDataModule):
 
 
 def make_toy_rendered_arrays(root: str | Path, n: int = 16, resolution: int = 32, frames: int = 9,
-                             seed: int = 0, shard_size: int = 8, with_tokens: bool = False,
+                             seed: int = 0, shard_size: int = 8, with_tokens: bool = True,
                              splits: tuple[float, float] = (0.75, 0.125)) -> Path:
     """Write a toy rendered-arrays folder (tests and benchmarks; the same file format as ``ml.render``).
 
-    Each sample: a light background with a road grid, three tower dots and the polyline through them
-    (the condition); the video draws an L-shaped path between two grid nodes progressively, with a
-    blue head dot (the DESIGN section 8 toy task). Splits are assigned in order train/val/test by
+    Each sample: a light background with a road grid and three tower markers (the condition); the
+    video draws an L-shaped path between two grid nodes progressively, with a head dot (the DESIGN
+    section 8 toy task). Colours are those of ``ml.render.style``, so the decoder and the drawing
+    layer read the toy as they read a rendered window. Splits are assigned in order train/val/test by
     ``splits`` fractions (train, val). With ``with_tokens`` also ``tokens_<shard>.npy`` (n, 8, 4).
     """
     import pandas as pd
+
+    from ml.render import style
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -198,16 +217,16 @@ def make_toy_rendered_arrays(root: str | Path, n: int = 16, resolution: int = 32
         towers = towers.clip(0, R - 1)
         cond = img.copy()
         for (tx, ty) in towers:
-            cond[max(0, ty - 1):ty + 2, max(0, tx - 1):tx + 2] = (220, 40, 40)
+            cond[max(0, ty - 1):ty + 2, max(0, tx - 1):tx + 2] = style.TOWER
         conds[i] = cond
         for k in range(K):
             fr = cond.copy()
             m = int(round(k / max(1, K - 1) * (len(pts) - 1)))
             for (px, py) in pts[:m + 1]:
-                fr[py, px] = (40, 40, 40)
+                fr[py, px] = style.PATH
             hx, hy = pts[m]
             head = (xx - hx) ** 2 + (yy - hy) ** 2 <= 2.25
-            fr[head] = (0, 0, 255)
+            fr[head] = style.HEAD
             videos[i, k] = fr
         if with_tokens:
             toks[i, :3, 0] = towers[:, 0] / R

@@ -52,9 +52,50 @@ def sample_timesteps(
     return s.clamp(eps, 1.0 - eps).to(device) if device is not None else s.clamp(eps, 1.0 - eps)
 
 
-def flow_matching_loss(pred_velocity: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between the predicted velocity and e - x0 (float32)."""
-    return torch.mean((pred_velocity.float() - target_velocity(x0, noise).float()) ** 2)
+def foreground_weights(x0: torch.Tensor, prior: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """Per-pixel loss weights: ``weight`` where the target (or the prior) is drawn, 1 elsewhere.
+
+    "Drawn" is a model-space value above 0 in any channel (layer channels run from -1, nothing, to
+    +1, drawn); for an RGB target it is a pixel that differs from the first frame's background by
+    more than a quarter of the range, which the red path and the blue head do. The prior's drawn
+    pixels count too, so that erasing a wrong prior is learned as strongly as drawing.
+    """
+    def drawn(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 2:  # a drawing layer
+            return (x > 0).any(dim=1, keepdim=True)
+        return ((x - x[:, :, :1]).abs() > 0.5).any(dim=1, keepdim=True)
+
+    fg = drawn(x0)
+    if prior is not None:
+        fg = fg | drawn(prior)
+    return 1.0 + (float(weight) - 1.0) * fg.float()
+
+
+def flow_matching_loss(
+    pred_velocity: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    x_s: torch.Tensor | None = None,
+    s: torch.Tensor | None = None,
+    space: str = "velocity",
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The flow-matching loss in velocity space (MSE on e - x0) or x0 space (MSE on the implied clean
+    sample ``x_s - s v``, i.e. the velocity error times s^2), float32, as a weighted mean (weights broadcast over
+    channels; normalised by their sum so the scale stays that of an unweighted MSE)."""
+    if space == "velocity":
+        err = pred_velocity.float() - target_velocity(x0, noise).float()
+    elif space == "x0":
+        if x_s is None or s is None:
+            raise ValueError("the x0-space loss needs x_s and s")
+        err = x0_from_velocity(x_s.float(), pred_velocity.float(), s) - x0.float()
+    else:
+        raise ValueError(f"loss space must be 'velocity' or 'x0', got '{space}'")
+    sq = err ** 2
+    if weight is None:
+        return sq.mean()
+    w = weight.float().expand_as(sq)
+    return (sq * w).sum() / w.sum()
 
 
 def x0_from_velocity(x_s: torch.Tensor, v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -188,12 +188,15 @@ def model_space_shape(policy: nn.Module, frames: int, resolution: int) -> tuple[
     return (3, frames, resolution, resolution)
 
 
-def _encode_condition(policy: nn.Module, cond_image: Tensor) -> Tensor | None:
-    return policy.encode_condition(cond_image) if hasattr(policy, "encode_condition") else None
+def _encode_condition(policy: nn.Module, cond_image: Tensor, tokens: Tensor | None = None,
+                      token_mask: Tensor | None = None, frames: int | None = None) -> Tensor | None:
+    if not hasattr(policy, "encode_condition"):
+        return None
+    return policy.encode_condition(cond_image, tokens, token_mask, frames=frames)
 
 
-def _decode(policy: nn.Module, x: Tensor) -> Tensor:
-    return policy.decode_video(x) if hasattr(policy, "decode_video") else x.clamp(-1.0, 1.0)
+def _decode(policy: nn.Module, x: Tensor, cond: Tensor | None) -> Tensor:
+    return policy.decode_video(x, cond) if hasattr(policy, "decode_video") else x.clamp(-1.0, 1.0)
 
 
 def policy_velocity(policy: nn.Module, x: Tensor, s: Tensor, cond_image: Tensor, tokens: Tensor | None = None,
@@ -244,7 +247,7 @@ def sample_rollouts(
     shape = model_space_shape(policy, frames, cond_image.shape[-1])
     gdev = generator.device if generator is not None else device
     x = torch.randn((r, *shape), generator=generator, device=gdev).to(device)
-    cond = _encode_condition(policy, cond_image)
+    cond = _encode_condition(policy, cond_image, tokens, token_mask, frames)
     grid = sde_timesteps(n_steps, shift, device=device)
     samples, means, logps = [x], [], []
     for i in range(n_steps):
@@ -255,7 +258,7 @@ def sample_rollouts(
         samples.append(x)
         means.append(mean)
         logps.append(lp)
-    videos = video_to_uint8(_decode(policy, x))
+    videos = video_to_uint8(_decode(policy, x, cond))
     return Rollout(torch.stack(samples), torch.stack(means), torch.stack(logps), grid, videos)
 
 
@@ -358,7 +361,7 @@ class GDPOModule(L.LightningModule):
         train_steps = self._train_steps(cfg.n_steps)
         n_rows = cond_r.shape[0]
         mb = cfg.micro_batch_size or n_rows
-        cond_enc = _encode_condition(self.policy, cond_r)
+        cond_enc = _encode_condition(self.policy, cond_r, tok_r, tmask_r, frames)
         sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "ratio_dev": 0.0}
         n_terms = 0
         for _ in range(cfg.inner_epochs):
@@ -553,7 +556,7 @@ def train_gdpo(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     policy, model_cfg = load_video_model(sft_checkpoint)
     reference, _ = load_video_model(sft_checkpoint) if cfg.beta > 0 else (None, None)
-    with_tokens = bool(getattr(model_cfg, "signaling_tokens", False))
+    with_tokens = bool(getattr(model_cfg, "uses_records", False))
     max_records = int(getattr(model_cfg, "max_records", 64))
 
     import pandas as pd

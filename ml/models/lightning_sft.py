@@ -25,8 +25,8 @@ import torch
 from ml.models.backbone import VideoFlowModel, build_video_model
 from ml.models.config import ModelConfig, SFTConfig
 from ml.models.data import to_uint8_frames
-from ml.models.flow_matching import flow_matching_loss, interpolate, sample_timesteps
-from ml.models.sampling import euler_sample
+from ml.models.flow_matching import flow_matching_loss, foreground_weights, interpolate, sample_timesteps
+from ml.models.sampling import generate
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +72,6 @@ class EMA:
         self.shadow = {k: v.float() for k, v in state["shadow"].items()}
 
 
-def _decode_module():
-    """``ml.decode`` when it is importable, else None (validation then logs video metrics only)."""
-    try:
-        import ml.decode as dec  # noqa: PLC0415
-
-        return dec if hasattr(dec, "decode_head_positions") else None
-    except Exception as exc:  # pragma: no cover - depends on the parallel module
-        log.debug("ml.decode unavailable: %s", exc)
-        return None
-
-
-def _decode_trajectory(dec: Any, video: np.ndarray, tile: Any, duration_s: float, net: Any, eval_t: np.ndarray) -> Any:
-    """``ml.decode.decode_video_to_trajectory`` called by keyword (its optional ``resolution`` included)."""
-    import inspect
-
-    kw: dict[str, Any] = dict(video=video, tile=tile, duration_s=duration_s, net=net, eval_t=eval_t)
-    if "resolution" in inspect.signature(dec.decode_video_to_trajectory).parameters:
-        kw["resolution"] = int(video.shape[-2])
-    return dec.decode_video_to_trajectory(**kw)
-
-
 class SFTModule(L.LightningModule):
     """Flow-matching SFT of a ``VideoFlowModel``; ``hparams`` hold the full ``SFTConfig`` for resume."""
 
@@ -107,7 +86,6 @@ class SFTModule(L.LightningModule):
         # pretrained Wan: checkpoints hold the trainable weights only
         self.strict_loading = not self.model.latent
         self.road_network = None  # set by train_sft when a network is available (decoded metrics)
-        self._decode = _decode_module()
 
     # ------------------------------------------------------------------ training
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -125,8 +103,14 @@ class SFTModule(L.LightningModule):
             noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
             s = sample_timesteps(B, generator, c.timestep_mean, c.timestep_std, c.timestep_shift).to(x0.device)
         xs = interpolate(x0, noise, s)
-        pred = self.model(xs, s, batch["cond"], batch.get("tokens"), batch.get("token_mask"))
-        return flow_matching_loss(pred, x0, noise)
+        tokens, token_mask = batch.get("tokens"), batch.get("token_mask")
+        cond = self.model.encode_condition(batch["cond"], tokens, token_mask, frames=x0.shape[2])
+        pred = self.model(xs, s, batch["cond"], tokens, token_mask, cond=cond)
+        weight = None
+        if c.foreground_weight != 1.0:
+            weight = foreground_weights(x0, self.model.prior_model_space(cond) if self.model.cfg.signal_prior else None,
+                                        c.foreground_weight)
+        return flow_matching_loss(pred, x0, noise, xs, s, c.loss_space, weight)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.flow_loss(batch)
@@ -190,6 +174,8 @@ class SFTModule(L.LightningModule):
                 self._sample_and_score(batch)
 
     def _sample_and_score(self, batch: dict[str, Any]) -> None:
+        from ml.decode import drawing_metrics
+
         n = min(self.cfg.n_val_samples, batch["video"].shape[0])
         cond = batch["cond"][:n]
         truth = batch["video"][:n]
@@ -198,58 +184,49 @@ class SFTModule(L.LightningModule):
         noise = torch.randn((n, C, k, h, w), generator=g).to(cond.device)
         tokens = batch.get("tokens")
         mask = batch.get("token_mask")
-        video = euler_sample(self.model, cond, self.cfg.val_sample_steps, tokens=None if tokens is None else tokens[:n],
-                             token_mask=None if mask is None else mask[:n], shift=self.cfg.sample_shift, noise=noise,
-                             frames=truth.shape[2], autocast_dtype=torch.bfloat16)
-        metrics = {"val/video_mse": float(((video.float() - truth.float()) ** 2).mean()),
-                   "val/last_frame_mse": float(((video[:, :, -1].float() - truth[:, :, -1].float()) ** 2).mean())}
-        gen_u8, true_u8 = to_uint8_frames(video), to_uint8_frames(truth)
-        metrics.update(self._decoded_metrics(gen_u8, true_u8, batch.get("index")))
+        gen_u8, layers = generate(self.model, cond, self.cfg.val_sample_steps,
+                                  tokens=None if tokens is None else tokens[:n],
+                                  token_mask=None if mask is None else mask[:n], shift=self.cfg.sample_shift,
+                                  noise=noise, frames=truth.shape[2], autocast_dtype=torch.bfloat16)
+        true_u8 = to_uint8_frames(truth)
+        gen = torch.from_numpy(gen_u8).float()
+        tru = torch.from_numpy(true_u8).float()
+        metrics = {"val/video_mse": float((((gen - tru) / 127.5) ** 2).mean()),
+                   "val/last_frame_mse": float((((gen[:, -1] - tru[:, -1]) / 127.5) ** 2).mean())}
+        drawn = drawing_metrics(gen_u8, true_u8, layers)
+        metrics["val/head_detect_rate"] = float(np.mean(drawn["head_detect_rate"]))
+        metrics["val/head_err_px"] = float(np.nanmean(drawn["head_error_px"])) if np.isfinite(drawn["head_error_px"]).any() \
+            else float("nan")
+        metrics["val/path_iou"] = float(np.nanmean(drawn["path_iou"])) if np.isfinite(drawn["path_iou"]).any() else float("nan")
+        metrics.update(self._decoded_metrics(gen_u8, true_u8, layers, batch.get("index")))
         for key, val in metrics.items():
             if val is not None and np.isfinite(val):
                 self.log(key, val, batch_size=n)
         self._write_preview(true_u8, gen_u8)
 
-    def _decoded_metrics(self, gen: np.ndarray, truth: np.ndarray, index: Any) -> dict[str, float]:
-        """Head-dot error in pixels and detection rate; decoded-trajectory error in metres with a network."""
-        dec = self._decode
-        if dec is None:
+    def _decoded_metrics(self, gen: np.ndarray, truth: np.ndarray, layers: np.ndarray | None, index: Any) -> dict[str, float]:
+        """With a road network: mean distance (m) between the trajectories decoded from the generated and the
+        true videos (the truth's GPS is not part of the rendered arrays)."""
+        net = self.road_network
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if net is None or index is None or dm is None or not hasattr(dm, "index_record"):
             return {}
-        out: dict[str, float] = {}
-        try:
-            errs, det = [], []
-            for gv, tv in zip(gen, truth):
-                gp = np.asarray(dec.decode_head_positions(gv), float)
-                tp = np.asarray(dec.decode_head_positions(tv), float)
-                ok_t = np.isfinite(tp).all(1)
-                ok = ok_t & np.isfinite(gp).all(1)
-                det.append(ok.sum() / max(1, ok_t.sum()))
-                if ok.any():
-                    errs.append(np.linalg.norm(gp[ok] - tp[ok], axis=1).mean())
-            out["val/head_detect_rate"] = float(np.mean(det))
-            if errs:
-                out["val/head_err_px"] = float(np.mean(errs))
-            net = self.road_network
-            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            if net is not None and index is not None and dm is not None and hasattr(dm, "index_record"):
-                from ml.geo import Tile
+        from ml.decode import decode_video_to_trajectory
+        from ml.geo import Tile
 
-                terr = []
-                for gv, tv, i in zip(gen, truth, index.tolist()):
-                    rec = dm.index_record(int(i))
-                    tile = Tile.from_record(rec)
-                    dur = float(rec["duration_s"])
-                    eval_t = np.linspace(0.0, dur, gv.shape[0])
-                    g_tr = _decode_trajectory(dec, gv, tile, dur, net, eval_t)
-                    t_tr = _decode_trajectory(dec, tv, tile, dur, net, eval_t)
-                    d = np.linalg.norm(np.asarray(g_tr.xy) - np.asarray(t_tr.xy), axis=1)
-                    if np.isfinite(d).any():
-                        terr.append(np.nanmean(d))
-                if terr:
-                    out["val/traj_err_m"] = float(np.mean(terr))
-        except Exception as exc:  # decoding a poor sample must never stop training
-            log.warning("validation decoding failed: %s", exc)
-        return out
+        terr = []
+        for j, (gv, tv, i) in enumerate(zip(gen, truth, index.tolist())):
+            rec = dm.index_record(int(i))
+            tile = Tile.from_record(rec)
+            dur = float(rec["duration_s"])
+            eval_t = np.linspace(0.0, dur, gv.shape[0])
+            g_tr = decode_video_to_trajectory(gv, tile, int(gv.shape[-2]), dur, net, eval_t,
+                                              layer=None if layers is None else layers[j])
+            t_tr = decode_video_to_trajectory(tv, tile, int(tv.shape[-2]), dur, net, eval_t)
+            d = np.linalg.norm(np.asarray(g_tr.xy) - np.asarray(t_tr.xy), axis=1)
+            if np.isfinite(d).any():
+                terr.append(np.nanmean(d))
+        return {"val/traj_err_m": float(np.mean(terr))} if terr else {}
 
     def _write_preview(self, truth: np.ndarray, gen: np.ndarray) -> None:
         if self.preview_dir is None or self.trainer.sanity_checking:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ml.models.flow_matching import timestep_grid
@@ -27,7 +28,8 @@ def euler_sample(
     """Sample videos for a batch of condition images with N Euler steps x_{s'} = x_s + (s' - s) v.
 
     ``model`` is a ``VideoFlowModel`` (it supplies ``latent_shape``, ``encode_condition`` and
-    ``decode_video``); ``velocity_fn(x, s, cond=...)`` overrides the call to the model (tests pass an
+    ``decode_video``; ``tokens``/``token_mask`` are the window's signaling records, needed when the model
+    reads them); ``velocity_fn(x, s, cond=...)`` overrides the call to the model (tests pass an
     exact field). The initial noise is drawn with ``generator`` (on the generator's device) unless
     ``noise`` is given. Returns pixels (B, 3, K, H, W) in [-1, 1], or the final model-space state
     when ``return_model_space``.
@@ -39,7 +41,7 @@ def euler_sample(
         gdev = generator.device if generator is not None else device
         noise = torch.randn((B, C, k, h, w), generator=generator, device=gdev)
     x = noise.to(device=device, dtype=torch.float32)
-    cond = model.encode_condition(cond_image)
+    cond = model.encode_condition(cond_image, tokens, token_mask, frames=x.shape[2])
     grid = timestep_grid(n_steps, shift, device=device)
     fn = velocity_fn or model
     for i in range(n_steps):
@@ -53,4 +55,39 @@ def euler_sample(
         x = x + (s_next - s) * v.float()
     if return_model_space:
         return x
-    return model.decode_video(x)
+    return model.decode_video(x, cond)
+
+
+def layer_to_uint8(layer: torch.Tensor) -> np.ndarray:
+    """Drawing layers (B, 2, K, H, W) in [-1, 1] -> uint8 alpha (B, K, H, W, 2) (0: nothing, 255: drawn)."""
+    a = ((layer.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return a.movedim(1, -1).cpu().numpy()
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    cond_image: torch.Tensor,
+    n_steps: int,
+    generator: torch.Generator | None = None,
+    tokens: torch.Tensor | None = None,
+    token_mask: torch.Tensor | None = None,
+    frames: int | None = None,
+    noise: torch.Tensor | None = None,
+    shift: float = 1.0,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The one sample-then-composite path of evaluation, validation and serving.
+
+    Returns ``(video uint8 (B, K, H, W, 3), layer uint8 (B, K, H, W, 2) or None)``: the RGB video that
+    people and rewards see, and for a drawing-layer model the layer itself, which the decoder reads
+    directly (``ml.decode.decode_video_to_trajectory(..., layer=...)``).
+    """
+    from ml.models.data import to_uint8_frames
+
+    x = euler_sample(model, cond_image, n_steps, generator=generator, tokens=tokens, token_mask=token_mask,
+                     shift=shift, noise=noise, frames=frames, return_model_space=True, autocast_dtype=autocast_dtype)
+    cond = model.encode_condition(cond_image, tokens, token_mask, frames=x.shape[2])
+    video = to_uint8_frames(model.decode_video(x, cond))
+    layer = layer_to_uint8(x) if (not model.latent and model.cfg.target == "layer") else None
+    return video, layer

@@ -38,6 +38,13 @@ PATH: tuple[int, int, int] = (220, 30, 30)
 HEAD: tuple[int, int, int] = (30, 60, 235)
 """Head dot at the frame time (blue, wider than the path)."""
 
+# The drawing layer the video model generates (ml.models.layer): channel order, a decoder contract too.
+LAYER_CHANNELS: int = 2
+PATH_CHANNEL: int = 0
+"""Layer channel of the path drawn so far."""
+HEAD_CHANNEL: int = 1
+"""Layer channel of the head (a soft blob)."""
+
 REFERENCE_RESOLUTION: int = 64
 """Widths in pixels are given at this resolution and scaled by ``resolution / 64``."""
 

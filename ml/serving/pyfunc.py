@@ -21,7 +21,6 @@ eval_interval_s, n_steps, shift, seed, render config).
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from pathlib import Path
@@ -73,12 +72,14 @@ class TrajectoryReconstructor:
         self.duration_s = float(self.cfg["duration_s"])
         self.eval_t = np.arange(0.0, self.duration_s + 1e-9, float(self.cfg.get("eval_interval_s", 30.0)))
 
-    def _cond_images(self, groups: list[tuple[Any, pd.DataFrame]]) -> tuple[np.ndarray, list, list]:
+    def _cond_images(self, groups: list[tuple[Any, pd.DataFrame]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
+        """Condition images (B, H, W, 3), record tokens (B, R, 4) + mask (B, R), tiles and per-request info."""
         from ml.geo import choose_tile
+        from ml.models.tokens import records_to_array
         from ml.render import render_condition_image
 
         R = self.model_cfg.resolution
-        conds, tiles, metas = [], [], []
+        conds, toks, masks, tiles, metas = [], [], [], [], []
         for key, g in groups:
             pos = self.cell_ids.get_indexer(g["cell_id"].astype(np.int64).to_numpy())
             if (pos < 0).any():
@@ -92,29 +93,34 @@ class TrajectoryReconstructor:
             rt = (ts - t0).dt.total_seconds().to_numpy()
             keep = (rt >= -1e-6) & (rt <= self.duration_s + 1e-6)
             rxy_w, rt_w = (rxy[keep], rt[keep]) if keep.any() else (rxy, rt)
+            events = g["event"].astype(str).to_numpy()[order] if "event" in g.columns else np.full(len(g), "")
+            ev_w = events[keep] if keep.any() else events
             tile = choose_tile(rxy_w, self.crs, self.render_cfg.zoom_sizes_m, self.render_cfg.margin_m)
             towers = np.unique(rxy_w, axis=0) if self.render_cfg.towers == "serving" else \
                 self.tower_xy[tile.contains(self.tower_xy)]
             conds.append(render_condition_image(self.net, tile, R, rxy_w, towers, rt_w, self.render_cfg))
+            # the same token format as the renderer's (ml.render.dataset.sample_tokens)
+            tok, mask = records_to_array(tile.xy_to_pixel(rxy_w, R) / R, np.clip(rt_w / self.duration_s, 0.0, 1.0),
+                                         ev_w, self.model_cfg.max_records)
+            toks.append(tok)
+            masks.append(mask)
             tiles.append(tile)
             metas.append((key, t0, rxy_w, rt_w))
-        return np.stack(conds), tiles, metas
+        return np.stack(conds), np.stack(toks), np.stack(masks), tiles, metas
 
-    def _decode(self, video: np.ndarray, tile: Any) -> np.ndarray:
+    def _decode(self, video: np.ndarray, layer: np.ndarray | None, tile: Any) -> np.ndarray:
         from ml.decode import decode_video_to_trajectory
 
-        params = inspect.signature(decode_video_to_trajectory).parameters
-        kw: dict[str, Any] = dict(video=video, tile=tile, duration_s=self.duration_s, net=self.net, eval_t=self.eval_t)
-        if "resolution" in params:
-            kw["resolution"] = self.model_cfg.resolution
-        return np.asarray(decode_video_to_trajectory(**kw).xy, dtype=float)
+        dec = decode_video_to_trajectory(video, tile, self.model_cfg.resolution, self.duration_s, self.net, self.eval_t,
+                                         layer=layer)
+        return np.asarray(dec.xy, dtype=float)
 
     def reconstruct(self, df: pd.DataFrame) -> pd.DataFrame:
         """Records of one or more requests -> trajectories (see the module docstring)."""
         import torch
 
-        from ml.models.data import cond_to_tensor, to_uint8_frames
-        from ml.models.sampling import euler_sample
+        from ml.models.data import cond_to_tensor
+        from ml.models.sampling import generate
 
         miss = [c for c in ("ts", "cell_id") if c not in df.columns]
         if miss:
@@ -127,23 +133,27 @@ class TrajectoryReconstructor:
         groups = [(k, g) for k, g in df.groupby(idc, sort=False)]
         if not groups:
             return pd.DataFrame(columns=[idc, "ts", "lon", "lat", "method"])
-        conds, tiles, metas = self._cond_images(groups)
+        conds, toks, masks, tiles, metas = self._cond_images(groups)
         bs = int(self.cfg.get("batch_size", 16))
         gen = torch.Generator(device="cpu").manual_seed(int(self.cfg.get("seed", 0)))
-        videos = []
+        videos, layers = [], []
         for i in range(0, len(conds), bs):
             c = cond_to_tensor(conds[i:i + bs]).to(self.device)
             C, k, h, w = self.model.latent_shape()
             noise = torch.randn((len(c), C, k, h, w), generator=gen)
-            v = euler_sample(self.model, c, int(self.cfg.get("n_steps", 20)), noise=noise.to(self.device),
-                             shift=float(self.cfg.get("shift", 1.0)), autocast_dtype=torch.bfloat16)
-            videos.append(to_uint8_frames(v))
+            tok = torch.from_numpy(toks[i:i + bs]).to(self.device)
+            tmask = torch.from_numpy(masks[i:i + bs]).to(self.device)
+            v, lay = generate(self.model, c, int(self.cfg.get("n_steps", 20)), noise=noise.to(self.device),
+                              shift=float(self.cfg.get("shift", 1.0)), autocast_dtype=torch.bfloat16,
+                              tokens=tok, token_mask=tmask)
+            videos.append(v)
+            layers.extend([None] * len(v) if lay is None else list(lay))
         videos_u8 = np.concatenate(videos)
         out = []
-        for video, tile, (key, t0, rxy, rt) in zip(videos_u8, tiles, metas):
+        for video, layer, tile, (key, t0, rxy, rt) in zip(videos_u8, layers, tiles, metas):
             method = "video"
             try:
-                xy = self._decode(video, tile)
+                xy = self._decode(video, layer, tile)
             except Exception as exc:  # a poor sample must not fail the request
                 log.warning("decoding request %s failed: %s", key, exc)
                 xy = np.full((len(self.eval_t), 2), np.nan)

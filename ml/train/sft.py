@@ -169,7 +169,7 @@ def train_sft(
 
     dm = RenderedVideoDataModule(rendered_dir, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                  val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                 with_tokens=cfg.model.signaling_tokens, max_records=cfg.model.max_records)
+                                 with_tokens=cfg.model.uses_records, max_records=cfg.model.max_records)
     dm.setup("fit")
     cfg = cfg.model_copy(update={"model": model_config_for_data(cfg.model, dm.resolution, dm.frames)})
 
@@ -198,7 +198,7 @@ def train_sft(
     logger = _mlflow_logger(out_dir, cfg, tracking_uri, tags, resuming=ckpt_path is not None)
     cbs: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False, save_last=True,
-                        every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1, monitor=None),
+                        every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=cfg.keep_checkpoints, monitor=None),
         SaveLastOnException(last),
     ]
     if logger is not None:

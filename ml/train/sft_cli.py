@@ -19,6 +19,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--init", type=Path, default=None, help="initial weights: model.pt or a Lightning SFT checkpoint")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="random initial weights (the profile's init_checkpoint is not loaded): how a base model is made")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override an SFTConfig field (model fields as model.FIELD); VALUE is JSON or a plain string "
+                   "(repeatable), e.g. --set n_val_samples=16 --set model.prior_residual=false")
     p.add_argument("--pretrained-path", type=Path, default=None, help="local Wan diffusers folder (profile pretrained)")
     p.add_argument("--signaling-tokens", action="store_true", help="ablation: cross-attend to signaling tokens")
     p.add_argument("--no-resume", action="store_true", help="ignore out/checkpoints/last.ckpt")
@@ -49,8 +54,24 @@ def run(args: argparse.Namespace) -> int:
         over["devices"] = int(args.devices) if str(args.devices).isdigit() else args.devices
     if args.no_progress:
         over["progress_bar"] = False
-    cfg = sft_profile(args.profile, **over)
+    if args.from_scratch:
+        if args.init is not None:
+            raise SystemExit("--from-scratch and --init exclude each other")
+        over["init_checkpoint"] = None
     model_over: dict = {}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key.startswith("model."):
+            model_over[key[len("model."):]] = value
+        else:
+            over[key] = value
+    cfg = sft_profile(args.profile, **over)
     if args.pretrained_path is not None:
         model_over["pretrained_path"] = str(args.pretrained_path)
     if args.signaling_tokens:
