@@ -44,6 +44,16 @@ class ComputeResource(dg.ConfigurableResource):
     accelerator: str = "auto"
     devices: int = 1
 
+    def torch_device(self) -> str:
+        """The device sampling runs on (evaluation): ``cuda`` when the accelerator allows it and one is present."""
+        import torch
+
+        if self.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+            return "cuda"
+        if self.accelerator in ("gpu", "cuda"):
+            raise RuntimeError(f"compute.accelerator is '{self.accelerator}' but no CUDA device is available")
+        return "cpu"
+
     def stage_config(self, stage: str, city=None, **overrides):
         from ml.config import stage_config
 

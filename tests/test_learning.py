@@ -1,8 +1,10 @@
 """Learning test: the real Wan backbone at ci size learns to draw a head dot along a toy path.
 
 Toy task (``make_toy_rendered_arrays``): an L-shaped route along a road grid, three tower records
-near its start, middle and end. The signaling prior (serving towers interpolated in time) cuts the
-corner of the L and is off by the tower jitter; a model that learns draws the dot on the road.
+near its start, middle and end, every tower 3 px off the route (plus jitter), as real towers stand
+off the road. The signaling prior (serving towers interpolated in time) misses the route by that
+offset and cuts the corner of the L; a model that learns draws the dot on the road. Scored on
+held-out toy windows.
 The thresholds are tighter than what the untrained (prior-only) model reaches, so the test fails
 when the model stops learning; with the paper's RGB objective (velocity loss, no foreground weight,
 no prior) it fails too (see the issue note and docs/results.md).
@@ -19,8 +21,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TRAIN_STEPS = 300
+TOWER_OFFSET_PX = (0, 3)
 DETECT_MIN = 0.9
-HEAD_ERROR_MAX_PX = 1.2
+HEAD_ERROR_MAX_PX = 2.0
 
 
 def train_toy(tmp_path, steps: int, model_overrides: dict | None = None, sft_overrides: dict | None = None,
@@ -33,7 +36,8 @@ def train_toy(tmp_path, steps: int, model_overrides: dict | None = None, sft_ove
     from ml.models.sampling import generate
 
     torch.set_num_threads(1)
-    root = make_toy_rendered_arrays(tmp_path / "toy", n=24, resolution=32, frames=5, seed=0, splits=(0.67, 0.33))
+    root = make_toy_rendered_arrays(tmp_path / "toy", n=24, resolution=32, frames=5, seed=0, splits=(0.67, 0.33),
+                                    tower_offset_px=TOWER_OFFSET_PX)
     ds = RenderedVideoDataset(root, with_tokens=True, max_records=8)
     train_rows, val_rows = ds.reader.indices("train"), ds.reader.indices("val")
 
@@ -52,7 +56,7 @@ def train_toy(tmp_path, steps: int, model_overrides: dict | None = None, sft_ove
         loss.backward()
         opt.step()
     module.eval()
-    val = collate(val_rows if not os.environ.get("TOY_EVAL_TRAIN") else train_rows[:8])
+    val = collate(val_rows)
     video, layer = generate(module.model, val["cond"], sample_steps, torch.Generator().manual_seed(1), tokens=val["tokens"],
                             token_mask=val["token_mask"], frames=5)
     m = drawing_metrics(video, to_uint8_frames(val["video"]), layer)

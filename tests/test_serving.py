@@ -145,3 +145,36 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_shipped_base_model_answers_with_video(grid_net):
+    """The shipped base model (models/, 64 px, 17 frames) reconstructs requests itself: every window it decodes
+    is answered with ``method = "video"`` and those positions are the decoded ones, not the MaR fallback."""
+    from ml.models.config import sft_profile
+    from ml.serving.pyfunc import TrajectoryReconstructor, _interp_positions
+    from ml.train.sft import _resolve_init
+
+    base = _resolve_init(sft_profile("demo").init_checkpoint)
+    rng = np.random.default_rng(3)
+    nodes = rng.choice(grid_net.n_nodes, 12, replace=False)
+    lonlat = grid_net.projection.to_lonlat(grid_net.node_xy[nodes])
+    towers = pd.DataFrame({"cell_id": np.arange(1, 13, dtype=np.int64), "lon": lonlat[:, 0], "lat": lonlat[:, 1]})
+    cfg = {"duration_s": 300.0, "eval_interval_s": 30.0, "n_steps": 4}
+    rec = TrajectoryReconstructor(base, towers, grid_net, cfg)
+    t0 = pd.Timestamp("2024-03-01T08:00:00Z")
+    rows = [(w, t, c) for w, cells in enumerate([(1, 2, 3), (4, 5, 6, 7), (8, 9), (10, 11, 12)])
+            for t, c in zip(np.linspace(0, 290, len(cells)), cells)]
+    req = pd.DataFrame({"sample_id": [f"w{r[0]}" for r in rows],
+                        "ts": [str(t0 + pd.Timedelta(seconds=float(r[1]))) for r in rows], "cell_id": [r[2] for r in rows]})
+    out = rec.reconstruct(req)
+    methods = out.groupby("sample_id")["method"].first()
+    assert (methods == "video").sum() >= 3, methods.to_dict()
+    # a "video" answer is the decoded trajectory, not the serving towers interpolated in time
+    for sid, g in out[out["method"] == "video"].groupby("sample_id"):
+        r = req[req["sample_id"] == sid]
+        cell_xy = grid_net.projection.to_xy(towers.set_index("cell_id").loc[r["cell_id"], "lon"].to_numpy(float),
+                                            towers.set_index("cell_id").loc[r["cell_id"], "lat"].to_numpy(float))
+        rt = (pd.to_datetime(r["ts"], utc=True) - t0).dt.total_seconds().to_numpy()
+        mar = _interp_positions(cell_xy, rt, rec.eval_t)
+        got = grid_net.projection.to_xy(g["lon"].to_numpy(float), g["lat"].to_numpy(float))
+        assert np.abs(got - mar).max() > 1.0, sid

@@ -55,7 +55,7 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
     for method, (stage, fname) in VIDEO_CHECKPOINTS.items():
         ckpt = cc.paths.checkpoints / stage / fname
         if ckpt.is_file():
-            runs.append(predict_video_method(method, ckpt, rendered, ctxs, cfg, progress=log))
+            runs.append(predict_video_method(method, ckpt, rendered, ctxs, cfg, device=compute.torch_device(), progress=log))
         else:
             context.log.warning(f"{method}: no checkpoint at {ckpt}; method skipped")
     tmp = Path(tempfile.mkdtemp(prefix=".predictions.", dir=cc.paths.outputs))

@@ -121,7 +121,7 @@ class VideoFlowModel(nn.Module):
         """Pixels (B, 3, K, H, W) in [-1, 1] -> model space: the drawing layer (``target='layer'``), the
         pixels themselves (``'rgb'``) or the VAE latent (pretrained preset)."""
         if not self.latent:
-            return layer_from_video(video) if self.cfg.target == "layer" else video
+            return layer_from_video(video, self.cfg.head_blob_sigma_px) if self.cfg.target == "layer" else video
         dist = self.vae.encode(video.to(self.vae.dtype)).latent_dist
         z = dist.mode().float()
         return (z - self.latents_mean) / self.latents_std
@@ -151,7 +151,7 @@ class VideoFlowModel(nn.Module):
             raise ValueError("model.signal_prior is on: the condition needs the window's signaling records "
                              "(tokens (B, R, 4) in the ml.models.tokens format)")
         K = int(frames or self.cfg.frames)
-        prior = signal_prior(tokens.to(cond_image.device), token_mask, K, cond_image.shape[-1])
+        prior = signal_prior(tokens.to(cond_image.device), token_mask, K, cond_image.shape[-1], self.cfg.head_blob_sigma_px)
         return torch.cat([image.expand(-1, -1, K, -1, -1), prior.to(image.dtype)], dim=1)
 
     def _encode_image(self, cond_image: torch.Tensor) -> torch.Tensor:

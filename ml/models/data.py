@@ -171,7 +171,8 @@ class RenderedVideoDataModule(L.LightningDataModule):
 
 def make_toy_rendered_arrays(root: str | Path, n: int = 16, resolution: int = 32, frames: int = 9,
                              seed: int = 0, shard_size: int = 8, with_tokens: bool = True,
-                             splits: tuple[float, float] = (0.75, 0.125)) -> Path:
+                             splits: tuple[float, float] = (0.75, 0.125),
+                             tower_offset_px: tuple[int, int] = (0, 0)) -> Path:
     """Write a toy rendered-arrays folder (tests and benchmarks; the same file format as ``ml.render``).
 
     Each sample: a light background with a road grid and three tower markers (the condition); the
@@ -179,6 +180,9 @@ def make_toy_rendered_arrays(root: str | Path, n: int = 16, resolution: int = 32
     section 8 toy task). Colours are those of ``ml.render.style``, so the decoder and the drawing
     layer read the toy as they read a rendered window. Splits are assigned in order train/val/test by
     ``splits`` fractions (train, val). With ``with_tokens`` also ``tokens_<shard>.npy`` (n, 8, 4).
+    ``tower_offset_px`` (col, row) moves every tower off the route by the same amount (on top of a
+    +-2 px jitter), as real towers stand off the road: then the signaling prior misses the route by
+    that offset and a model has something to learn.
     """
     import pandas as pd
 
@@ -213,7 +217,8 @@ def make_toy_rendered_arrays(root: str | Path, n: int = 16, resolution: int = 32
             y += int(np.sign(b[1] - y))
             pts.append((x, y))
         pts = np.array(pts)
-        towers = pts[np.linspace(0, len(pts) - 1, 3).round().astype(int)] + rng.integers(-2, 3, (3, 2))
+        towers = pts[np.linspace(0, len(pts) - 1, 3).round().astype(int)] + rng.integers(-2, 3, (3, 2)) \
+            + np.asarray(tower_offset_px, dtype=np.int64)
         towers = towers.clip(0, R - 1)
         cond = img.copy()
         for (tx, ty) in towers:

@@ -3,8 +3,8 @@
 A layer is ``(B, 2, K, H, W)`` in model space [-1, 1] (-1: nothing drawn, +1: drawn):
 
 * channel 0 (``PATH_CHANNEL``): the path drawn so far (the rendered truth's red path plus its head);
-* channel 1 (``HEAD_CHANNEL``): the head as a soft Gaussian blob, so its weighted centroid carries a
-  sub-pixel position.
+* channel 1 (``HEAD_CHANNEL``): the head as a soft Gaussian blob (``ModelConfig.head_blob_sigma_px``),
+  so its weighted centroid carries a sub-pixel position.
 
 Three pure functions, shared by training, sampling, GDPO, evaluation and serving:
 
@@ -26,16 +26,15 @@ from torch import Tensor
 from ml.render import style
 
 LAYER_CHANNELS, PATH_CHANNEL, HEAD_CHANNEL = style.LAYER_CHANNELS, style.PATH_CHANNEL, style.HEAD_CHANNEL
-#: head blob sigma as a share of the rendered head radius: the blob's 0.35 contour (where a
-#: composited blob crosses the decoder's blueness threshold on the background) is about the disk
-HEAD_SIGMA_SHARE = 0.7
+#: default head blob sigma in pixels at 64 px (``ModelConfig.head_blob_sigma_px``). Wider than the
+#: rendered dot on purpose: a blob's MSE only tells "nearer" from "farther" while the generated and
+#: the true blob overlap, and the signaling prior misses by several pixels (bench/sft_objective.py)
+DEFAULT_HEAD_SIGMA_PX = 3.0
 
 
-def head_sigma_px(resolution: int) -> float:
-    """Sigma (pixels) of the head blob at a resolution (from the rendered head radius)."""
-    from ml.render.config import RenderConfig
-
-    return HEAD_SIGMA_SHARE * RenderConfig().head_radius(resolution)
+def head_sigma_px(resolution: int, sigma_at_64: float = DEFAULT_HEAD_SIGMA_PX) -> float:
+    """Sigma (pixels) of the head blob at a resolution, from its value at 64 px (scaled linearly)."""
+    return float(sigma_at_64) * resolution / style.REFERENCE_RESOLUTION
 
 
 def path_sigma_px(resolution: int) -> float:
@@ -61,11 +60,11 @@ def _blob(cx: Tensor, cy: Tensor, h: int, w: int, sigma: float) -> Tensor:
 
 
 @torch.no_grad()
-def layer_from_video(video: Tensor, head_sigma: float | None = None) -> Tensor:
+def layer_from_video(video: Tensor, head_sigma_at_64: float = DEFAULT_HEAD_SIGMA_PX) -> Tensor:
     """The drawing layer ``(B, 2, K, H, W)`` in [-1, 1] of rendered RGB videos ``(B, 3, K, H, W)`` in [-1, 1].
 
     Path: pixels whose redness or blueness passes the decoder thresholds. Head: a Gaussian blob
-    (``head_sigma``, default :func:`head_sigma_px`) at the centroid of the head-coloured pixels; a
+    (sigma :func:`head_sigma_px` of ``head_sigma_at_64``) at the centroid of the head-coloured pixels; a
     frame without a head (the path left the tile) has an empty head channel.
     """
     B, C, K, H, W = video.shape
@@ -80,7 +79,7 @@ def layer_from_video(video: Tensor, head_sigma: float | None = None) -> Tensor:
     n = wgt.sum((-2, -1))
     cx = (wgt * gx).sum((-2, -1)) / n.clamp_min(1.0)
     cy = (wgt * gy).sum((-2, -1)) / n.clamp_min(1.0)
-    blob = _blob(cx, cy, H, W, head_sigma or head_sigma_px(H)) * (n > 0).float()[..., None, None]
+    blob = _blob(cx, cy, H, W, head_sigma_px(H, head_sigma_at_64)) * (n > 0).float()[..., None, None]
     return torch.stack([path.float(), blob], dim=1) * 2.0 - 1.0
 
 
@@ -132,11 +131,12 @@ def prior_positions(tokens: Tensor, token_mask: Tensor | None, frames: int, reso
     return torch.where((n > 0)[:, None, None], pos, centre)
 
 
-def signal_prior(tokens: Tensor, token_mask: Tensor | None, frames: int, resolution: int) -> Tensor:
+def signal_prior(tokens: Tensor, token_mask: Tensor | None, frames: int, resolution: int,
+                 head_sigma_at_64: float = DEFAULT_HEAD_SIGMA_PX) -> Tensor:
     """The signaling prior as a layer ``(B, 2, K, H, W)`` in [-1, 1] (see the module docstring)."""
     pos = prior_positions(tokens, token_mask, frames, resolution)  # (B, K, 2)
     H = W = int(resolution)
-    head = _blob(pos[..., 0], pos[..., 1], H, W, head_sigma_px(resolution))  # (B, K, H, W)
+    head = _blob(pos[..., 0], pos[..., 1], H, W, head_sigma_px(resolution, head_sigma_at_64))  # (B, K, H, W)
     ps = path_sigma_px(resolution)
     gx, gy = _pixel_grid(H, W, pos.device)
     pix = torch.stack([gx, gy], -1)  # (H, W, 2)
