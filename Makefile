@@ -8,7 +8,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv demo test ui mlflow-ui bench clean-outputs
+.PHONY: venv demo test ui mlflow-ui serve bench clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ ui: venv
 mlflow-ui: venv
 	mkdir -p mlflow
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db --default-artifact-root $(CURDIR)/mlflow/artifacts -h 127.0.0.1 -p 5000
+
+# the registered model of CITY (alias sft) over HTTP on 127.0.0.1:5001; the server starts uvicorn from the venv
+serve: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow/mlflow.db \
+	  $(VENV)/bin/mlflow models serve -m "models:/sig2gps-video-$(CITY)@sft" -h 127.0.0.1 -p 5001 --env-manager local
 
 bench: venv
 	$(PY) -m bench

@@ -144,6 +144,23 @@ def val_contexts(city: str, n: int):
     return ctxs[:n], cp
 
 
+def markdown_table(result: dict) -> str:
+    """The docs/results.md table of a result file (val windows; baselines as reference rows)."""
+    lines = ["| variant | steps | s/step | head detected | head error px | last-frame path IoU | decoded median m | "
+             "windows with no output |", "|---|---|---|---|---|---|---|---|"]
+
+    def f(v, fmt):
+        return "" if v is None or v != v else format(v, fmt)
+
+    for name, r in result["variants"].items():
+        lines.append(f"| {name} | {r['steps']} | {f(r['s_per_step'], '.2f')} | {f(r['head_detect_rate'], '.3f')} | "
+                     f"{f(r['head_error_px'], '.2f')} | {f(r['path_iou'], '.3f')} | {f(r['median_error_m'], '.1f')} | "
+                     f"{r['n_failed']} of {r['n']} |")
+    for name, r in result["baselines"].items():
+        lines.append(f"| *{name}* | | | | | | {f(r['median_error_m'], '.1f')} | {r['n_failed']} of {r['n']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--city", default="gridville")
@@ -154,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="sft_objective")
+    ap.add_argument("--table", action="store_true", help="print the Markdown table of outputs/bench/<out>.json and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads((ROOT / "outputs" / "bench" / f"{args.out}.json").read_text())))
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
@@ -176,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         result["variants"][name] = row
         print(json.dumps({name: row}), flush=True)
         write_result(args.out, result)  # after every variant, so a long run keeps what it measured
+    print(markdown_table(result))
     return 0
 
 

@@ -4,7 +4,7 @@ Defaults are the ``demo`` profile (64 px, CPU). Presets change sizes only, never
 
 * ``ci``: 32 px, 2 layers, 2 heads of 16 (about 40 k parameters), a training step in well under a second;
 * ``demo``: 64 px CPU, 4 layers, 4 heads of 32 (about 1.2 M parameters);
-* ``gpu``: 128 px, 12 layers, 8 heads of 64 (about 40 M parameters), bf16-mixed;
+* ``gpu``: 128 px, 12 layers, 8 heads of 64 (about 53 M parameters), bf16-mixed, gradient checkpointing;
 * ``pretrained``: a Wan checkpoint (transformer + ``AutoencoderKLWan``) from a LOCAL diffusers folder,
   fine-tuned with LoRA in the VAE's latent space. Nothing is downloaded.
 """
@@ -106,8 +106,10 @@ def model_preset(name: str, **overrides) -> ModelConfig:
         # (measured side by side), which is what makes a ~10 minute CPU demo possible.
         "demo": dict(resolution=64, frames=17, patch_size=(1, 8, 8), num_layers=4, num_heads=4, head_dim=32,
                      freq_dim=64, text_dim=64, ffn_mult=4.0),
+        # 33,792 tokens a video: without checkpointing one sample's activations alone are ~17 GiB
+        # (docs/results/gpu_memory.md), so the blocks are checkpointed
         "gpu": dict(resolution=128, frames=33, patch_size=(1, 4, 4), num_layers=12, num_heads=8, head_dim=64,
-                    freq_dim=256, text_dim=256, ffn_mult=4.0),
+                    freq_dim=256, text_dim=256, ffn_mult=4.0, gradient_checkpointing=True),
         # Sizes of the transformer come from the checkpoint; these only describe the data.
         # Wan checkpoints were trained to predict the velocity; fine-tuning keeps their parameterisation.
         "pretrained": dict(resolution=128, frames=9, patch_size=(1, 2, 2), pretrained_path="models/wan2.1-t2v-1.3b",
@@ -188,7 +190,10 @@ def sft_profile(name: str, **overrides) -> SFTConfig:
         "demo": dict(model=model_preset("demo"), init_checkpoint="models/sig2gps-base-64px-k17.pt", batch_size=8,
                      lr=1e-4, warmup_steps=10, max_steps=150, val_every_n_steps=150, n_val_samples=4,
                      val_sample_steps=20),
-        "gpu": dict(model=model_preset("gpu"), batch_size=32, lr=2e-4, warmup_steps=500, max_steps=20000,
+        # effective batch 32 as 16 x 2: ~36 GiB estimated peak on an 80 GB GPU with checkpointing (batch 32:
+        # ~70 GiB, too close to the 72 GiB budget; docs/results/gpu_memory.md)
+        "gpu": dict(model=model_preset("gpu"), batch_size=16, accumulate_grad_batches=2, lr=2e-4, warmup_steps=500,
+                    max_steps=20000,
                     val_every_n_steps=1000, n_val_samples=8, val_sample_steps=30, ema_decay=0.999,
                     num_workers=4, ckpt_every_n_steps=500, log_every_n_steps=25),
         "pretrained": dict(model=model_preset("pretrained"), batch_size=4, lr=1e-4, warmup_steps=100,

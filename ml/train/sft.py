@@ -196,6 +196,8 @@ def train_sft(
         _load_init(module, init_checkpoint)
 
     logger = _mlflow_logger(out_dir, cfg, tracking_uri, tags, resuming=ckpt_path is not None)
+    if logger is not None:  # written now, so that a run stopped before its end resumes into the same MLflow run
+        (out_dir / "mlflow_run_id.txt").write_text(str(logger.run_id))
     cbs: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False, save_last=True,
                         every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=cfg.keep_checkpoints, monitor=None),
