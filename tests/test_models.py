@@ -398,3 +398,21 @@ def test_untrained_prior_residual_model_samples_the_prior():
     expected = composite_layer(cond, signal_prior(tok, mask, 5, 32))
     assert video.shape == (2, 3, 5, 32, 32)
     assert torch.allclose(video, expected.clamp(-1.0, 1.0), atol=1e-5)
+
+
+def test_flow_from_the_prior_starts_and_ends_at_the_prior():
+    """With ``source_noise`` the flow starts at prior + noise; an untrained residual model transports it to the
+    prior exactly (its x0 prediction is the prior at every step)."""
+    from ml.models.layer import composite_layer, signal_prior
+
+    cfg = model_preset("ci", frames=5, max_records=8, source_noise=0.5)
+    model = VideoFlowModel(cfg).eval()
+    b = _toy_batch(n=2, resolution=32, frames=5, seed=2)
+    noise = torch.randn(2, 2, 5, 32, 32, generator=torch.Generator().manual_seed(0))
+    cond = model.encode_condition(b["cond"], b["tokens"], b["token_mask"], frames=5)
+    prior = signal_prior(b["tokens"], b["token_mask"], 5, 32, cfg.head_blob_sigma_px)
+    assert torch.allclose(model.source_sample(cond, noise), prior + 0.5 * noise, atol=1e-6)
+    out = euler_sample(model, b["cond"], 3, noise=noise, tokens=b["tokens"], token_mask=b["token_mask"], frames=5)
+    assert torch.allclose(out, composite_layer(b["cond"], prior).clamp(-1, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="source_noise"):
+        model_preset("ci", signal_prior=False, prior_residual=False, source_noise=0.5)

@@ -166,6 +166,14 @@ class VideoFlowModel(nn.Module):
             return prior
         return composite_layer(cond[:, :3, 0], prior)
 
+    def source_sample(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The flow's start x_1 for standard normal ``noise`` (B, C, k, h, w): the noise itself, or with
+        ``cfg.source_noise`` the signaling prior plus that much noise (see ``ModelConfig.source_noise``)."""
+        if self.cfg.source_noise is None:
+            return noise
+        prior = self.prior_model_space(cond.expand(-1, -1, noise.shape[2], -1, -1)).to(noise.dtype)
+        return prior + float(self.cfg.source_noise) * noise
+
     # ------------------------------------------------------------------ forward
     def context(self, batch: int, tokens: torch.Tensor | None, token_mask: torch.Tensor | None,
                 dtype: torch.dtype, device: torch.device) -> torch.Tensor:

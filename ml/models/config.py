@@ -46,6 +46,10 @@ class ModelConfig(BaseModel):
     prior_residual: bool = Field(
         True, description="x0 prediction starts from the signaling prior: x0 = prior + network output (the output "
         "projection starts at zero, so an untrained model draws the prior); needs signal_prior and prediction='x0'")
+    source_noise: float | None = Field(
+        None, gt=0, description="where sampling starts (s = 1): None is pure noise N(0, I) (the paper's flow); a "
+        "number starts from the signaling prior plus that much Gaussian noise, x_1 = prior + source_noise e, so "
+        "the flow only transports the prior to the route (needs signal_prior)")
     prediction: Literal["x0", "velocity"] = Field(
         "x0", description="what the network outputs: the clean video x0 (velocity derived as (x_s - x0) / s) or the "
         "velocity itself. x0 is needed whenever a patch holds more values than the model width (demo: 8x8x3 = 192 "
@@ -86,6 +90,9 @@ class ModelConfig(BaseModel):
         if self.latent and (self.target == "layer" or self.signal_prior):
             raise ValueError("model.target='layer' and model.signal_prior are pixel-space settings; a pretrained "
                              "(latent) model needs target='rgb' and signal_prior=False")
+        if self.source_noise is not None and not self.signal_prior:
+            raise ValueError("model.source_noise (a flow that starts from the prior) needs model.signal_prior=True; "
+                             "set source_noise=None for the pure-noise source")
         if self.prior_residual and not (self.signal_prior and self.prediction == "x0"):
             raise ValueError("model.prior_residual needs model.signal_prior=True and model.prediction='x0'")
         if not self.latent:

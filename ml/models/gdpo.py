@@ -248,6 +248,8 @@ def sample_rollouts(
     gdev = generator.device if generator is not None else device
     x = torch.randn((r, *shape), generator=generator, device=gdev).to(device)
     cond = _encode_condition(policy, cond_image, tokens, token_mask, frames)
+    if hasattr(policy, "source_sample"):  # the flow may start from the signaling prior plus noise
+        x = policy.source_sample(cond, x)
     grid = sde_timesteps(n_steps, shift, device=device)
     samples, means, logps = [x], [], []
     for i in range(n_steps):

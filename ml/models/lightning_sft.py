@@ -102,15 +102,16 @@ class SFTModule(L.LightningModule):
         else:
             noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
             s = sample_timesteps(B, generator, c.timestep_mean, c.timestep_std, c.timestep_shift).to(x0.device)
-        xs = interpolate(x0, noise, s)
         tokens, token_mask = batch.get("tokens"), batch.get("token_mask")
         cond = self.model.encode_condition(batch["cond"], tokens, token_mask, frames=x0.shape[2])
+        source = self.model.source_sample(cond, noise)  # x_1: noise, or the prior plus noise
+        xs = interpolate(x0, source, s)
         pred = self.model(xs, s, batch["cond"], tokens, token_mask, cond=cond)
         weight = None
         if c.foreground_weight != 1.0:
             weight = foreground_weights(x0, self.model.prior_model_space(cond) if self.model.cfg.signal_prior else None,
                                         c.foreground_weight)
-        return flow_matching_loss(pred, x0, noise, xs, s, c.loss_space, weight)
+        return flow_matching_loss(pred, x0, source, xs, s, c.loss_space, weight)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.flow_loss(batch)

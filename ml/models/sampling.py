@@ -29,7 +29,7 @@ def euler_sample(
 
     ``model`` is a ``VideoFlowModel`` (it supplies ``latent_shape``, ``encode_condition`` and
     ``decode_video``; ``tokens``/``token_mask`` are the window's signaling records, needed when the model
-    reads them); ``velocity_fn(x, s, cond=...)`` overrides the call to the model (tests pass an
+    reads them; the flow starts at ``model.source_sample(cond, noise)``); ``velocity_fn(x, s, cond=...)`` overrides the call to the model (tests pass an
     exact field). The initial noise is drawn with ``generator`` (on the generator's device) unless
     ``noise`` is given. Returns pixels (B, 3, K, H, W) in [-1, 1], or the final model-space state
     when ``return_model_space``.
@@ -40,8 +40,9 @@ def euler_sample(
         C, k, h, w = model.latent_shape(frames, cond_image.shape[-1])
         gdev = generator.device if generator is not None else device
         noise = torch.randn((B, C, k, h, w), generator=generator, device=gdev)
-    x = noise.to(device=device, dtype=torch.float32)
-    cond = model.encode_condition(cond_image, tokens, token_mask, frames=x.shape[2])
+    noise = noise.to(device=device, dtype=torch.float32)
+    cond = model.encode_condition(cond_image, tokens, token_mask, frames=noise.shape[2])
+    x = model.source_sample(cond, noise)
     grid = timestep_grid(n_steps, shift, device=device)
     fn = velocity_fn or model
     for i in range(n_steps):
