@@ -63,7 +63,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from bench.common import write_result
-from ml.models.backbone import VideoFlowModel, _adapt_patch_embedding, _wan_class
+from ml.models.backbone import VideoFlowModel, _adapt_patch_embedding, _wan_class, add_lora_adapters
 from ml.models.config import ModelConfig, model_preset, sft_profile
 from ml.models.lightning_sft import SFTModule
 
@@ -195,18 +195,10 @@ def wan_pretrained_transformer(cfg: ModelConfig, num_layers: int, device: str | 
     """The Wan2.1-T2V-1.3B transformer at ``num_layers`` blocks, random weights, prepared as
     ``load_pretrained_video_model`` prepares the real one: patch embedding widened to 2 z + 1 channels, base
     frozen (fp32), LoRA on ``cfg.lora_targets``, LoRA and the widened patch embedding trainable."""
-    from peft import LoraConfig, inject_adapter_in_model
-
     with torch.device(device):
         transformer = _wan_class()(**{**WAN_1_3B, "num_layers": num_layers})
         widened = _adapt_patch_embedding(transformer, WAN_VAE_CONFIG["z_dim"])
-        transformer.requires_grad_(False)
-        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets),
-                          init_lora_weights=True)
-        transformer = inject_adapter_in_model(lora, transformer)
-    for n, p in transformer.named_parameters():
-        p.requires_grad_("lora_" in n or (widened and n.startswith("patch_embedding.")))
-    return transformer
+        return add_lora_adapters(transformer, cfg, widened)
 
 
 def build_model(profile: str, *, device: str | torch.device = "cpu", **overrides) -> VideoFlowModel:

@@ -165,12 +165,7 @@ def decode_path_mask(
     m = style.redness(F) > threshold
     if include_head:
         m |= style.blueness(F) > style.BLUENESS_THRESHOLD
-    if min_size > 1 and m.any():
-        lab = label(m, connectivity=2)
-        size = np.bincount(lab.ravel())
-        size[0] = 0
-        m = size[lab] >= min_size
-    return m
+    return _drop_small(m, min_size)
 
 
 def decode_path_mask_from_layer(frame_layer: np.ndarray, threshold: float = 0.5, min_size: int = 3) -> np.ndarray:
@@ -178,12 +173,17 @@ def decode_path_mask_from_layer(frame_layer: np.ndarray, threshold: float = 0.5,
     ``threshold``; components smaller than ``min_size`` pixels removed (as :func:`decode_path_mask`)."""
     a = _layer_alpha(np.asarray(frame_layer)[None])[0]
     m = (a > threshold).any(axis=-1)
-    if min_size > 1 and m.any():
-        lab = label(m, connectivity=2)
-        size = np.bincount(lab.ravel())
-        size[0] = 0
-        m = size[lab] >= min_size
-    return m
+    return _drop_small(m, min_size)
+
+
+def _drop_small(m: np.ndarray, min_size: int) -> np.ndarray:
+    """The mask without its 8-connected components smaller than ``min_size`` pixels."""
+    if min_size <= 1 or not m.any():
+        return m
+    lab = label(m, connectivity=2)
+    size = np.bincount(lab.ravel())
+    size[0] = 0
+    return size[lab] >= min_size
 
 
 def skeletonize_path(mask: np.ndarray, prune_px: int = 0) -> np.ndarray:

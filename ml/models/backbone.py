@@ -273,6 +273,20 @@ def _adapt_patch_embedding(transformer: nn.Module, z: int) -> bool:
     return True
 
 
+def add_lora_adapters(transformer: nn.Module, cfg: ModelConfig, widened: bool) -> nn.Module:
+    """Freeze the transformer and add LoRA on ``cfg.lora_targets``; trainable afterwards: the LoRA weights and,
+    when it was widened for the condition channels, the patch embedding."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    transformer.requires_grad_(False)
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets),
+                      init_lora_weights=True)
+    transformer = inject_adapter_in_model(lora, transformer)
+    for n, p in transformer.named_parameters():
+        p.requires_grad_("lora_" in n or (widened and n.startswith("patch_embedding.")))
+    return transformer
+
+
 def load_pretrained_video_model(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> VideoFlowModel:
     """Load the Wan transformer and its VAE from ``cfg.pretrained_path`` (local only) and add LoRA adapters.
 
@@ -280,7 +294,6 @@ def load_pretrained_video_model(cfg: ModelConfig, dtype: torch.dtype = torch.flo
     embedding when it was widened for the condition channels, the null token and the token encoder.
     """
     from diffusers import AutoencoderKLWan
-    from peft import LoraConfig, inject_adapter_in_model
 
     if cfg.pretrained_path is None:
         raise ValueError("load_pretrained_video_model needs model.pretrained_path")
@@ -292,12 +305,7 @@ def load_pretrained_video_model(cfg: ModelConfig, dtype: torch.dtype = torch.flo
     if int(transformer.config.out_channels) != z:
         raise ValueError(f"{path}: transformer out_channels={transformer.config.out_channels} != VAE z_dim={z}")
     widened = _adapt_patch_embedding(transformer, z)
-    transformer.requires_grad_(False)
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets),
-                      init_lora_weights=True)
-    transformer = inject_adapter_in_model(lora, transformer)
-    for n, p in transformer.named_parameters():
-        p.requires_grad_("lora_" in n or (widened and n.startswith("patch_embedding.")))
+    transformer = add_lora_adapters(transformer, cfg, widened)
     model = VideoFlowModel(cfg, transformer=transformer, vae=vae)
     log.info("loaded pretrained Wan from %s: %d parameters, %d trainable", path, model.n_parameters(),
              model.n_parameters(trainable_only=True))
