@@ -41,8 +41,8 @@ VARIANTS: dict[str, dict] = {
     "layer_fg_x0loss_tokens": dict(model=dict(target="layer", signaling_tokens=True, **NO_PRIOR), **FG_X0),
     "layer_fg_x0loss_prior": dict(model=dict(target="layer", signal_prior=True, prior_residual=False), **FG_X0),
     "layer_fg_x0loss_prior_residual": dict(model=dict(target="layer", signal_prior=True, prior_residual=True), **FG_X0),
-    "layer_fg_x0loss_prior_residual_narrowblob": dict(
-        model=dict(target="layer", signal_prior=True, prior_residual=True, head_blob_sigma_px=1.4), **FG_X0),
+    "layer_fg_x0loss_prior_residual_wideblob": dict(
+        model=dict(target="layer", signal_prior=True, prior_residual=True, head_blob_sigma_px=3.0), **FG_X0),
     "layer_fg_x0loss_prior_residual_priorsource": dict(
         model=dict(target="layer", signal_prior=True, prior_residual=True, source_noise=0.5), **FG_X0),
     "rgb_fg_x0loss_prior_residual": dict(model=dict(target="rgb", signal_prior=True, prior_residual=True), **FG_X0),

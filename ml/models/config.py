@@ -38,8 +38,8 @@ class ModelConfig(BaseModel):
         "layer", description="what the model generates: 'layer' the 2-channel drawing layer (path so far, head blob) "
         "composited over the condition image (ml.models.layer), or 'rgb' the full RGB video (the paper's target)")
     head_blob_sigma_px: float = Field(
-        3.0, gt=0, description="sigma of the layer's head blob in pixels at 64 px (scaled with the resolution); wider "
-        "than the rendered dot so that the loss sees how near a wrong head is (ml.models.layer)")
+        1.4, gt=0, description="sigma of the layer's head blob in pixels at 64 px (scaled as the rendered head dot is; "
+        "ml.models.layer.head_sigma_px); measured against a wider blob in bench/sft_objective.py")
     signal_prior: bool = Field(
         True, description="condition every frame on the signaling prior (the serving tower interpolated to the frame "
         "time, drawn as a layer; ml.models.layer.signal_prior): makes the time of each frame legible")

@@ -26,15 +26,20 @@ from torch import Tensor
 from ml.render import style
 
 LAYER_CHANNELS, PATH_CHANNEL, HEAD_CHANNEL = style.LAYER_CHANNELS, style.PATH_CHANNEL, style.HEAD_CHANNEL
-#: default head blob sigma in pixels at 64 px (``ModelConfig.head_blob_sigma_px``). Wider than the
-#: rendered dot on purpose: a blob's MSE only tells "nearer" from "farther" while the generated and
-#: the true blob overlap, and the signaling prior misses by several pixels (bench/sft_objective.py)
-DEFAULT_HEAD_SIGMA_PX = 3.0
+#: default head blob sigma in pixels at 64 px (``ModelConfig.head_blob_sigma_px``): 0.7 of the rendered
+#: dot's radius, so the blob's 0.35 contour (where a composited blob passes the decoder's blueness
+#: threshold) is about the dot. A wider blob (3 px) learned faster on the toy task but worse on the
+#: city windows (bench/sft_objective.py, docs/results/video_drawing.md)
+DEFAULT_HEAD_SIGMA_PX = 1.4
 
 
 def head_sigma_px(resolution: int, sigma_at_64: float = DEFAULT_HEAD_SIGMA_PX) -> float:
-    """Sigma (pixels) of the head blob at a resolution, from its value at 64 px (scaled linearly)."""
-    return float(sigma_at_64) * resolution / style.REFERENCE_RESOLUTION
+    """Sigma (pixels) of the head blob at a resolution, from its value at 64 px, scaled as the rendered dot
+    is (``RenderConfig.head_radius``, which has a floor, so small tiles keep a blob of a few pixels)."""
+    from ml.render.config import RenderConfig
+
+    cfg = RenderConfig()
+    return float(sigma_at_64) * cfg.head_radius(resolution) / cfg.head_radius(style.REFERENCE_RESOLUTION)
 
 
 def path_sigma_px(resolution: int) -> float:
