@@ -4,9 +4,10 @@
                                              [--val 48] [--steps 1 2 4 8 16 32] [--threads 2]
 
 One video per val window (the same noise for every step count) is sampled and decoded, as the
-evaluation does; reported per step count: decoded median error (m), head-detect rate, head error
+evaluation does, for each scale of the initial noise (1: a sample; 0: deterministic); reported per
+step count: decoded median error (m), head-detect rate, head error
 (px) and the sampling-plus-decoding time per trajectory on this CPU. The evaluation's default
-(``EvaluationConfig.video_sampling_steps``) is chosen from this curve. Writes
+(``EvaluationConfig.video_sampling_steps`` and ``video_noise_scale``) is chosen from this curve. Writes
 ``outputs/bench/sampling_steps.json``.
 """
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--city", default="gridville")
     ap.add_argument("--val", type=int, default=48)
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    ap.add_argument("--noise-scales", type=float, nargs="+", default=[1.0, 0.0])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     import time
@@ -43,13 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     ctxs, cp = val_contexts(args.city, args.val)
     result = {"name": "sampling_steps", "model": str(args.model), "city": args.city, "val_windows": len(ctxs),
               "threads": args.threads, "baselines": baselines(ctxs), "rows": []}
-    for n in args.steps:
+    for n, scale in [(n, c) for c in args.noise_scales for n in args.steps]:
         t0 = time.perf_counter()
         run = predict_video_method("video", args.model, cp.render_dir(64, 17), ctxs,
-                                   EvaluationConfig(split="val", video_sampling_steps=n))
+                                   EvaluationConfig(split="val", video_sampling_steps=n, video_noise_scale=scale))
         wall = time.perf_counter() - t0
         s = summarise(score_run(run, ctxs).merge(run.extra["rewards"], on="sample_id", how="left"))
-        row = {"euler_steps": n, "s_per_trajectory": wall / len(ctxs),
+        row = {"euler_steps": n, "noise_scale": scale, "s_per_trajectory": wall / len(ctxs),
                **{k: s.get(k) for k in ("median_error_m", "mean_error_m", "p90_error_m", "route_f1", "n", "n_failed",
                                         "head_detect_rate", "head_error_px", "path_iou")}}
         result["rows"].append(row)

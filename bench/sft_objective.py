@@ -148,18 +148,19 @@ def val_contexts(city: str, n: int):
 
 def markdown_table(result: dict) -> str:
     """The docs/results.md table of a result file (val windows; baselines as reference rows)."""
-    lines = ["| variant | steps | s/step | head detected | head error px | last-frame path IoU | decoded median m | "
-             "windows with no output |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | head blob px | steps | s/step | head detected | head error px | last-frame path IoU | "
+             "decoded median m | windows with no output |", "|---|---|---|---|---|---|---|---|---|"]
 
     def f(v, fmt):
         return "" if v is None or v != v else format(v, fmt)
 
     for name, r in result["variants"].items():
-        lines.append(f"| {name} | {r['steps']} | {f(r['s_per_step'], '.2f')} | {f(r['head_detect_rate'], '.3f')} | "
+        sigma = r.get("head_blob_sigma_px")
+        lines.append(f"| {name} | {'' if sigma is None else sigma} | {r['steps']} | {f(r['s_per_step'], '.2f')} | {f(r['head_detect_rate'], '.3f')} | "
                      f"{f(r['head_error_px'], '.2f')} | {f(r['path_iou'], '.3f')} | {f(r['median_error_m'], '.1f')} | "
                      f"{r['n_failed']} of {r['n']} |")
     for name, r in result["baselines"].items():
-        lines.append(f"| *{name}* | | | | | | {f(r['median_error_m'], '.1f')} | {r['n_failed']} of {r['n']} |")
+        lines.append(f"| *{name}* | | | | | | | {f(r['median_error_m'], '.1f')} | {r['n_failed']} of {r['n']} |")
     return "\n".join(lines)
 
 
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         module, steps, s_per_step, last_loss = train_for(name, rendered, args.minutes * 60.0, args.seed)
         row = {"steps": steps, "s_per_step": s_per_step, "last_loss": last_loss,
+               "head_blob_sigma_px": module.cfg.model.head_blob_sigma_px if module.cfg.model.target == "layer" else None,
                **score(module, rendered, contexts, args.sample_steps)}
         result["variants"][name] = row
         print(json.dumps({name: row}), flush=True)

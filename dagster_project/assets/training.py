@@ -27,10 +27,11 @@ def _register(context, cc, compute: ComputeResource, checkpoint, alias: str, run
     from ml.serving import log_video_model
 
     samples_cfg = compute.stage_config("samples", cc.city)
+    eval_cfg = compute.stage_config("evaluation", cc.city)
     logged = log_video_model(
         checkpoint, cc.city.name, towers=cc.paths.table("towers"), roads=cc.net, duration_s=samples_cfg.window_s,
         tracking_uri=uri, alias=alias, eval_interval_s=samples_cfg.eval_interval_s,
-        n_steps=compute.stage_config("evaluation", cc.city).video_sampling_steps,
+        n_steps=eval_cfg.video_sampling_steps, noise_scale=eval_cfg.video_noise_scale,
         render_cfg=compute.stage_config("render", cc.city), run_id=run_id, tags=tags,
     )
     context.log.info(f"registered {logged.name} version {logged.version} as {logged.alias_uri}")

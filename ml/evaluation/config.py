@@ -11,6 +11,8 @@ class EvaluationConfig(BaseModel):
     split: str = Field("test", description="which split every method is evaluated on")
     max_samples: int | None = Field(None, ge=1, description="size: cap on evaluated samples (None = all)")
     video_sampling_steps: int = Field(20, ge=1, description="size: Euler steps when sampling videos")
+    video_noise_scale: float = Field(1.0, ge=0.0, description="scale of the sampler's initial noise (1: a sample of "
+                                     "the learnt distribution; 0: deterministic, see ml.models.sampling.generate)")
     video_batch_size: int = Field(8, ge=1, description="size: conditions sampled at once")
     video_seed: int = 0
     robustness_drop_fracs: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)

@@ -62,7 +62,7 @@ def predict_video_method(
             tokens, mask = (t.to(device) for t in record_tokens_batch(arrays, rows, model.cfg.max_records))
         t0 = time.perf_counter()
         frames, layers = generate(model, cond_to_tensor(cond).to(device), cfg.video_sampling_steps, generator=gen,
-                                  tokens=tokens, token_mask=mask, frames=arrays.frames)
+                                  tokens=tokens, token_mask=mask, frames=arrays.frames, noise_scale=cfg.video_noise_scale)
         per_sample_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
         mpp = np.array([arrays.tile(r).metres_per_pixel(arrays.resolution) for r in rows])
         rewards = compute_rewards(frames, true_video, mpp)

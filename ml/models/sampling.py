@@ -77,8 +77,13 @@ def generate(
     noise: torch.Tensor | None = None,
     shift: float = 1.0,
     autocast_dtype: torch.dtype | None = None,
+    noise_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The one sample-then-composite path of evaluation, validation and serving.
+
+    ``noise_scale`` multiplies the initial noise: 1 samples the learnt distribution; below 1 samples
+    nearer its mode (0: deterministic; with one Euler step, the model's posterior-mean estimate), which
+    a point estimate such as a decoded trajectory can prefer (``bench/sampling_steps.py``).
 
     Returns ``(video uint8 (B, K, H, W, 3), layer uint8 (B, K, H, W, 2) or None)``: the RGB video that
     people and rewards see, and for a drawing-layer model the layer itself, which the decoder reads
@@ -86,8 +91,13 @@ def generate(
     """
     from ml.models.data import to_uint8_frames
 
-    x = euler_sample(model, cond_image, n_steps, generator=generator, tokens=tokens, token_mask=token_mask,
-                     shift=shift, noise=noise, frames=frames, return_model_space=True, autocast_dtype=autocast_dtype)
+    if noise is None:
+        C, k, h, w = model.latent_shape(frames, cond_image.shape[-1])
+        gdev = generator.device if generator is not None else cond_image.device
+        noise = torch.randn((cond_image.shape[0], C, k, h, w), generator=generator, device=gdev)
+    x = euler_sample(model, cond_image, n_steps, tokens=tokens, token_mask=token_mask, shift=shift,
+                     noise=noise.to(cond_image.device) * float(noise_scale), frames=frames, return_model_space=True,
+                     autocast_dtype=autocast_dtype)
     cond = model.encode_condition(cond_image, tokens, token_mask, frames=x.shape[2])
     video = to_uint8_frames(model.decode_video(x, cond))
     layer = layer_to_uint8(x) if (not model.latent and model.cfg.target == "layer") else None

@@ -16,7 +16,7 @@ by ``ml.render.render_condition_image``, a batched Euler sample of the flow mode
 
 Artifacts: ``checkpoint`` (``save_video_model`` file), ``towers`` (parquet: cell_id, lon, lat),
 ``roads`` (``RoadNetwork.save_npz``), ``serving_config`` (JSON: city, crs, duration_s,
-eval_interval_s, n_steps, shift, seed, render config).
+eval_interval_s, n_steps, noise_scale, shift, seed, render config).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class TrajectoryReconstructor:
             tmask = torch.from_numpy(masks[i:i + bs]).to(self.device)
             v, lay = generate(self.model, c, int(self.cfg.get("n_steps", 20)), noise=noise.to(self.device),
                               shift=float(self.cfg.get("shift", 1.0)), autocast_dtype=torch.bfloat16,
-                              tokens=tok, token_mask=tmask)
+                              tokens=tok, token_mask=tmask, noise_scale=float(self.cfg.get("noise_scale", 1.0)))
             videos.append(v)
             layers.extend([None] * len(v) if lay is None else list(lay))
         videos_u8 = np.concatenate(videos)

@@ -52,6 +52,7 @@ def log_video_model(
     alias: str = "sft",
     eval_interval_s: float = 30.0,
     n_steps: int = 20,
+    noise_scale: float = 1.0,
     shift: float = 1.0,
     seed: int = 0,
     render_cfg: Any = None,
@@ -95,7 +96,7 @@ def log_video_model(
         rc.pop("resolution", None)
         rc.pop("frames", None)
         cfg = {"city": city, "crs": crs, "duration_s": float(duration_s), "eval_interval_s": float(eval_interval_s),
-               "n_steps": int(n_steps), "shift": float(shift), "seed": int(seed), "render": rc}
+               "n_steps": int(n_steps), "noise_scale": float(noise_scale), "shift": float(shift), "seed": int(seed), "render": rc}
         (tmp / "serving_config.json").write_text(json.dumps(cfg, indent=2))
         artifacts = {"checkpoint": str(checkpoint_path), "towers": str(tmp / "towers.parquet"),
                      "roads": str(roads_path), "serving_config": str(tmp / "serving_config.json")}
