@@ -45,6 +45,8 @@ VARIANTS: dict[str, dict] = {
         model=dict(target="layer", signal_prior=True, prior_residual=True, head_blob_sigma_px=3.0), **FG_X0),
     "layer_fg_x0loss_prior_residual_priorsource": dict(
         model=dict(target="layer", signal_prior=True, prior_residual=True, source_noise=0.5), **FG_X0),
+    "layer_fg_x0loss_prior_residual_head10": dict(
+        model=dict(target="layer", signal_prior=True, prior_residual=True), **FG_X0, head_weight=10.0),
     "rgb_fg_x0loss_prior_residual": dict(model=dict(target="rgb", signal_prior=True, prior_residual=True), **FG_X0),
 }
 PRIOR_ONLY = "prior_only"

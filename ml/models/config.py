@@ -154,6 +154,9 @@ class SFTConfig(BaseModel):
     foreground_weight: float = Field(
         20.0, ge=1.0, description="loss weight of pixels drawn in the target or the prior (the rest weigh 1; the "
         "weighted mean is normalised by the weights, so the loss scale stays comparable)")
+    head_weight: float = Field(
+        1.0, ge=1.0, description="extra loss weight of the drawing layer's head channel (the anchors the decoder "
+        "reads); the path channel and an RGB target weigh 1")
     loss_space: Literal["velocity", "x0"] = Field(
         "x0", description="'velocity': MSE on e - x0 (weights a step by 1 / s^2 under x0 prediction, so the "
         "high-noise steps that place the route weigh least); 'x0': MSE on the implied clean sample, every noise "

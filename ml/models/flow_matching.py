@@ -52,8 +52,10 @@ def sample_timesteps(
     return s.clamp(eps, 1.0 - eps).to(device) if device is not None else s.clamp(eps, 1.0 - eps)
 
 
-def foreground_weights(x0: torch.Tensor, prior: torch.Tensor | None, weight: float) -> torch.Tensor:
-    """Per-pixel loss weights: ``weight`` where the target (or the prior) is drawn, 1 elsewhere.
+def foreground_weights(x0: torch.Tensor, prior: torch.Tensor | None, weight: float,
+                       head_weight: float = 1.0) -> torch.Tensor:
+    """Per-pixel loss weights: ``weight`` where the target (or the prior) is drawn, 1 elsewhere; for a drawing
+    layer the head channel's weights are multiplied by ``head_weight``.
 
     "Drawn" is a model-space value above 0 in any channel (layer channels run from -1, nothing, to
     +1, drawn); for an RGB target it is a pixel that differs from the first frame's background by
@@ -68,7 +70,14 @@ def foreground_weights(x0: torch.Tensor, prior: torch.Tensor | None, weight: flo
     fg = drawn(x0)
     if prior is not None:
         fg = fg | drawn(prior)
-    return 1.0 + (float(weight) - 1.0) * fg.float()
+    w = 1.0 + (float(weight) - 1.0) * fg.float()
+    if head_weight != 1.0 and x0.shape[1] == 2:
+        from ml.render.style import HEAD_CHANNEL
+
+        scale = torch.ones(1, 2, 1, 1, 1, dtype=w.dtype, device=w.device)
+        scale[:, HEAD_CHANNEL] = float(head_weight)
+        w = w * scale
+    return w
 
 
 def flow_matching_loss(

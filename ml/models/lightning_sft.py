@@ -108,9 +108,9 @@ class SFTModule(L.LightningModule):
         xs = interpolate(x0, source, s)
         pred = self.model(xs, s, batch["cond"], tokens, token_mask, cond=cond)
         weight = None
-        if c.foreground_weight != 1.0:
+        if c.foreground_weight != 1.0 or c.head_weight != 1.0:
             weight = foreground_weights(x0, self.model.prior_model_space(cond) if self.model.cfg.signal_prior else None,
-                                        c.foreground_weight)
+                                        c.foreground_weight, c.head_weight)
         return flow_matching_loss(pred, x0, source, xs, s, c.loss_space, weight)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

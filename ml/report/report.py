@@ -12,6 +12,8 @@ import pandas as pd
 JSON_KEYS = ("median_error_m", "mean_error_m", "p90_error_m", "rmse_m", "tme_pct", "route_f1", "road_adherence",
              "latency_ms", "n")
 REWARD_KEYS = ("reward_distance", "reward_direction", "reward_connectivity")
+#: video methods also report how they draw (ml.decode.drawing_metrics)
+DRAWING_KEYS = ("head_detect_rate", "head_error_px", "path_iou")
 
 
 def _clean(v: Any) -> Any:
@@ -21,14 +23,15 @@ def _clean(v: Any) -> Any:
 
 
 def evaluation_json(city: str, split: str, n_samples: int, summaries: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict:
-    """``{"city", "split", "n_samples", "tracks": {track: {method: {keys...}}}}``; video methods add rewards."""
+    """``{"city", "split", "n_samples", "tracks": {track: {method: {keys...}}}}``; video methods add rewards and
+    drawing metrics."""
     tracks: dict[str, dict] = {}
     for track, methods in summaries.items():
         tracks[track] = {}
         for method, s in methods.items():
             row = {k: _clean(s.get(k)) for k in JSON_KEYS}
             row["n_failed"] = int(s.get("n_failed", 0))
-            for k in REWARD_KEYS:
+            for k in REWARD_KEYS + DRAWING_KEYS:
                 if k in s:
                     row[k] = _clean(s[k])
             tracks[track][method] = row
@@ -43,7 +46,7 @@ def comparison_table(evaluation: Mapping[str, Any], track: str) -> str:
             "latency_ms", "n", "n_failed"]
     has_rewards = any(k in r for r in rows.values() for k in REWARD_KEYS)
     if has_rewards:
-        cols += list(REWARD_KEYS)
+        cols += list(REWARD_KEYS) + [k for k in DRAWING_KEYS if any(k in r for r in rows.values())]
 
     def fmt(v: Any) -> str:
         if v is None:
