@@ -163,7 +163,7 @@ def test_shipped_base_model_answers_with_video(grid_net):
     rec = TrajectoryReconstructor(base, towers, grid_net, cfg)
     t0 = pd.Timestamp("2024-03-01T08:00:00Z")
     rows = [(w, t, c) for w, cells in enumerate([(1, 2, 3), (4, 5, 6, 7), (8, 9), (10, 11, 12)])
-            for t, c in zip(np.linspace(0, 290, len(cells)), cells)]
+            for t, c in zip(np.linspace(0, 290, len(cells)).round(), cells)]
     req = pd.DataFrame({"sample_id": [f"w{r[0]}" for r in rows],
                         "ts": [str(t0 + pd.Timedelta(seconds=float(r[1]))) for r in rows], "cell_id": [r[2] for r in rows]})
     out = rec.reconstruct(req)

@@ -2,16 +2,19 @@
 
 Forward contract (``VideoFlowModel.forward``)::
 
-    velocity = model(noisy (B, C, k, h, w), s (B,) in [0, 1], cond_image (B, 3, H, W) in [-1, 1],
+    velocity = model(noisy (B, C, k, h, w), s (B,), cond_image (B, 3, H, W) in [-1, 1],
                      tokens=None | (B, R, 4), token_mask=None | (B, R) bool)
 
-``C, k, h, w`` is the model space: pixels (C=3, k=K, h=H, w=W) for the pixel presets, the VAE latent
-for the ``pretrained`` preset (``model.latent_shape()``). The transformer input is the channel
-concatenation ``[noisy (C), condition repeated over frames (C), frame mask (1)]`` (so 7 channels in
-pixel space), where the frame mask is 1 on the first frame (the one that starts at the time the
-condition image was drawn for) and 0 elsewhere. ``s`` is the flow time: s = 1 pure noise, s = 0 data;
+``C, k, h, w`` is the model space (``model.latent_shape()``): the drawing layer (C = 2, path so far and
+head blob; ``target = "layer"``, the default), the RGB video (C = 3, ``target = "rgb"``), or the VAE
+latent of the ``pretrained`` preset. The transformer input is the channel concatenation ``[noisy (C),
+condition image repeated over frames (3), signaling prior of each frame (2, with signal_prior), frame
+mask (1)]`` (8 channels for the default), where the frame mask is 1 on the first frame. ``tokens`` are
+the window's signaling records (``ml.models.tokens``); the signal prior is computed from them, so they
+are required whenever ``signal_prior`` is on. ``s`` is the flow time: s = 1 pure noise, s = 0 data;
 the transformer receives ``1000 s`` as its timestep (the Wan convention). The output is the velocity
-``dx/ds`` (target ``noise - x0``).
+``dx/ds`` (target ``x_1 - x0``, x_1 the noise); with ``prediction = "x0"`` the network predicts the
+clean sample, plus the prior with ``prior_residual``, and the velocity is derived from it.
 
 Cross-attention: Wan always cross-attends to ``encoder_hidden_states``. With signaling tokens off
 (the paper's setting) the context is one learned null token; with them on it is the null token followed

@@ -1,13 +1,14 @@
 """Lightning module for supervised fine-tuning of the video flow model (conditional flow matching).
 
-Training step: x0 = video in model space, e ~ N(0, I), s ~ logit-normal (shifted),
-x_s = (1 - s) x0 + s e, loss = MSE(model(x_s, s, cond), e - x0). AdamW with linear warm-up and a
-cosine decay to 10 %, optional EMA of the trainable weights.
+Training step: x0 = video in model space (the drawing layer by default), e ~ N(0, I), the flow's
+start x_1 = ``model.source_sample(cond, e)``, s ~ logit-normal (shifted), x_s = (1 - s) x0 + s x_1,
+loss = ``flow_matching_loss`` in velocity or x0 space with foreground (and head) weights. AdamW with
+linear warm-up and a cosine decay to 10 %, optional EMA of the trainable weights.
 
-Validation: the flow-matching loss at fixed noise, then a few videos sampled with the Euler ODE,
-compared with the truth video (pixel MSE) and, when ``ml.decode`` is importable, by their decoded
-head dots (pixel error, detection rate) and, with a road network, by their decoded trajectories
-(metres). Preview images (truth row over generated row) are written and logged to MLflow.
+Validation: the flow-matching loss at fixed noise, then a few videos sampled with the Euler ODE
+(``ml.models.sampling.generate``), compared with the truth video (pixel MSE) and by their decoded
+heads and paths (``ml.decode.drawing_metrics``: detection rate, pixel error, path IoU) and, with a
+road network, by their decoded trajectories (metres). Preview images (truth row over generated row) are written and logged to MLflow.
 """
 
 from __future__ import annotations
