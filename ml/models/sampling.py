@@ -24,6 +24,7 @@ def euler_sample(
     return_model_space: bool = False,
     velocity_fn: Callable[..., torch.Tensor] | None = None,
     autocast_dtype: torch.dtype | None = None,
+    cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample videos for a batch of condition images with N Euler steps x_{s'} = x_s + (s' - s) v.
 
@@ -32,7 +33,7 @@ def euler_sample(
     reads them; the flow starts at ``model.source_sample(cond, noise)``); ``velocity_fn(x, s, cond=...)`` overrides the call to the model (tests pass an
     exact field). The initial noise is drawn with ``generator`` (on the generator's device) unless
     ``noise`` is given. Returns pixels (B, 3, K, H, W) in [-1, 1], or the final model-space state
-    when ``return_model_space``.
+    when ``return_model_space``. ``cond`` is the encoded condition when the caller already has it.
     """
     device = cond_image.device
     B = cond_image.shape[0]
@@ -41,7 +42,8 @@ def euler_sample(
         gdev = generator.device if generator is not None else device
         noise = torch.randn((B, C, k, h, w), generator=generator, device=gdev)
     noise = noise.to(device=device, dtype=torch.float32)
-    cond = model.encode_condition(cond_image, tokens, token_mask, frames=noise.shape[2])
+    if cond is None:
+        cond = model.encode_condition(cond_image, tokens, token_mask, frames=noise.shape[2])
     x = model.source_sample(cond, noise)
     grid = timestep_grid(n_steps, shift, device=device)
     fn = velocity_fn or model
@@ -95,10 +97,10 @@ def generate(
         C, k, h, w = model.latent_shape(frames, cond_image.shape[-1])
         gdev = generator.device if generator is not None else cond_image.device
         noise = torch.randn((cond_image.shape[0], C, k, h, w), generator=generator, device=gdev)
+    cond = model.encode_condition(cond_image, tokens, token_mask, frames=noise.shape[2])
     x = euler_sample(model, cond_image, n_steps, tokens=tokens, token_mask=token_mask, shift=shift,
                      noise=noise.to(cond_image.device) * float(noise_scale), frames=frames, return_model_space=True,
-                     autocast_dtype=autocast_dtype)
-    cond = model.encode_condition(cond_image, tokens, token_mask, frames=x.shape[2])
+                     autocast_dtype=autocast_dtype, cond=cond)
     video = to_uint8_frames(model.decode_video(x, cond))
     layer = layer_to_uint8(x) if (not model.latent and model.cfg.target == "layer") else None
     return video, layer
