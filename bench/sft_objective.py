@@ -47,6 +47,10 @@ VARIANTS: dict[str, dict] = {
         model=dict(target="layer", signal_prior=True, prior_residual=True, source_noise=0.5), **FG_X0),
     "layer_fg_x0loss_prior_residual_head10": dict(
         model=dict(target="layer", signal_prior=True, prior_residual=True), **FG_X0, head_weight=10.0),
+    "layer_fg_x0loss_prior_residual_headpos0.01": dict(
+        model=dict(target="layer", signal_prior=True, prior_residual=True), **FG_X0, head_position_weight=0.01),
+    "layer_fg_x0loss_prior_residual_headpos0.1": dict(
+        model=dict(target="layer", signal_prior=True, prior_residual=True), **FG_X0, head_position_weight=0.1),
     "rgb_fg_x0loss_prior_residual": dict(model=dict(target="rgb", signal_prior=True, prior_residual=True), **FG_X0),
 }
 PRIOR_ONLY = "prior_only"

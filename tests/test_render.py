@@ -173,6 +173,8 @@ def test_render_samples_round_trip(grid_net, windows, tables, tmp_path):
 
 
 def test_render_samples_writes_signaling_tokens(grid_net, windows, tables, tmp_path):
+    from ml.baselines.context import TowerTable
+    from ml.baselines.signaling import record_positions
     from ml.validation.contract import EVENTS
 
     ws, _ = windows
@@ -188,6 +190,7 @@ def test_render_samples_writes_signaling_tokens(grid_net, windows, tables, tmp_p
     out = tmp_path / "r32_k5"
     render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1)
     ra = RenderedArrays(out)
+    table = TowerTable(towers, grid_net.crs)
     shards = sorted(out.glob("tokens_*.npy"))
     assert [p.name for p in shards] == ["tokens_0000.npy", "tokens_0001.npy"]
     assert all(np.load(p).dtype == np.float32 for p in shards)
@@ -207,7 +210,10 @@ def test_render_samples_writes_signaling_tokens(grid_net, windows, tables, tmp_p
         assert set(np.unique(v[:, 3])) <= set(range(len(EVENTS) + 1))
         idx = np.arange(n) if n <= R else np.unique(np.linspace(0, n - 1, R).round().astype(int))
         np.testing.assert_allclose(v[:, 2], w.record_t[idx] / w.duration_s, atol=1e-5)
-        np.testing.assert_allclose(v[:, :2], w.tile.xy_to_pixel(w.record_xy[idx], 32) / 32, atol=1e-4)
+        # positions through the observation model: omni cells sit at the mast, a handover midway
+        cells = signaling["cell_id"].to_numpy()[start:start + n]
+        obs = record_positions(cells, table.site_of(cells), signaling["event"].to_numpy()[start:start + n], table)
+        np.testing.assert_allclose(v[:, :2], w.tile.xy_to_pixel(obs[idx], 32) / 32, atol=1e-4)
         np.testing.assert_array_equal(v[:, 3], ev_all[start:start + n][idx])
         if n > R:  # evenly subsampled, first and last record kept
             assert v[0, 2] == pytest.approx(w.record_t[0] / w.duration_s, abs=1e-6)

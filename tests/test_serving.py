@@ -43,7 +43,8 @@ def served(grid_net, tmp_path_factory):
     rng = np.random.default_rng(0)
     nodes = rng.choice(grid_net.n_nodes, 12, replace=False)
     lonlat = grid_net.projection.to_lonlat(grid_net.node_xy[nodes])
-    towers = pd.DataFrame({"cell_id": np.arange(1, 13, dtype=np.int64), "lon": lonlat[:, 0], "lat": lonlat[:, 1]})
+    towers = pd.DataFrame({"cell_id": np.arange(1, 13, dtype=np.int64), "site_id": np.arange(1, 13, dtype=np.int64),
+                           "lon": lonlat[:, 0], "lat": lonlat[:, 1]})
     roads = d / "roads.npz"
     grid_net.save_npz(roads)
     return dict(dir=d, ckpt=ckpt, towers=towers, roads=roads, net=grid_net,
@@ -158,7 +159,8 @@ def test_shipped_base_model_answers_with_video(grid_net):
     rng = np.random.default_rng(3)
     nodes = rng.choice(grid_net.n_nodes, 12, replace=False)
     lonlat = grid_net.projection.to_lonlat(grid_net.node_xy[nodes])
-    towers = pd.DataFrame({"cell_id": np.arange(1, 13, dtype=np.int64), "lon": lonlat[:, 0], "lat": lonlat[:, 1]})
+    towers = pd.DataFrame({"cell_id": np.arange(1, 13, dtype=np.int64), "site_id": np.arange(1, 13, dtype=np.int64),
+                           "lon": lonlat[:, 0], "lat": lonlat[:, 1]})
     cfg = {"duration_s": 300.0, "eval_interval_s": 30.0, "n_steps": 4}
     rec = TrajectoryReconstructor(base, towers, grid_net, cfg)
     t0 = pd.Timestamp("2024-03-01T08:00:00Z")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
 from ml.cities.network import RoadNetwork
 from ml.geo import CityProjection
@@ -69,6 +71,14 @@ class TowerTable(Mapping):
         if np.any(self._sites[i] != s):
             raise KeyError(f"towers: site_id {np.unique(s[self._sites[i] != s])[:5].tolist()} unknown")
         return self._site_xy[i]
+
+    @cached_property
+    def median_site_spacing_m(self) -> float:
+        """Median distance from each site to its nearest other site (NaN with fewer than two sites)."""
+        if len(self._sites) < 2:
+            return float("nan")
+        d, _ = cKDTree(self._site_xy).query(self._site_xy, k=2)
+        return float(np.median(d[:, 1]))
 
     def __getitem__(self, cell_id: int) -> np.ndarray:
         return self(np.array([cell_id]))[0]

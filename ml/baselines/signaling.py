@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ml.baselines.context import SampleContext, TowerTable
 from ml.mapmatch import interpolate_along_route, match_trajectory
@@ -79,21 +78,9 @@ class IndustrialHMMConfig:
     max_speed_mps: float = 35.0
 
 
-_SPACING_CACHE: dict[int, float] = {}
-
-
 def median_site_spacing_m(towers: TowerTable) -> float:
-    """Median distance from each site to its nearest other site (cached per tower table)."""
-    key = id(towers)
-    if key not in _SPACING_CACHE:
-        sites = np.unique(towers.site_ids)
-        xy = towers.site_xy(sites)
-        if len(xy) < 2:
-            _SPACING_CACHE[key] = float("nan")
-        else:
-            d, _ = cKDTree(xy).query(xy, k=2)
-            _SPACING_CACHE[key] = float(np.median(d[:, 1]))
-    return _SPACING_CACHE[key]
+    """Median distance from each site to its nearest other site (computed once per tower table)."""
+    return towers.median_site_spacing_m
 
 
 def mitigate_pingpong(t: np.ndarray, site: np.ndarray, window_s: float, max_passes: int = 5) -> np.ndarray:
@@ -147,6 +134,36 @@ def sector_unit_vectors(towers: TowerTable, cell_ids: np.ndarray) -> np.ndarray:
     return u
 
 
+def record_positions(
+    cell: np.ndarray,
+    site: np.ndarray,
+    event: np.ndarray,
+    towers: TowerTable,
+    cfg: IndustrialHMMConfig | None = None,
+) -> np.ndarray:
+    """Projected position ``(n, 2)`` of each record of one time-ordered trace: the observation model.
+
+    A record sits at its cell's coverage centre (the site shifted along the sector azimuth by
+    ``sector_shift_factor`` x the median site spacing); a handover record (``handover_boundary``)
+    midway between the centres of the cell it left (the previous record's) and the cell it entered.
+    The industrial pipeline and the video model's record tokens (``ml.render.dataset.sample_tokens``,
+    serving) read records through this one function.
+    """
+    cfg = cfg or IndustrialHMMConfig()
+    cell = np.asarray(cell, dtype=np.int64).reshape(-1)
+    if len(cell) == 0:
+        return np.zeros((0, 2))
+    spacing = median_site_spacing_m(towers)
+    shift = cfg.sector_shift_factor * spacing if np.isfinite(spacing) else 0.0
+    pos = towers.site_xy(site) + shift * sector_unit_vectors(towers, cell)
+    if cfg.handover_boundary and len(cell) > 1:
+        ho = np.zeros(len(cell), dtype=bool)
+        ho[1:] = (np.asarray(event[1:]).astype(str) == "handover") & (cell[1:] != cell[:-1])
+        prev = np.vstack([pos[:1], pos[:-1]])
+        pos = np.where(ho[:, None], 0.5 * (pos + prev), pos)
+    return pos
+
+
 def cell_observations(
     t: np.ndarray,
     cell: np.ndarray,
@@ -157,23 +174,15 @@ def cell_observations(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Observation times and positions of a window's records (steps 1-2 of the pipeline).
 
-    Each record's position is its cell's coverage centre (site + shift along the azimuth); a
-    handover record (``handover_boundary``) is placed midway between the centre of the cell it
-    left (the previous record's, before ping-pong removal: an A-B-A ping-pong still says the
-    device is near the A/B boundary) and the cell it entered. Ping-pong records are then dropped
+    Each record's position is :func:`record_positions` (coverage centres; handovers on the
+    boundary, taken before ping-pong removal: an A-B-A ping-pong still says the device is near the
+    A/B boundary). Ping-pong records are then dropped
     and either every record is kept (same-time records averaged) or runs of a site are collapsed
     (``collapse_runs``).
     """
     if len(t) == 0:
         return np.zeros(0), np.zeros((0, 2))
-    spacing = median_site_spacing_m(towers)
-    shift = cfg.sector_shift_factor * spacing if np.isfinite(spacing) else 0.0
-    pos = towers.site_xy(site) + shift * sector_unit_vectors(towers, cell)
-    if cfg.handover_boundary and len(t) > 1:
-        ho = np.zeros(len(t), dtype=bool)
-        ho[1:] = (np.asarray(event[1:]).astype(str) == "handover") & (cell[1:] != cell[:-1])
-        prev = np.vstack([pos[:1], pos[:-1]])
-        pos = np.where(ho[:, None], 0.5 * (pos + prev), pos)
+    pos = record_positions(cell, site, event, towers, cfg)
     keep = mitigate_pingpong(t, site, cfg.pingpong_window_s)
     t, site, pos = t[keep], site[keep], pos[keep]
     if cfg.collapse_runs:

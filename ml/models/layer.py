@@ -12,8 +12,9 @@ Three pure functions, shared by training, sampling, GDPO, evaluation and serving
   :mod:`ml.render.style`, the same the decoder uses);
 * :func:`composite_layer`: the RGB video that people, rewards and the decoder see, from the
   condition image and a layer (the one compositing function);
-* :func:`signal_prior`: the layer the signaling records alone suggest: the serving-tower position
-  linearly interpolated to each frame's time (head) and the polyline through those positions up to
+* :func:`signal_prior`: the layer the signaling records alone suggest: the records' observation-model
+  positions (coverage centres, handovers on cell boundaries; the record tokens) linearly interpolated
+  to each frame's time (head) and the polyline through those positions up to
   the frame (path). It is input-only information (no GPS), so it is fair conditioning, and the
   model can start from it (``ModelConfig.prior_residual``).
 """
@@ -107,7 +108,7 @@ def composite_layer(cond_image: Tensor, layer: Tensor) -> Tensor:
 
 
 def prior_positions(tokens: Tensor, token_mask: Tensor | None, frames: int, resolution: int) -> Tensor:
-    """``(B, K, 2)`` pixel (col, row) of the serving tower linearly interpolated to each frame time.
+    """``(B, K, 2)`` pixel (col, row) of the records' positions linearly interpolated to each frame time.
 
     ``tokens`` (B, R, 4) in the ``ml.models.tokens`` format (tile fractions, time fraction); rows
     outside ``token_mask`` (or with NaN) are ignored. Held before the first and after the last record;
@@ -134,6 +135,39 @@ def prior_positions(tokens: Tensor, token_mask: Tensor | None, frames: int, reso
     pos = p0 + frac[..., None] * (p1 - p0)
     centre = torch.full_like(pos, resolution / 2.0)
     return torch.where((n > 0)[:, None, None], pos, centre)
+
+
+def soft_head_positions(layer: Tensor, temperature: float = 0.05) -> Tensor:
+    """``(B, K, 2)`` pixel (col, row) of each frame's head in a layer ``(B, 2, K, H, W)`` in model space: the
+    soft-argmax (softmax over pixels of the head alpha / ``temperature``), differentiable, so a loss can move
+    the blob's mass toward a position (``SFTConfig.head_position_weight``)."""
+    B, _, K, H, W = layer.shape
+    alpha = ((layer[:, HEAD_CHANNEL].float() + 1.0) * 0.5).reshape(B, K, H * W)
+    p = torch.softmax(alpha / float(temperature), dim=-1)
+    gx, gy = _pixel_grid(H, W, layer.device)
+    return torch.stack([(p * gx.reshape(-1)).sum(-1), (p * gy.reshape(-1)).sum(-1)], dim=-1)
+
+
+def head_positions(layer: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact head positions of target layers ``(B, 2, K, H, W)`` (model space): ``(B, K, 2)`` weighted
+    centroids of the blob and a ``(B, K)`` mask of the frames that have one (blob peak above half)."""
+    B, _, K, H, W = layer.shape
+    alpha = ((layer[:, HEAD_CHANNEL].float() + 1.0) * 0.5).clamp(0.0, 1.0)
+    gx, gy = _pixel_grid(H, W, layer.device)
+    mass = alpha.sum((-2, -1)).clamp_min(1e-6)
+    xy = torch.stack([(alpha * gx).sum((-2, -1)) / mass, (alpha * gy).sum((-2, -1)) / mass], dim=-1)
+    return xy, alpha.amax((-2, -1)) > 0.5
+
+
+def head_position_loss(pred_layer: Tensor, target_layer: Tensor, temperature: float = 0.05) -> Tensor:
+    """Mean smooth-L1 distance in pixels (beta 1 px) between the soft-argmax heads of predicted clean layers and
+    the target heads, over the frames whose target has a head (0 when none has)."""
+    pred = soft_head_positions(pred_layer, temperature)
+    true, present = head_positions(target_layer)
+    d = torch.linalg.vector_norm(pred - true, dim=-1)
+    per = torch.where(d < 1.0, 0.5 * d * d, d - 0.5)
+    m = present.float()
+    return (per * m).sum() / m.sum().clamp_min(1.0)
 
 
 def signal_prior(tokens: Tensor, token_mask: Tensor | None, frames: int, resolution: int,

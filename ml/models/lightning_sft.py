@@ -26,7 +26,9 @@ import torch
 from ml.models.backbone import VideoFlowModel, build_video_model
 from ml.models.config import ModelConfig, SFTConfig
 from ml.models.data import to_uint8_frames
-from ml.models.flow_matching import flow_matching_loss, foreground_weights, interpolate, sample_timesteps
+from ml.models.flow_matching import (flow_matching_loss, foreground_weights, interpolate, sample_timesteps,
+                                      x0_from_velocity)
+from ml.models.layer import head_position_loss
 from ml.models.sampling import generate
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,13 @@ class SFTModule(L.LightningModule):
         if c.foreground_weight != 1.0 or c.head_weight != 1.0:
             weight = foreground_weights(x0, self.model.prior_model_space(cond) if self.model.cfg.signal_prior else None,
                                         c.foreground_weight, c.head_weight)
-        return flow_matching_loss(pred, x0, source, xs, s, c.loss_space, weight)
+        loss = flow_matching_loss(pred, x0, source, xs, s, c.loss_space, weight)
+        if c.head_position_weight > 0.0:
+            if self.model.cfg.target != "layer":
+                raise ValueError("head_position_weight needs model.target = 'layer' (it reads the head channel)")
+            x0_hat = x0_from_velocity(xs.float(), pred.float(), s)
+            loss = loss + c.head_position_weight * head_position_loss(x0_hat, x0, c.head_position_temperature)
+        return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.flow_loss(batch)

@@ -6,7 +6,9 @@ Layout (``docs/architecture.md``, "Rendered arrays"), in ``outputs/<city>/render
   resolution, frames, duration_s (+ n_records: serving records drawn);
 - ``cond_<shard:04d>.npy``: uint8 ``(n, H, W, 3)``; ``video_<shard:04d>.npy``: uint8 ``(n, K, H, W, 3)``;
 - ``tokens_<shard:04d>.npy``: float32 ``(n, R, 4)`` signaling records as tokens (the
-  ``ml.models.tokens`` format: col/res, row/res of the serving tower in the tile's pixel frame,
+  ``ml.models.tokens`` format: col/res, row/res of the record's position under the observation
+  model ``ml.baselines.signaling.record_positions`` (cell coverage centre, handovers on the cell
+  boundary) in the tile's pixel frame,
   time fraction in [0, 1], event id in ``ml.validation.contract.EVENTS`` order, ``len(EVENTS)``
   for an unknown event); ``R = cfg.max_token_records``, longer windows subsampled evenly in
   time, padding rows NaN;
@@ -33,6 +35,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ml.baselines.context import TowerTable
+from ml.baselines.signaling import record_positions
 from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile
 from ml.render import style
@@ -53,12 +57,13 @@ class PreparedSample:
     split: str
     tile: Tile
     duration_s: float
-    record_xy: np.ndarray
+    record_xy: np.ndarray  # serving mast of each record (drawn on the condition image)
     record_t: np.ndarray
     tower_xy: np.ndarray
     truth_xy: np.ndarray
     truth_t: np.ndarray
     record_event: np.ndarray | None = None  # (r,) int8 ids in EVENTS order (len(EVENTS): unknown)
+    record_obs_xy: np.ndarray | None = None  # (r, 2) observation-model positions (the tokens); None: the masts
 
 
 def event_ids(events: pd.Series | np.ndarray) -> np.ndarray:
@@ -76,7 +81,8 @@ def sample_tokens(s: PreparedSample, resolution: int, max_records: int) -> np.nd
         return out
     idx = subsample_evenly(n, max_records)
     m = len(idx)
-    out[:m, :2] = s.tile.xy_to_pixel(s.record_xy[idx], resolution) / resolution
+    obs = s.record_xy if s.record_obs_xy is None else s.record_obs_xy
+    out[:m, :2] = s.tile.xy_to_pixel(obs[idx], resolution) / resolution
     out[:m, 2] = np.clip(s.record_t[idx] / s.duration_s, 0.0, 1.0) if s.duration_s > 0 else 0.0
     out[:m, 3] = len(EVENTS) if s.record_event is None else s.record_event[idx]
     return out
@@ -104,13 +110,14 @@ def prepare_samples(
     for name, df, cols in (
         ("samples", samples_df, ("sample_id", "device_id", "t0", "t1", "split", "tile_crs", "tile_x0", "tile_y0", "tile_size_m")),
         ("signaling", signaling_df, ("device_id", "ts", "cell_id")),
-        ("towers", towers_df, ("cell_id", "lon", "lat")),
+        ("towers", towers_df, ("cell_id", "site_id", "lon", "lat")),
         ("sample_truth", sample_truth_df, ("sample_id", "ts", "lon", "lat")),
     ):
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise ValueError(f"table '{name}': missing column(s) {missing} (rule: required by render_samples)")
     proj = net.projection
+    tower_table = TowerTable(towers_df, net.crs)
     tower_xy_all = proj.to_xy(towers_df["lon"].to_numpy(), towers_df["lat"].to_numpy())
     cell_index = pd.Index(towers_df["cell_id"].to_numpy())
     # signaling of the sampled devices, sorted by (device, ts)
@@ -121,13 +128,15 @@ def prepare_samples(
     order = np.lexsort((sts, dcode))
     dcode, sts = dcode[order], sts[order]
     cells = sig["cell_id"].to_numpy()[order]
-    evs = (event_ids(sig["event"].to_numpy()[order]) if "event" in sig.columns
-           else np.full(len(order), len(EVENTS), dtype=np.int8))
+    ev_names = (sig["event"].astype(str).to_numpy()[order] if "event" in sig.columns
+                else np.full(len(order), "", dtype=object))
+    evs = event_ids(ev_names) if "event" in sig.columns else np.full(len(order), len(EVENTS), dtype=np.int8)
     pos = cell_index.get_indexer(cells)
     if (pos < 0).any():
         bad = pd.unique(cells[pos < 0])[:5]
         raise ValueError(f"table 'signaling', column 'cell_id': values {list(bad)} not in towers.cell_id (rule: foreign key)")
     sig_xy = tower_xy_all[pos]
+    sig_site = tower_table.site_of(cells)
     dev_start = np.searchsorted(dcode, np.arange(len(dev_cat.categories)), side="left")
     dev_end = np.searchsorted(dcode, np.arange(len(dev_cat.categories)), side="right")
     # truth sorted by (sample, ts)
@@ -167,6 +176,8 @@ def prepare_samples(
             sample_id=str(rec["sample_id"]), split=str(rec["split"]), tile=tile, duration_s=(t1 - t0) / 1e9,
             record_xy=rxy, record_t=rt, tower_xy=txy,
             truth_xy=truth_xy_all[ta:tb], truth_t=(tts_s[ta:tb] - t0) / 1e9, record_event=evs[lo:hi],
+            # the window's records alone (as serving sees them), through the one observation model
+            record_obs_xy=record_positions(cells[lo:hi], sig_site[lo:hi], ev_names[lo:hi], tower_table),
         ))
     return out
 

@@ -141,7 +141,8 @@ def windows_to_tables(
     """The data-contract tables ``(samples, signaling, towers, sample_truth)`` of synthetic windows."""
     proj = net.projection
     ll = proj.to_lonlat(towers_xy)
-    towers = pd.DataFrame({"cell_id": np.arange(len(towers_xy), dtype=np.int64), "lon": ll[:, 0], "lat": ll[:, 1]})
+    cells = np.arange(len(towers_xy), dtype=np.int64)  # one omni cell per site (no azimuth: positions at the mast)
+    towers = pd.DataFrame({"cell_id": cells, "site_id": cells, "lon": ll[:, 0], "lat": ll[:, 1]})
     tree = cKDTree(towers_xy)
     base = pd.Timestamp(start, tz="UTC")
     srows, sig, truth = [], [], []

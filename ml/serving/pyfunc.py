@@ -51,6 +51,7 @@ class TrajectoryReconstructor:
                  device: str | None = None) -> None:
         import torch
 
+        from ml.baselines.context import TowerTable
         from ml.geo import CityProjection
         from ml.models.checkpoint import load_video_model
         from ml.render.config import RenderConfig
@@ -61,11 +62,12 @@ class TrajectoryReconstructor:
         self.net = net
         self.crs = str(self.cfg.get("crs") or net.crs)
         self.proj = CityProjection(self.crs)
-        miss = [c for c in ("cell_id", "lon", "lat") if c not in towers.columns]
+        miss = [c for c in ("cell_id", "site_id", "lon", "lat") if c not in towers.columns]
         if miss:
-            raise ValueError(f"towers artifact: missing column(s) {miss}")
+            raise ValueError(f"towers artifact: missing column(s) {miss} (rule: the data contract's towers table)")
         self.cell_ids = pd.Index(towers["cell_id"].astype(np.int64).to_numpy())
         self.tower_xy = self.proj.to_xy(towers["lon"].to_numpy(float), towers["lat"].to_numpy(float))
+        self.tower_table = TowerTable(towers, self.crs)
         rc = dict(self.cfg.get("render") or {})
         rc.update(resolution=self.model_cfg.resolution, frames=self.model_cfg.frames)
         self.render_cfg = RenderConfig.model_validate(rc)
@@ -74,6 +76,7 @@ class TrajectoryReconstructor:
 
     def _cond_images(self, groups: list[tuple[Any, pd.DataFrame]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
         """Condition images (B, H, W, 3), record tokens (B, R, 4) + mask (B, R), tiles and per-request info."""
+        from ml.baselines.signaling import record_positions
         from ml.geo import choose_tile
         from ml.models.tokens import records_to_array
         from ml.render import render_condition_image
@@ -89,18 +92,21 @@ class TrajectoryReconstructor:
             order = np.argsort(ts.to_numpy(), kind="stable")
             ts = ts.iloc[order]
             rxy = self.tower_xy[pos[order]]
+            cells = g["cell_id"].astype(np.int64).to_numpy()[order]
             t0 = pd.to_datetime(g["t0"].iloc[0], utc=True) if "t0" in g.columns else ts.iloc[0]
             rt = (ts - t0).dt.total_seconds().to_numpy()
             keep = (rt >= -1e-6) & (rt <= self.duration_s + 1e-6)
             rxy_w, rt_w = (rxy[keep], rt[keep]) if keep.any() else (rxy, rt)
             events = g["event"].astype(str).to_numpy()[order] if "event" in g.columns else np.full(len(g), "")
             ev_w = events[keep] if keep.any() else events
+            cells_w = cells[keep] if keep.any() else cells
+            obs_w = record_positions(cells_w, self.tower_table.site_of(cells_w), ev_w, self.tower_table)
             tile = choose_tile(rxy_w, self.crs, self.render_cfg.zoom_sizes_m, self.render_cfg.margin_m)
             towers = np.unique(rxy_w, axis=0) if self.render_cfg.towers == "serving" else \
                 self.tower_xy[tile.contains(self.tower_xy)]
             conds.append(render_condition_image(self.net, tile, R, rxy_w, towers, rt_w, self.render_cfg))
             # the same token format as the renderer's (ml.render.dataset.sample_tokens)
-            tok, mask = records_to_array(tile.xy_to_pixel(rxy_w, R) / R, np.clip(rt_w / self.duration_s, 0.0, 1.0),
+            tok, mask = records_to_array(tile.xy_to_pixel(obs_w, R) / R, np.clip(rt_w / self.duration_s, 0.0, 1.0),
                                          ev_w, self.model_cfg.max_records)
             toks.append(tok)
             masks.append(mask)
