@@ -30,13 +30,14 @@ from bench.common import machine, write_result  # noqa: E402
 
 # Overrides of the demo profile (model fields under "model"); every variant states its objective in full, so
 # a change of the defaults cannot change what a variant measures. Names say what changes.
-TODAY = dict(foreground_weight=1.0, loss_space="velocity")  # the objective before this bench
-FG_X0 = dict(foreground_weight=20.0, loss_space="x0")
+TODAY = dict(foreground_weight=1.0, loss_space="velocity", head_position_weight=0.0)  # the objective before this bench
+FG_X0 = dict(foreground_weight=20.0, loss_space="x0", head_position_weight=0.0)
 NO_PRIOR = dict(signal_prior=False, prior_residual=False)
 VARIANTS: dict[str, dict] = {
     "rgb_today": dict(model=dict(target="rgb", **NO_PRIOR), **TODAY),
     "layer": dict(model=dict(target="layer", **NO_PRIOR), **TODAY),
-    "layer_fg": dict(model=dict(target="layer", **NO_PRIOR), foreground_weight=20.0, loss_space="velocity"),
+    "layer_fg": dict(model=dict(target="layer", **NO_PRIOR), foreground_weight=20.0, loss_space="velocity",
+                     head_position_weight=0.0),
     "layer_fg_x0loss": dict(model=dict(target="layer", **NO_PRIOR), **FG_X0),
     "layer_fg_x0loss_tokens": dict(model=dict(target="layer", signaling_tokens=True, **NO_PRIOR), **FG_X0),
     "layer_fg_x0loss_prior": dict(model=dict(target="layer", signal_prior=True, prior_residual=False), **FG_X0),
@@ -48,9 +49,11 @@ VARIANTS: dict[str, dict] = {
     "layer_fg_x0loss_prior_residual_head10": dict(
         model=dict(target="layer", signal_prior=True, prior_residual=True), **FG_X0, head_weight=10.0),
     "layer_fg_x0loss_prior_residual_headpos0.01": dict(
-        model=dict(target="layer", signal_prior=True, prior_residual=True), **FG_X0, head_position_weight=0.01),
+        model=dict(target="layer", signal_prior=True, prior_residual=True), **{**FG_X0, "head_position_weight": 0.01}),
     "layer_fg_x0loss_prior_residual_headpos0.1": dict(
-        model=dict(target="layer", signal_prior=True, prior_residual=True), **FG_X0, head_position_weight=0.1),
+        model=dict(target="layer", signal_prior=True, prior_residual=True), **{**FG_X0, "head_position_weight": 0.1}),
+    "layer_fg_x0loss_prior_residual_headpos1": dict(
+        model=dict(target="layer", signal_prior=True, prior_residual=True), **{**FG_X0, "head_position_weight": 1.0}),
     "rgb_fg_x0loss_prior_residual": dict(model=dict(target="rgb", signal_prior=True, prior_residual=True), **FG_X0),
 }
 PRIOR_ONLY = "prior_only"

@@ -171,3 +171,26 @@ def test_signaling_token_ablation_end_to_end(grid_net, tmp_path):
         a = model(x, s, batch["cond"], batch["tokens"], batch["token_mask"])
         b = model(x, s, batch["cond"], None, None)
     assert not torch.allclose(a, b)
+
+
+def test_best_val_selection_keeps_the_starting_weights_when_training_hurts(toy_dir, tmp_path):
+    """A fine-tune that makes the model worse on val windows is not exported: with a learning rate that wrecks
+    the prior-residual model (which draws the signaling prior exactly at the start), model.pt is the start."""
+    from ml.models.checkpoint import load_video_model
+    from ml.train.sft import train_sft
+
+    out = tmp_path / "sft_select"
+    r = train_sft(toy_dir, out, _cfg(max_steps=4, lr=5.0, warmup_steps=0, grad_clip=None, n_val_samples=2))
+    assert r.metrics["select/step"] == 0.0 and r.metrics["select/score"] == r.metrics["select/start_score"]
+    scores = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    (state,) = [v for k, v in scores.items() if "BestOnVal" in k]
+    assert set(state["scores"]) == {0, 2, 4} and min(state["scores"][2], state["scores"][4]) > state["scores"][0]
+    exported, _ = load_video_model(r.checkpoint_path)
+    start = torch.load(out / "selection" / "start.pt", weights_only=False)
+    for k, v in exported.state_dict().items():
+        torch.testing.assert_close(v, start[k])
+    # 'last' exports the wrecked weights instead
+    r_last = train_sft(toy_dir, tmp_path / "sft_last", _cfg(max_steps=4, lr=5.0, warmup_steps=0, grad_clip=None,
+                                                              n_val_samples=2, select_checkpoint="last"))
+    last, _ = load_video_model(r_last.checkpoint_path)
+    assert any(not torch.allclose(v, start[k]) for k, v in last.state_dict().items())

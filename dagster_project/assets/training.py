@@ -55,6 +55,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlfl
         context.log.info(f"resumed from step {res.resumed_from_step}")
     meta = {"checkpoint": dg.MetadataValue.path(res.checkpoint_path), "global_step": res.global_step,
             "resumed_from_step": res.resumed_from_step or 0, "data_version": tags["data_version"],
+            "selected_weights": res.selected,
             **_mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
     meta.update(_register(context, cc, compute, res.checkpoint_path, "sft", res.mlflow_run_id, uri, tags))

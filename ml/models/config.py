@@ -178,7 +178,17 @@ class SFTConfig(BaseModel):
     # validation
     val_every_n_steps: int = Field(200, ge=1)
     limit_val_batches: int = Field(4, ge=1)
-    n_val_samples: int = Field(4, ge=0, description="videos sampled and decoded at each validation")
+    n_val_samples: int = Field(4, ge=0, description="videos sampled and decoded at each validation (from the "
+                               "first val batches, the same windows and noise every time)")
+    val_noise_scale: float = Field(0.0, ge=0.0, description="initial-noise scale of the validation sampler "
+                                   "(as EvaluationConfig.video_noise_scale: 0 = deterministic)")
+    select_checkpoint: Literal["last", "best_val"] = Field(
+        "best_val", description="the weights exported as model.pt: 'last', or 'best_val': the lowest "
+        "select_metric among the validations, the starting weights included (scored before the first step), "
+        "so a fine-tune that makes the model worse on val windows is not shipped")
+    select_metric: str = Field("val/head_err_px", description="validation metric (lower is better) of "
+                               "select_checkpoint = 'best_val': val/head_err_px (head error in pixels, any data) or "
+                               "val/traj_err_m (decoded error in metres; needs the road network)")
     val_sample_steps: int = Field(20, ge=1, description="Euler steps of the validation sampler")
     sample_shift: float = Field(1.0, gt=0, description="time shift of the sampler grid")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="train share held out when the index has no 'val' split")
@@ -206,7 +216,7 @@ def sft_profile(name: str, **overrides) -> SFTConfig:
                    ckpt_every_n_steps=5, log_every_n_steps=1),
         # fine-tunes the shipped base model (models/README.md) on the city: minutes, not hours
         "demo": dict(model=model_preset("demo"), init_checkpoint="models/sig2gps-base-64px-k17.pt", batch_size=8,
-                     lr=1e-4, warmup_steps=10, max_steps=150, val_every_n_steps=150, n_val_samples=4,
+                     lr=1e-4, warmup_steps=10, max_steps=150, val_every_n_steps=50, n_val_samples=16,
                      val_sample_steps=20),
         # effective batch 32 as 16 x 2: ~36 GiB estimated peak on an 80 GB GPU with checkpointing (batch 32:
         # ~70 GiB, too close to the 72 GiB budget; docs/results/gpu_memory.md)

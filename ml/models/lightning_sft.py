@@ -180,16 +180,18 @@ class SFTModule(L.LightningModule):
         with self.eval_weights():
             loss = self.flow_loss(batch, generator=g)
             self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
-            if batch_idx == 0 and self.cfg.n_val_samples > 0:
-                self._sample_and_score(batch)
+            # the first val batches, until n_val_samples windows (Lightning averages the logged metrics
+            # over them, weighted by the windows of each)
+            n = min(self.cfg.n_val_samples - batch_idx * bs, bs)
+            if n > 0:
+                self._sample_and_score(batch, n, preview=batch_idx == 0, seed=self.cfg.seed + 7 + batch_idx)
 
-    def _sample_and_score(self, batch: dict[str, Any]) -> None:
+    def _sample_and_score(self, batch: dict[str, Any], n: int, preview: bool, seed: int) -> None:
         from ml.decode import drawing_metrics
 
-        n = min(self.cfg.n_val_samples, batch["video"].shape[0])
         cond = batch["cond"][:n]
         truth = batch["video"][:n]
-        g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 7)
+        g = torch.Generator(device="cpu").manual_seed(seed)
         C, k, h, w = self.model.latent_shape(truth.shape[2], truth.shape[-1])
         noise = torch.randn((n, C, k, h, w), generator=g).to(cond.device)
         tokens = batch.get("tokens")
@@ -197,7 +199,8 @@ class SFTModule(L.LightningModule):
         gen_u8, layers = generate(self.model, cond, self.cfg.val_sample_steps,
                                   tokens=None if tokens is None else tokens[:n],
                                   token_mask=None if mask is None else mask[:n], shift=self.cfg.sample_shift,
-                                  noise=noise, frames=truth.shape[2], autocast_dtype=torch.bfloat16)
+                                  noise=noise, frames=truth.shape[2], autocast_dtype=torch.bfloat16 if cond.device.type == "cuda" else None,
+                                  noise_scale=self.cfg.val_noise_scale)
         true_u8 = to_uint8_frames(truth)
         gen = torch.from_numpy(gen_u8).float()
         tru = torch.from_numpy(true_u8).float()
@@ -208,11 +211,13 @@ class SFTModule(L.LightningModule):
         metrics["val/head_err_px"] = float(np.nanmean(drawn["head_error_px"])) if np.isfinite(drawn["head_error_px"]).any() \
             else float("nan")
         metrics["val/path_iou"] = float(np.nanmean(drawn["path_iou"])) if np.isfinite(drawn["path_iou"]).any() else float("nan")
-        metrics.update(self._decoded_metrics(gen_u8, true_u8, layers, batch.get("index")))
+        metrics.update(self._decoded_metrics(gen_u8, true_u8, layers, None if batch.get("index") is None
+                                             else batch["index"][:n]))
         for key, val in metrics.items():
             if val is not None and np.isfinite(val):
                 self.log(key, val, batch_size=n)
-        self._write_preview(true_u8, gen_u8)
+        if preview:
+            self._write_preview(true_u8, gen_u8)
 
     def _decoded_metrics(self, gen: np.ndarray, truth: np.ndarray, layers: np.ndarray | None, index: Any) -> dict[str, float]:
         """With a road network: mean distance (m) between the trajectories decoded from the generated and the

@@ -40,6 +40,7 @@ class SFTResult:
     lightning_checkpoint: str | None = None
     resumed_from_step: int | None = None
     global_step: int = 0
+    selected: str = "last"  # which weights model.pt holds: 'last', 'start' or 'best:<step>' (select_checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +98,49 @@ class SaveLastOnException(L.Callback):
                         trainer.global_step, self.path)
 
 
+class BestOnVal(L.Callback):
+    """Keep the weights with the lowest validation ``metric`` (``SFTConfig.select_checkpoint = 'best_val'``).
+
+    A validation before the first step (``trainer.validate`` ahead of ``fit``) scores the starting weights,
+    saved as ``start.pt``; validations during training save ``best.ckpt`` when they improve on every earlier
+    one. A validation without the metric (no window decoded) scores +inf. The scores travel in ``last.ckpt``
+    so a resumed run keeps them.
+    """
+
+    def __init__(self, folder: Path, metric: str) -> None:
+        self.folder, self.metric = Path(folder), metric
+        self.start_path, self.best_path = self.folder / "start.pt", self.folder / "best.ckpt"
+        self.scores: dict[int, float] = {}  # global step -> score
+
+    def _score(self, trainer: L.Trainer) -> float:
+        v = trainer.callback_metrics.get(self.metric)
+        if v is None:
+            log.warning("validation at step %d has no '%s' (no window decoded): scored +inf", trainer.global_step,
+                        self.metric)
+            return float("inf")
+        return float(v)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        step, score = int(trainer.global_step), self._score(trainer)
+        if trainer.state.fn == "validate" and step == 0:
+            torch.save(pl_module.model.state_dict(), self.start_path)
+        elif trainer.state.fn != "fit":
+            return
+        better = all(score <= v for v in self.scores.values())
+        self.scores[step] = score
+        if better and step > 0:
+            trainer.save_checkpoint(str(self.best_path))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scores": dict(self.scores)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scores = {int(k): float(v) for k, v in state.get("scores", {}).items()}
+
+
 def _run_key(cfg: SFTConfig, rendered_dir: str | Path) -> dict:
     """What makes a run the same run: the model, the data, the starting weights (not step counts)."""
     return {"model": cfg.model.model_dump(mode="json"), "data": str(Path(rendered_dir).resolve()),
@@ -113,6 +157,32 @@ def _resolve_init(init: str | Path | None) -> Path | None:
             return cand
     raise FileNotFoundError(f"init checkpoint '{init}' not found (looked in the working folder and the repository); "
                             "train one with `python -m ml.train sft` or set init_checkpoint to None")
+
+
+def _select_weights(module: SFTModule, best_cb: BestOnVal, metrics: dict[str, float]) -> str:
+    """Load into ``module`` the weights ``best_cb`` scored best ('start', 'best:<step>'), or keep the last ones
+    when the final validation (after ``fit``) is at least as good; records the scores in ``metrics``."""
+    scores = dict(best_cb.scores)
+    last_step = int(metrics["global_step"])
+    if best_cb.metric in metrics and last_step not in scores:  # the final validation, run after fit
+        scores[last_step] = metrics[best_cb.metric]
+    if not scores:
+        raise RuntimeError(f"no validation scored '{best_cb.metric}'; nothing to select from")
+    step = min(scores, key=lambda k: (scores[k], -k))  # ties go to the later weights
+    metrics["select/score"], metrics["select/step"] = scores[step], float(step)
+    if 0 in scores:
+        metrics["select/start_score"] = scores[0]
+    log.info("exporting the weights of step %d (%s %.2f; scores by step: %s)", step, best_cb.metric, scores[step],
+             ", ".join(f"{k}: {v:.2f}" for k, v in sorted(scores.items())))
+    if step == last_step:
+        return "last"
+    if step == 0:
+        module.model.load_state_dict(torch.load(best_cb.start_path, map_location="cpu", weights_only=False))
+        return "start"
+    ck = torch.load(best_cb.best_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(ck["state_dict"], strict=False)
+    module.on_load_checkpoint(ck)
+    return f"best:{step}"
 
 
 def _load_init(module: SFTModule, init: str | Path) -> None:
@@ -205,8 +275,12 @@ def train_sft(
     ]
     if logger is not None:
         cbs.append(LearningRateMonitor(logging_interval="step"))
-    cbs.extend(callbacks)
     has_val = len(dm.rows.get("val", [])) > 0
+    select = has_val and cfg.select_checkpoint == "best_val"
+    best_cb = BestOnVal(out_dir / "selection", cfg.select_metric) if select else None
+    if best_cb is not None:
+        cbs.append(best_cb)
+    cbs.extend(callbacks)
     trainer = L.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         precision=cfg.precision or default_precision(),
@@ -220,6 +294,11 @@ def train_sft(
         callbacks=cbs, enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
         default_root_dir=str(out_dir), deterministic=False,
     )
+    if select and ckpt_path is None:
+        if cfg.select_metric == "val/traj_err_m" and road_network is None:
+            raise ValueError("select_metric 'val/traj_err_m' needs road_network (or set select_metric = "
+                             "'val/head_err_px', or select_checkpoint = 'last')")
+        trainer.validate(module, datamodule=dm, verbose=False)  # scores the starting weights (BestOnVal)
     t0 = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     train_s = time.time() - t0
@@ -236,10 +315,14 @@ def train_sft(
 
     from ml.models.checkpoint import save_video_model
 
+    selected = _select_weights(module, best_cb, metrics) if best_cb is not None else "last"
     meta = {"global_step": int(trainer.global_step), "rendered_dir": str(rendered_dir), "sft": cfg.model_dump(mode="json"),
-            "metrics": metrics, "tags": dict(tags or {})}
-    with module.eval_weights():
+            "metrics": metrics, "tags": dict(tags or {}), "selected": selected}
+    if selected == "start":  # the starting weights as they were (an EMA holds trained weights)
         model_path = save_video_model(out_dir / "model.pt", module.model, cfg.model, meta=meta)
+    else:
+        with module.eval_weights():
+            model_path = save_video_model(out_dir / "model.pt", module.model, cfg.model, meta=meta)
 
     run_id = None
     if logger is not None:
@@ -249,15 +332,17 @@ def train_sft(
             client = logger.experiment
             client.log_artifact(run_id, str(model_path), artifact_path="model")
             client.log_dict(run_id, cfg.model_dump(mode="json"), "sft_config.json")
-            for k in ("train_seconds",):
-                client.log_metric(run_id, k, metrics[k])
+            for k in ("train_seconds", "select/step", "select/score", "select/start_score"):
+                if k in metrics:
+                    client.log_metric(run_id, k, metrics[k])
+            client.set_tag(run_id, "selected_weights", selected)
         except Exception as exc:  # pragma: no cover
             log.warning("could not log artifacts to MLflow: %s", exc)
         logger.finalize("success" if not trainer.interrupted else "killed")
 
     result = SFTResult(checkpoint_path=str(model_path), metrics=metrics, mlflow_run_id=run_id,
                        lightning_checkpoint=str(last), resumed_from_step=resumed_from,
-                       global_step=int(trainer.global_step))
+                       global_step=int(trainer.global_step), selected=selected)
     tmp = out_dir / ".sft_result.json.tmp"
     tmp.write_text(json.dumps(result.to_dict(), indent=2))
     os.replace(tmp, out_dir / "sft_result.json")
