@@ -28,7 +28,14 @@ from scipy.spatial import cKDTree
 from ml.decode.heads import (as_video_255, decode_heads, decode_heads_from_layer, decode_path_mask,
                              decode_path_mask_from_layer, skeletonize_path)
 from ml.geo.tile import Tile
+from ml.mapmatch import interpolate_along_route, match_trajectory
 from ml.mapmatch.route import point_at_distance
+
+#: emission sigma of the snapping HMM, in pixels of the tile: how far a drawn head may sit from its road. 3 px
+#: on gridville's val windows (bench/decode_sigma.py, the untrained prior-drawing model): median 116.0 m,
+#: against 143.5 m at 0.6 px (the earlier default, which made the route follow every misplaced head),
+#: 132.1 m at 1.5 px and 116.3-116.9 m at 5-8 px
+HEAD_SIGMA_PX = 3.0
 
 if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
     from ml.cities.network import RoadNetwork
@@ -220,45 +227,34 @@ def snap_route(
     Uses ``ml.mapmatch.match_trajectory`` (HMM) on route points every ~ one pixel with the
     anchors as time references; positions between anchors follow the matched route, spread by
     expected travel time (``speed_weighted``, see :func:`interpolate_by_travel_time`) or by
-    length. Without the engine, each position is projected on the nearest road. Returns
+    length. Returns
     ``(xy (n_eval, 2), matched route (m, 2), method, issues)``.
     """
     issues: list[str] = []
     anchor_t = route_t[anchor_idx]
-    sigma = float(sigma_m) if sigma_m is not None else max(0.6 * mpp, 5.0)
+    sigma = float(sigma_m) if sigma_m is not None else max(HEAD_SIGMA_PX * mpp, 5.0)
+    idx = _resample_with_anchors(route_xy, route_t, anchor_idx, step=max(mpp, 10.0))
+    obs_xy, obs_t = route_xy[idx], route_t[idx]
+    # observation times must increase strictly: nudge ties (standing still between frames)
+    obs_t = obs_t + 1e-6 * np.arange(len(obs_t))
     try:
-        from ml.mapmatch import interpolate_along_route, match_trajectory
-    except ImportError:
-        match_trajectory = None
-    if match_trajectory is not None:
-        idx = _resample_with_anchors(route_xy, route_t, anchor_idx, step=max(mpp, 10.0))
-        obs_xy, obs_t = route_xy[idx], route_t[idx]
-        # observation times must increase strictly: nudge ties (standing still between frames)
-        obs_t = obs_t + 1e-6 * np.arange(len(obs_t))
-        try:
-            res = match_trajectory(net, obs_xy, obs_t, sigma_m=sigma, beta_m=max(2.0 * mpp, 30.0),
-                                   radius_m=max(3.0 * sigma, 2.0 * mpp, 25.0))
-        except Exception as exc:  # the engine must not take the decoder down
-            issues.append(f"map matching failed ({type(exc).__name__}: {exc}); positions left unsnapped")
-            return _positions_at(route_xy, route_t, eval_t), route_xy, "none", issues
-        pos_in_obs = np.searchsorted(idx, anchor_idx)
-        a_m = res.point_route_m[pos_in_obs]
-        if res.n_unmatched:
-            issues.append(f"map matching left {res.n_unmatched} of {len(idx)} route points unmatched")
-        if not np.isfinite(a_m).any() or len(res.route_xy) == 0:
-            issues.append("map matching matched no anchor; positions left unsnapped")
-            return _positions_at(route_xy, route_t, eval_t), route_xy, "none", issues
-        if speed_weighted:
-            xy = interpolate_by_travel_time(net, res.route_xy, res.route_cum_m, a_m, anchor_t, eval_t)
-        else:
-            xy = interpolate_along_route(res.route_xy, res.route_cum_m, a_m, anchor_t, eval_t)
-        return xy, res.route_xy, "hmm", issues
-    xy = _positions_at(route_xy, route_t, eval_t)
-    cand = net.edge_candidates(xy, radius_m=max(3.0 * sigma, 2.0 * mpp), max_per_point=1)
-    out = xy.copy()
-    out[cand.point] = cand.xy
-    issues.append("ml.mapmatch unavailable: positions projected on the nearest road")
-    return out, route_xy, "nearest_road", issues
+        res = match_trajectory(net, obs_xy, obs_t, sigma_m=sigma, beta_m=max(2.0 * mpp, 30.0),
+                               radius_m=max(3.0 * sigma, 2.0 * mpp, 25.0))
+    except Exception as exc:  # the engine must not take the decoder down
+        issues.append(f"map matching failed ({type(exc).__name__}: {exc}); positions left unsnapped")
+        return _positions_at(route_xy, route_t, eval_t), route_xy, "none", issues
+    pos_in_obs = np.searchsorted(idx, anchor_idx)
+    a_m = res.point_route_m[pos_in_obs]
+    if res.n_unmatched:
+        issues.append(f"map matching left {res.n_unmatched} of {len(idx)} route points unmatched")
+    if not np.isfinite(a_m).any() or len(res.route_xy) == 0:
+        issues.append("map matching matched no anchor; positions left unsnapped")
+        return _positions_at(route_xy, route_t, eval_t), route_xy, "none", issues
+    if speed_weighted:
+        xy = interpolate_by_travel_time(net, res.route_xy, res.route_cum_m, a_m, anchor_t, eval_t)
+    else:
+        xy = interpolate_along_route(res.route_xy, res.route_cum_m, a_m, anchor_t, eval_t)
+    return xy, res.route_xy, "hmm", issues
 
 
 def decode_video_to_trajectory(
@@ -283,7 +279,7 @@ def decode_video_to_trajectory(
         net: road network for snapping (``None`` or ``snap=False``: unsnapped).
         eval_t: ``(n,)`` evaluation times in seconds since the window start.
         snap: snap the route to the road graph (HMM engine).
-        sigma_m: snapping emission sigma (default ``max(0.6 * metres per pixel, 5 m)``).
+        sigma_m: snapping emission sigma (default ``max(HEAD_SIGMA_PX * metres per pixel, 5 m)``).
         speed_weighted: after snapping, spread time between anchors by the roads' expected
             travel time instead of by length.
         layer: the generated drawing layer (uint8 ``(K, H, W, 2)``) when the model has one: heads and
