@@ -54,6 +54,8 @@ VARIANTS: dict[str, dict] = {
         model=dict(target="layer", signal_prior=True, prior_residual=True), **{**FG_X0, "head_position_weight": 0.1}),
     "layer_fg_x0loss_prior_residual_headpos1": dict(
         model=dict(target="layer", signal_prior=True, prior_residual=True), **{**FG_X0, "head_position_weight": 1.0}),
+    "layer_fg_x0loss_prior_residual_headpos3": dict(
+        model=dict(target="layer", signal_prior=True, prior_residual=True), **{**FG_X0, "head_position_weight": 3.0}),
     "rgb_fg_x0loss_prior_residual": dict(model=dict(target="rgb", signal_prior=True, prior_residual=True), **FG_X0),
 }
 PRIOR_ONLY = "prior_only"

@@ -8,7 +8,7 @@
 #    250 steps kept for the learning curve (bench/base_curve.py), and exports the last one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MAX_STEPS="${1:-5000}"
+MAX_STEPS="${1:-1500}"
 S=.venv/bin/sig2gps
 export DAGSTER_HOME="$PWD/.dagster_home" GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 add() { [ -f "cities/$1.toml" ] || $S city add "$@"; }

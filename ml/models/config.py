@@ -158,13 +158,9 @@ class SFTConfig(BaseModel):
         1.0, ge=1.0, description="extra loss weight of the drawing layer's head channel (the anchors the decoder "
         "reads); the path channel and an RGB target weigh 1")
     head_position_weight: float = Field(
-        0.1, ge=0.0, description="weight of the head-position term added to the flow-matching loss: the smooth-L1 "
-        "distance (px) between the soft-argmax head of the predicted clean layer and the true head, at every noise "
+        1.0, ge=0.0, description="weight of the head-position term added to the flow-matching loss: the smooth-L1 "
+        "distance (px) between the drawn head of the predicted clean layer and the true head, at every noise "
         "level (drawing-layer target only; 0: off)")
-    # 0.05: the soft-argmax of a rendered blob is then within 0.2 px of its centroid (0.1: 2.3 px, pulled
-    # toward the tile centre by the background's mass; lower: quantised toward the brightest pixel)
-    head_position_temperature: float = Field(0.05, gt=0.0, description="softmax temperature of that "
-                                             "soft-argmax (on head alpha in [0, 1])")
     loss_space: Literal["velocity", "x0"] = Field(
         "x0", description="'velocity': MSE on e - x0 (weights a step by 1 / s^2 under x0 prediction, so the "
         "high-noise steps that place the route weigh least); 'x0': MSE on the implied clean sample, every noise "

@@ -137,15 +137,17 @@ def prior_positions(tokens: Tensor, token_mask: Tensor | None, frames: int, reso
     return torch.where((n > 0)[:, None, None], pos, centre)
 
 
-def soft_head_positions(layer: Tensor, temperature: float = 0.05) -> Tensor:
-    """``(B, K, 2)`` pixel (col, row) of each frame's head in a layer ``(B, 2, K, H, W)`` in model space: the
-    soft-argmax (softmax over pixels of the head alpha / ``temperature``), differentiable, so a loss can move
-    the blob's mass toward a position (``SFTConfig.head_position_weight``)."""
+def drawn_head_positions(layer: Tensor) -> tuple[Tensor, Tensor]:
+    """Each frame's head in a layer ``(B, 2, K, H, W)`` in model space, as the decoder sees it, differentiable:
+    ``(B, K, 2)`` pixel (col, row) centroids of the head alpha above 0.5 (the part a composite draws), and a
+    ``(B, K)`` mask of the frames where anything is drawn. Only drawn pixels carry weight, so a loss on the
+    position moves the blob that is there (it cannot win by lighting far pixels)."""
     B, _, K, H, W = layer.shape
-    alpha = ((layer[:, HEAD_CHANNEL].float() + 1.0) * 0.5).reshape(B, K, H * W)
-    p = torch.softmax(alpha / float(temperature), dim=-1)
+    w = torch.relu((layer[:, HEAD_CHANNEL].float() + 1.0) * 0.5 - 0.5)
     gx, gy = _pixel_grid(H, W, layer.device)
-    return torch.stack([(p * gx.reshape(-1)).sum(-1), (p * gy.reshape(-1)).sum(-1)], dim=-1)
+    mass = w.sum((-2, -1))
+    xy = torch.stack([(w * gx).sum((-2, -1)), (w * gy).sum((-2, -1))], dim=-1) / mass.clamp_min(1e-6)[..., None]
+    return xy, mass > 1e-3
 
 
 def head_positions(layer: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,14 +161,14 @@ def head_positions(layer: Tensor) -> tuple[Tensor, Tensor]:
     return xy, alpha.amax((-2, -1)) > 0.5
 
 
-def head_position_loss(pred_layer: Tensor, target_layer: Tensor, temperature: float = 0.05) -> Tensor:
-    """Mean smooth-L1 distance in pixels (beta 1 px) between the soft-argmax heads of predicted clean layers and
-    the target heads, over the frames whose target has a head (0 when none has)."""
-    pred = soft_head_positions(pred_layer, temperature)
+def head_position_loss(pred_layer: Tensor, target_layer: Tensor) -> Tensor:
+    """Mean smooth-L1 distance in pixels (beta 1 px) between the drawn heads of predicted clean layers
+    (:func:`drawn_head_positions`) and the target heads, over the frames where both have one (0 when none)."""
+    pred, drawn = drawn_head_positions(pred_layer)
     true, present = head_positions(target_layer)
     d = torch.linalg.vector_norm(pred - true, dim=-1)
     per = torch.where(d < 1.0, 0.5 * d * d, d - 0.5)
-    m = present.float()
+    m = (present & drawn).float()
     return (per * m).sum() / m.sum().clamp_min(1.0)
 
 

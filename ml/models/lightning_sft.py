@@ -119,7 +119,7 @@ class SFTModule(L.LightningModule):
             if self.model.cfg.target != "layer":
                 raise ValueError("head_position_weight needs model.target = 'layer' (it reads the head channel)")
             x0_hat = x0_from_velocity(xs.float(), pred.float(), s)
-            loss = loss + c.head_position_weight * head_position_loss(x0_hat, x0, c.head_position_temperature)
+            loss = loss + c.head_position_weight * head_position_loss(x0_hat, x0)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
