@@ -194,3 +194,15 @@ def test_best_val_selection_keeps_the_starting_weights_when_training_hurts(toy_d
                                                               n_val_samples=2, select_checkpoint="last"))
     last, _ = load_video_model(r_last.checkpoint_path)
     assert any(not torch.allclose(v, start[k]) for k, v in last.state_dict().items())
+
+
+def test_a_changed_config_starts_a_new_run_and_keeps_the_old_checkpoints(toy_dir, tmp_path):
+    from ml.models.config import model_preset
+    from ml.train.sft import train_sft
+
+    out = tmp_path / "sft_changed"
+    train_sft(toy_dir, out, _cfg(max_steps=2))
+    r = train_sft(toy_dir, out, _cfg(max_steps=2, model=model_preset("ci", head_blob_sigma_px=2.0)))
+    assert r.resumed_from_step is None and r.global_step == 2  # a new run, not a resume
+    (kept,) = out.glob("checkpoints_superseded_*")
+    assert (kept / "last.ckpt").is_file()

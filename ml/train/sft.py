@@ -10,7 +10,6 @@ resumed training continues the same run. mlflow is optional: without a URI nothi
 from __future__ import annotations
 
 import json
-import shutil
 import logging
 import os
 import time
@@ -248,9 +247,15 @@ def train_sft(
     key_file = out_dir / "run_key.json"
     same_run = key_file.is_file() and json.loads(key_file.read_text()) == run_key
     if resume and last.is_file() and not same_run:
-        # resuming continues an interrupted run; another model or data is a new run, not a resume
-        log.warning("%s: model config or data changed since the last run; starting fresh", out_dir)
-        shutil.rmtree(ckpt_dir)
+        # resuming continues an interrupted run; another model or data is a new run, not a resume. The old
+        # run's checkpoints are kept, moved aside, never deleted
+        kept = out_dir / f"checkpoints_superseded_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        ckpt_dir.rename(kept)
+        for stale in (out_dir / "selection",):
+            if stale.is_dir():
+                stale.rename(kept / stale.name)
+        log.warning("%s: the model config or data changed since the last run: starting a new run; the old "
+                    "checkpoints are in %s", out_dir, kept)
         ckpt_dir.mkdir(parents=True)
     key_file.write_text(json.dumps(run_key, indent=1))
     ckpt_path = str(last) if (resume and last.is_file()) else None
