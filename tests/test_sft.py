@@ -206,3 +206,21 @@ def test_a_changed_config_starts_a_new_run_and_keeps_the_old_checkpoints(toy_dir
     assert r.resumed_from_step is None and r.global_step == 2  # a new run, not a resume
     (kept,) = out.glob("checkpoints_superseded_*")
     assert (kept / "last.ckpt").is_file()
+
+
+def test_new_starting_weights_under_the_same_path_start_a_new_run(toy_dir, tmp_path):
+    """A base model retrained and shipped under the same file name is a new fine-tune, not a finished one."""
+    import shutil
+
+    from ml.train.sft import train_sft
+
+    a = train_sft(toy_dir, tmp_path / "a", _cfg(max_steps=2, select_checkpoint="last"))
+    b = train_sft(toy_dir, tmp_path / "b", _cfg(max_steps=4, select_checkpoint="last"))
+    base = tmp_path / "base.pt"
+    shutil.copy(a.checkpoint_path, base)
+    out = tmp_path / "fine"
+    assert train_sft(toy_dir, out, _cfg(max_steps=2, init_checkpoint=str(base))).global_step == 2
+    shutil.copy(b.checkpoint_path, base)
+    r = train_sft(toy_dir, out, _cfg(max_steps=2, init_checkpoint=str(base)))
+    assert r.resumed_from_step is None and r.global_step == 2
+    assert len(list(out.glob("checkpoints_superseded_*"))) == 1

@@ -9,6 +9,7 @@ resumed training continues the same run. mlflow is optional: without a URI nothi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -140,10 +141,30 @@ class BestOnVal(L.Callback):
         self.scores = {int(k): float(v) for k, v in state.get("scores", {}).items()}
 
 
-def _run_key(cfg: SFTConfig, rendered_dir: str | Path) -> dict:
-    """What makes a run the same run: the model, the data, the starting weights (not step counts)."""
-    return {"model": cfg.model.model_dump(mode="json"), "data": str(Path(rendered_dir).resolve()),
-            "init_checkpoint": cfg.init_checkpoint}
+#: SFTConfig fields that define the objective: a change makes a new run, not a resume
+OBJECTIVE_FIELDS = ("foreground_weight", "head_weight", "loss_space", "head_position_weight", "timestep_mean",
+                    "timestep_std", "timestep_shift")
+
+
+def _files_fingerprint(paths: Sequence[Path]) -> str:
+    """sha256 over the names, sizes and modification times of files (the rendered folder is written
+    atomically, so a re-render changes them)."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _run_key(cfg: SFTConfig, rendered_dir: str | Path, init: Path | None) -> dict:
+    """What makes a run the same run: the model, the objective, the data (its files, not only its path) and
+    the starting weights (their content), not step counts."""
+    rendered = Path(rendered_dir).resolve()
+    return {"model": cfg.model.model_dump(mode="json"), "data": str(rendered),
+            "data_files": _files_fingerprint([p for p in rendered.iterdir() if p.is_file()]),
+            "objective": {k: getattr(cfg, k) for k in OBJECTIVE_FIELDS},
+            "init_checkpoint": cfg.init_checkpoint,
+            "init_sha256": hashlib.sha256(init.read_bytes()).hexdigest()[:16] if init is not None else None}
 
 
 def _resolve_init(init: str | Path | None) -> Path | None:
@@ -243,7 +264,8 @@ def train_sft(
     cfg = cfg.model_copy(update={"model": model_config_for_data(cfg.model, dm.resolution, dm.frames)})
 
     last = ckpt_dir / LAST_CKPT
-    run_key = _run_key(cfg, rendered_dir)
+    init_checkpoint = _resolve_init(init_checkpoint or cfg.init_checkpoint)
+    run_key = _run_key(cfg, rendered_dir, init_checkpoint)
     key_file = out_dir / "run_key.json"
     same_run = key_file.is_file() and json.loads(key_file.read_text()) == run_key
     if resume and last.is_file() and not same_run:
@@ -266,7 +288,6 @@ def train_sft(
 
     module = SFTModule(cfg, preview_dir=str(out_dir / "previews"))
     module.road_network = road_network
-    init_checkpoint = _resolve_init(init_checkpoint or cfg.init_checkpoint)
     if init_checkpoint and not ckpt_path:
         _load_init(module, init_checkpoint)
 
