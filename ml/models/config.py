@@ -41,8 +41,9 @@ class ModelConfig(BaseModel):
         1.4, gt=0, description="sigma of the layer's head blob in pixels at 64 px (scaled as the rendered head dot is; "
         "ml.models.layer.head_sigma_px); measured against a wider blob in bench/sft_objective.py")
     signal_prior: bool = Field(
-        True, description="condition every frame on the signaling prior (the serving tower interpolated to the frame "
-        "time, drawn as a layer; ml.models.layer.signal_prior): makes the time of each frame legible")
+        True, description="condition every frame on the signaling prior (the records' observation-model positions "
+        "interpolated to the frame time, drawn as a layer; ml.models.layer.signal_prior): makes the time of each "
+        "frame legible")
     prior_residual: bool = Field(
         True, description="x0 prediction starts from the signaling prior: x0 = prior + network output (the output "
         "projection starts at zero, so an untrained model draws the prior); needs signal_prior and prediction='x0'")
