@@ -26,12 +26,16 @@ positions at other times with :func:`ml.mapmatch.interpolate_along_route`.
 
 from __future__ import annotations
 
+import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
 from ml.cities.network import RoadNetwork
+from ml.mapmatch.candidates import candidate_memo
+from ml.mapmatch.od import ODTable, od_table_for
 from ml.mapmatch.route import edge_subline, interpolate_along_route, polyline_cum_m
 
 _NEG = -np.inf
@@ -78,15 +82,30 @@ def _empty_result(n: int) -> MatchResult:
 
 
 @dataclass
-class _Step:
-    """Per-step record kept for backtracking and route reconstruction."""
+class _Search:
+    """Predecessor data of a step whose distances came from a per-step Dijkstra (no OD table)."""
 
-    back: np.ndarray  # (Kb,) index into previous candidates, -1 at a break
     src: np.ndarray  # (S,) Dijkstra source nodes
     row_of_prev: np.ndarray  # (Ka,) row in src of each previous candidate's end node
     pred_rows: np.ndarray  # sparse predecessor storage: row index
     pred_nodes: np.ndarray  # node index
     pred_vals: np.ndarray  # predecessor of that node
+
+
+def _search_step(net: RoadNetwork, ea: np.ndarray, eb: np.ndarray, limit: float) -> tuple[np.ndarray, _Search]:
+    """Node-to-node distances ``(Ka, Kb)`` of one step by a bounded Dijkstra from the previous
+    candidates' end nodes (all sources at once), with the predecessors the route needs."""
+    src, row_of_prev = np.unique(net.edge_v[ea], return_inverse=True)
+    dist, pred = dijkstra(net.adjacency_length, directed=True, indices=src, return_predecessors=True, limit=limit)
+    D = dist[row_of_prev][:, net.edge_u[eb]]
+    # sparse predecessor storage, restricted to nodes no farther than the longest finite D
+    fin = D[np.isfinite(D)]
+    if fin.size:
+        rr, nn = np.nonzero(dist <= fin.max())
+        pv = pred[rr, nn]
+    else:
+        rr = nn = pv = np.zeros(0, dtype=np.int64)
+    return D, _Search(src, row_of_prev, rr, nn, pv)
 
 
 def match_trajectory(
@@ -102,6 +121,7 @@ def match_trajectory(
     speed_slack_m: float | None = None,
     backward_tol_m: float | None = None,
     route_factor: float = 3.0,
+    od: ODTable | bool = True,
 ) -> MatchResult:
     """Map-match observed positions ``xy`` (n, 2) at times ``t`` (n,) seconds onto ``net``.
 
@@ -118,6 +138,11 @@ def match_trajectory(
         still (default ``sigma``).
     route_factor: without ``max_speed_mps``, Dijkstra is bounded by ``route_factor`` times the
         straight-line distance (plus ``2 radius + 50 m``); longer routes are impossible.
+    od: where route distances come from. ``True`` (default): the network's cached
+        :class:`ml.mapmatch.od.ODTable` (built on first use, reused by every later call), all
+        steps' transitions computed in one batch; steps whose bound exceeds the table's
+        ``delta_m`` fall back to a bounded Dijkstra. ``False``: a bounded Dijkstra per step
+        (the engine before the table; same model, kept for comparison). An ``ODTable``: that one.
 
     Times must be non-decreasing. Rows with non-finite coordinates count as unmatched.
     """
@@ -126,10 +151,12 @@ def match_trajectory(
     n = len(xy)
     if len(t) != n:
         raise ValueError(f"match_trajectory: xy has {n} rows but t has {len(t)}")
-    if n and np.any(np.diff(t) < 0):
+    if n > 1 and (t[1:] < t[:-1]).any():
         raise ValueError("match_trajectory: t must be non-decreasing")
     if not sigma_m > 0 or not beta_m > 0:
         raise ValueError(f"match_trajectory: sigma_m ({sigma_m}) and beta_m ({beta_m}) must be > 0")
+    if isinstance(od, ODTable) and od.n_nodes != net.n_nodes:
+        raise ValueError(f"match_trajectory: od table has {od.n_nodes} nodes, network {net.n_nodes}")
     if n == 0 or net.n_edges == 0:
         return _empty_result(n)
     radius = float(radius_m) if radius_m is not None else max(3.0 * sigma_m, 25.0)
@@ -137,89 +164,124 @@ def match_trajectory(
     back_tol = float(backward_tol_m) if backward_tol_m is not None else float(sigma_m)
 
     finite = np.isfinite(xy).all(axis=1)
-    valid_idx = np.nonzero(finite)[0]
-    c = net.edge_candidates(xy[valid_idx], radius, max_candidates)
-    cpoint = valid_idx[c.point]  # candidate -> original point index (sorted)
-    matched_pts = np.unique(cpoint)
-    if len(matched_pts) == 0:
+    if finite.all():
+        c = candidate_memo(net).query(net, xy, radius, max_candidates)
+        cpoint = c.point  # candidate -> original point index (sorted)
+    else:
+        valid_idx = np.nonzero(finite)[0]
+        c = candidate_memo(net).query(net, xy[valid_idx], radius, max_candidates)
+        cpoint = valid_idx[c.point]
+    if len(cpoint) == 0:
         return _empty_result(n)
-    starts = np.searchsorted(cpoint, matched_pts, side="left")
-    ends = np.searchsorted(cpoint, matched_pts, side="right")
+    new_pt = np.ones(len(cpoint), dtype=bool)
+    new_pt[1:] = cpoint[1:] != cpoint[:-1]
+    starts = np.nonzero(new_pt)[0]
+    matched_pts = cpoint[starts]
+    P = len(matched_pts)
+    counts = np.empty(P, dtype=np.int64)
+    counts[:-1] = starts[1:] - starts[:-1]
+    counts[-1] = len(cpoint) - starts[-1]
     log_emit = -0.5 * (c.distance_m / sigma_m) ** 2
 
-    adj = net.adjacency_length
-    e_u, e_v, e_len = net.edge_u, net.edge_v, net.edge_length_m
+    # ---- candidates padded to (P, K); pads have log_emit -inf, so no path goes through them
+    K = int(counts.max())
+    flat = np.arange(len(cpoint)) + np.repeat(np.arange(P) * K - starts, counts)  # row * K + slot
+    E = np.zeros(P * K, dtype=np.int64)
+    O = np.zeros(P * K)
+    LE = np.full(P * K, _NEG)
+    E[flat], O[flat], LE[flat] = c.edge, c.offset_m, log_emit
+    E, O, LE = E.reshape(P, K), O.reshape(P, K), LE.reshape(P, K)
 
-    P = len(matched_pts)
-    steps: list[_Step | None] = [None] * P
-    score = log_emit[starts[0] : ends[0]].copy()
+    e_u, e_v, e_len = net.edge_u, net.edge_v, net.edge_length_m
+    pxy, pt = xy[matched_pts], t[matched_pts]
+    dxy = pxy[1:] - pxy[:-1]
+    g = np.hypot(dxy[:, 0], dxy[:, 1])  # (P-1,) straight line between consecutive points
+    dt = np.maximum(pt[1:] - pt[:-1], 0.0)
+    if max_speed_mps is not None:
+        limit = max_speed_mps * dt + slack
+    else:
+        limit = route_factor * g + 2.0 * radius + 50.0
+
+    # ---- transitions of every step at once (table), or per step (search); arrays are laid out
+    # (step, to-candidate, from-candidate) so the Viterbi reductions run along contiguous rows
+    table = od if isinstance(od, ODTable) else (od_table_for(net) if od else None)
+    ea, oa, eb, ob = E[:-1], O[:-1], E[1:], O[1:]
+    searched: dict[int, _Search] = {}
+    if table is not None and (table.dense or (limit <= table.delta_m).all()):
+        D = table.distances(e_v[ea][:, None, :], e_u[eb][:, :, None])
+        if max_speed_mps is None:  # with a max speed, R <= limit below already implies D <= limit
+            D = np.where(D <= limit[:, None, None], D, np.inf)  # the search's bound
+    else:
+        D = np.full((P - 1, K, K), np.inf)
+        by_table = np.zeros(P - 1, dtype=bool) if table is None else (limit <= table.delta_m)
+        if by_table.any():
+            st = np.nonzero(by_table)[0]
+            Dt = table.distances(e_v[ea[st]][:, None, :], e_u[eb[st]][:, :, None])
+            D[st] = np.where(Dt <= limit[st, None, None], Dt, np.inf)
+        for k in np.nonzero(~by_table)[0]:
+            ka, kb = int(counts[k]), int(counts[k + 1])
+            Dk, searched[int(k) + 1] = _search_step(net, ea[k, :ka], eb[k, :kb], float(limit[k]))
+            D[k, :kb, :ka] = Dk.T
+    oa3, ob3 = oa[:, None, :], ob[:, :, None]
+    R = (e_len[ea][:, None, :] - oa3) + D + ob3
+    same = (ea[:, None, :] == eb[:, :, None]) & (ob3 >= oa3 - back_tol)
+    R = np.where(same, np.maximum(ob3 - oa3, 0.0), R)
+    if max_speed_mps is not None:
+        feasible = R <= limit[:, None, None]  # inf fails too
+    else:
+        feasible = R <= limit[:, None, None] + e_len[ea][:, None, :]  # D itself is bounded by the search
+    logT = np.where(feasible, -np.abs(R - g[:, None, None]) / beta_m, _NEG)
+
+    # ---- Viterbi (a break restarts from the emissions)
+    backs = np.empty((P, K), dtype=np.int64)
+    best = np.full((P, K), _NEG)  # best score into each candidate (before normalisation); -inf: unreachable
+    score = LE[0].copy()
     n_breaks = 0
     seg_end_score: dict[int, np.ndarray] = {}  # final scores of segments cut by a break
+    buf = np.empty((K, K))
     for k in range(1, P):
-        a0, a1, b0, b1 = starts[k - 1], ends[k - 1], starts[k], ends[k]
-        ea, oa = c.edge[a0:a1], c.offset_m[a0:a1]
-        eb, ob = c.edge[b0:b1], c.offset_m[b0:b1]
-        pa, pb = matched_pts[k - 1], matched_pts[k]
-        g = float(np.hypot(*(xy[pb] - xy[pa])))
-        dt = max(float(t[pb] - t[pa]), 0.0)
-        if max_speed_mps is not None:
-            limit = max_speed_mps * dt + slack
-        else:
-            limit = route_factor * g + 2.0 * radius + 50.0
-        src, row_of_prev = np.unique(e_v[ea], return_inverse=True)
-        dist, pred = dijkstra(adj, directed=True, indices=src, return_predecessors=True, limit=limit)
-        D = dist[row_of_prev][:, e_u[eb]]  # (Ka, Kb) node-to-node part
-        R = (e_len[ea] - oa)[:, None] + D + ob[None, :]
-        same = (ea[:, None] == eb[None, :]) & (ob[None, :] >= oa[:, None] - back_tol)
-        R = np.where(same, np.maximum(ob[None, :] - oa[:, None], 0.0), R)
-        feasible = np.isfinite(R)
-        if max_speed_mps is not None:
-            feasible &= R <= max_speed_mps * dt + slack
-        else:
-            feasible &= R <= limit + e_len[ea][:, None]  # D itself is bounded by the search
-        logT = np.where(feasible, -np.abs(R - g) / beta_m, _NEG)
-        total = score[:, None] + logT
-        back = np.argmax(total, axis=0)
-        best = total[back, np.arange(len(eb))]
-        # sparse predecessor storage, restricted to nodes no farther than the longest used D
-        used_D = np.where(feasible & ~same, D, _NEG)
-        dmax = used_D.max() if used_D.size else _NEG
-        if np.isfinite(dmax):
-            rr, nn = np.nonzero(dist <= dmax)
-            pv = pred[rr, nn]
-        else:
-            rr = nn = pv = np.zeros(0, dtype=np.int64)
-        if not np.isfinite(best).any():
+        np.add(logT[k - 1], score, out=buf)
+        backs[k] = buf.argmax(axis=1)
+        sc = buf.max(axis=1)
+        sc += LE[k]  # pads stay -inf through LE
+        m = sc.max()
+        if m == _NEG:  # every transition into this step is impossible: a break
             n_breaks += 1
-            seg_end_score[k - 1] = score.copy()
-            back = np.full(len(eb), -1, dtype=np.int64)
-            score = log_emit[b0:b1].copy()
+            seg_end_score[k - 1] = score
+            score = LE[k] - LE[k].max()
         else:
-            score = best + log_emit[b0:b1]
-            back = np.where(np.isfinite(best), back, -1)
-        score -= score[np.isfinite(score)].max()
-        steps[k] = _Step(back, src, row_of_prev, rr, nn, pv)
+            best[k] = sc
+            sc -= m
+            score = sc
+    backs = np.where(best > _NEG, backs, -1)
+    backs[0] = -1
 
     # ---- backtrack (a segment ends where the next step is a break)
-    choice = np.zeros(P, dtype=np.int64)  # local candidate index per matched point
+    back_l = backs.tolist()
+    choice_l = [0] * P  # local candidate index per matched point
     j = int(np.argmax(score))
     for k in range(P - 1, -1, -1):
-        choice[k] = j
+        choice_l[k] = j
         if k == 0:
             break
-        jb = int(steps[k].back[j])
+        jb = back_l[k][j]
         j = jb if jb >= 0 else int(np.argmax(seg_end_score[k - 1]))
+    choice = np.asarray(choice_l, dtype=np.int64)
     gidx = starts + choice
     pe, po, pxy = c.edge[gidx], c.offset_m[gidx], c.xy[gidx]
+    linked = backs[np.arange(P), choice] >= 0  # point k reached from point k-1 by a transition
 
-    route_xy, point_route_idx = _build_route(net, steps, choice, pe, po, pxy, back_tol)
+    route_xy, point_route_idx = _build_route(net, table, searched, linked, choice, pe, po, pxy, back_tol)
+    route_cum = polyline_cum_m(route_xy)
+    if P == n:  # every point matched (the usual case): no scatter into NaN-filled arrays
+        return MatchResult(pe, po, pxy, route_xy, route_cum, route_cum[point_route_idx], n_breaks, 0)
     out = _empty_result(n)
     out.point_edge[matched_pts] = pe
     out.point_offset_m[matched_pts] = po
     out.point_xy[matched_pts] = pxy
     out.route_xy = route_xy
-    out.route_cum_m = polyline_cum_m(route_xy)
-    out.point_route_m[matched_pts] = out.route_cum_m[point_route_idx]
+    out.route_cum_m = route_cum
+    out.point_route_m[matched_pts] = route_cum[point_route_idx]
     out.n_breaks = n_breaks
     out.n_unmatched = int(n - P)
     return out
@@ -235,9 +297,77 @@ def _walk(pred: np.ndarray, target: int) -> list[int] | None:
     return path[::-1]
 
 
+class _RouteLists:
+    """Per-network geometry as Python lists, so the route builder avoids numpy scalar access."""
+
+    def __init__(self, net: RoadNetwork) -> None:
+        self.offs = net.geom_offsets.tolist()
+        self.gxy = [tuple(p) for p in net.geom_xy.tolist()]
+        self.elen = net.edge_length_m.tolist()
+        self.eu = net.edge_u.tolist()
+        self.ev = net.edge_v.tolist()
+        self.node_xy = [tuple(p) for p in net.node_xy.tolist()]
+        self.lookup = net.edge_lookup
+
+
+_LISTS: dict[int, tuple[weakref.ref, _RouteLists]] = {}
+
+
+def _route_lists(net: RoadNetwork) -> _RouteLists:
+    key = id(net)
+    hit = _LISTS.get(key)
+    if hit is not None and hit[0]() is net:
+        return hit[1]
+    rl = _RouteLists(net)
+    _LISTS[key] = (weakref.ref(net, lambda _r, k=key: _LISTS.pop(k, None)), rl)
+    return rl
+
+
+def _sub_points(net: RoadNetwork, rl: _RouteLists, e: int, o1: float, o2: float, out: list) -> None:
+    """Append the part of edge ``e`` between offsets ``o1 <= o2``, without its first point, to ``out``
+    (``edge_subline`` semantics; straight edges in plain floats)."""
+    g0, g1 = rl.offs[e], rl.offs[e + 1]
+    L = rl.elen[e]
+    if g1 - g0 == 2:
+        x0, y0 = rl.gxy[g0]
+        x1, y1 = rl.gxy[g0 + 1]
+        dx, dy = x1 - x0, y1 - y0
+        total = math.hypot(dx, dy)
+        f = total / L / total if L > 0 and total > 0 else 0.0
+        f1 = min(max(o1 * f, 0.0), 1.0)
+        f2 = min(max(o2 * f, f1), 1.0)
+        out.append((x0 + f2 * dx, y0 + f2 * dy))
+        return
+    out.extend(map(tuple, edge_subline(net.geom_xy[g0:g1], L, o1, o2)[1:].tolist()))
+
+
+def _path_points(rl: _RouteLists, nodes: list[int], out: list) -> None:
+    """Append the road geometry along a node path (``RoadNetwork.path_polyline``) to ``out``."""
+    if len(nodes) < 2:
+        out.append(rl.node_xy[nodes[0]])
+        return
+    lookup, offs, gxy = rl.lookup, rl.offs, rl.gxy
+    e = lookup[(nodes[0], nodes[1])]
+    out.extend(gxy[offs[e]:offs[e + 1]])
+    for a, b in zip(nodes[1:-1], nodes[2:]):
+        e = lookup[(a, b)]
+        out.extend(gxy[offs[e] + 1:offs[e + 1]])
+
+
+def _start_point(net: RoadNetwork, rl: _RouteLists, e: int, o2: float) -> tuple[float, float]:
+    """First point of ``edge_subline(edge e, 0, o2)``: the edge start (clipped offset 0)."""
+    g0 = rl.offs[e]
+    if rl.offs[e + 1] - g0 == 2:
+        return rl.gxy[g0]
+    sub = edge_subline(net.edge_geometry(e), rl.elen[e], 0.0, o2)
+    return tuple(sub[0].tolist())
+
+
 def _build_route(
     net: RoadNetwork,
-    steps: list[_Step | None],
+    table: ODTable | None,
+    searched: dict[int, _Search],
+    linked: np.ndarray,
     choice: np.ndarray,
     pe: np.ndarray,
     po: np.ndarray,
@@ -246,48 +376,60 @@ def _build_route(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate the road geometry between consecutive matched positions.
 
-    Returns the route polyline and, for each matched point, the index of its vertex in it.
+    The node path of a transition comes from the OD table, or from the step's own Dijkstra
+    predecessors when it was searched; across a break (``linked`` false) an unbounded shortest
+    path joins the segments. Returns the route polyline and, for each matched point, the index
+    of its vertex in it.
     """
     P = len(pe)
-    e_u, e_v, e_len = net.edge_u, net.edge_v, net.edge_length_m
-    pred_full = np.full(net.n_nodes, -9999, dtype=np.int64)
-    pieces: list[np.ndarray] = [pxy[0:1]]
-    count = 1
+    rl = _route_lists(net)
+    pred_full = None
+    dense_pred = table.dense_pred if table is not None else None
+    pts: list = [tuple(pxy[0].tolist())]
     idx = np.zeros(P, dtype=np.int64)
-    cur_o = float(po[0])
+    pe_l, po_l = pe.tolist(), po.tolist()
+    cur_o = po_l[0]
     for k in range(1, P):
-        ea, eb, oa, ob = int(pe[k - 1]), int(pe[k]), float(po[k - 1]), float(po[k])
+        ea, eb, oa, ob = pe_l[k - 1], pe_l[k], po_l[k - 1], po_l[k]
         if ea == eb and ob >= oa - back_tol:
             if ob > cur_o:
-                piece = edge_subline(net.edge_geometry(eb), e_len[eb], cur_o, ob)[1:]
+                _sub_points(net, rl, eb, cur_o, ob, pts)
                 cur_o = ob
-            else:
-                piece = np.zeros((0, 2))
         else:
-            src, dst = int(e_v[ea]), int(e_u[eb])
-            st = steps[k]
+            src, dst = rl.ev[ea], rl.eu[eb]
             nodes = None
-            if st is not None and st.back[choice[k]] >= 0:
-                row = st.row_of_prev[choice[k - 1]]
-                m = st.pred_rows == row
-                pred_full[st.pred_nodes[m]] = st.pred_vals[m]
-                nodes = _walk(pred_full, dst)
-                pred_full[st.pred_nodes[m]] = -9999
+            if linked[k]:
+                st = searched.get(k)
+                if st is not None:
+                    if pred_full is None:
+                        pred_full = np.full(net.n_nodes, -9999, dtype=np.int64)
+                    row = st.row_of_prev[choice[k - 1]]
+                    m = st.pred_rows == row
+                    pred_full[st.pred_nodes[m]] = st.pred_vals[m]
+                    nodes = _walk(pred_full, dst)
+                    pred_full[st.pred_nodes[m]] = -9999
+                elif table is not None:
+                    nodes = _walk(dense_pred[src], dst) if dense_pred is not None else table.path(src, dst)
                 if nodes is not None and nodes[0] != src:
                     nodes = None
             if nodes is None:  # HMM break (or missing data): join by an unbounded shortest path
-                _, pred = net.shortest_paths_from(np.array([src]))
-                nodes = _walk(pred[0], dst)
+                if dense_pred is not None:
+                    nodes = _walk(dense_pred[src], dst)
+                else:
+                    _, pred = net.shortest_paths_from(np.array([src]))
+                    nodes = _walk(pred[0], dst)
+            # tail of ea from cur_o, the path, head of eb up to ob (edge_subline keeps both ends)
+            _sub_points(net, rl, ea, cur_o, rl.elen[ea], pts)
             if nodes is None or nodes[0] != src:  # disconnected graph: straight jump
-                mid = np.vstack([net.node_xy[src], net.node_xy[dst]])
+                pts.append(rl.node_xy[src])
+                pts.append(rl.node_xy[dst])
             else:
-                mid = net.path_polyline(nodes)
-            tail = edge_subline(net.edge_geometry(ea), e_len[ea], cur_o, e_len[ea])
-            head = edge_subline(net.edge_geometry(eb), e_len[eb], 0.0, ob)
-            piece = np.vstack([tail, mid, head])[1:]
+                _path_points(rl, nodes, pts)
+            head_start = len(pts)
+            pts.append(None)  # the head's first point (its start node), filled below
+            _sub_points(net, rl, eb, 0.0, ob, pts)
+            pts[head_start] = _start_point(net, rl, eb, ob)
             cur_o = ob
-        if len(piece):
-            pieces.append(piece)
-            count += len(piece)
-        idx[k] = count - 1
-    return np.vstack(pieces), idx
+        idx[k] = len(pts) - 1
+    return np.asarray(pts, dtype=np.float64).reshape(-1, 2), idx
+

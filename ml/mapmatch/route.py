@@ -16,7 +16,10 @@ def polyline_cum_m(xy: np.ndarray) -> np.ndarray:
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if len(xy) == 0:
         return np.zeros(0)
-    return np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
+    out = np.zeros(len(xy))
+    d = xy[1:] - xy[:-1]
+    np.cumsum(np.hypot(d[:, 0], d[:, 1]), out=out[1:])
+    return out
 
 
 def point_at_distance(route_xy: np.ndarray, route_cum_m: np.ndarray, s: np.ndarray) -> np.ndarray:
