@@ -98,24 +98,38 @@ def edge_candidates(net: RoadNetwork, xy: np.ndarray, radius_m: float, max_per_p
     return EdgeCandidates(pk[best], edge_k[best], off, np.column_stack([px[rows], py[rows]]), dk[best])
 
 
+#: columns of a memo row: one candidate of one point
+ROW_EDGE, ROW_OFFSET, ROW_X, ROW_Y, ROW_DIST, ROW_U, ROW_V, ROW_TAIL = range(8)
+
+
 class CandidateMemo:
     """Candidates of points already seen, per (radius, max_per_point), for one network.
 
     Signaling observations come from a finite set of positions (each cell's coverage centre,
     the boundary midpoint of each handover pair), so windows of one city ask for the same points
-    again and again; their candidates are kept (exact float keys, at most ``max_points`` per
-    setting, oldest dropped first) and only new points are searched. Results are identical to
+    again and again; their candidates are kept (exact float keys; at most ``max_points`` over
+    all settings, after which the memo starts afresh) and only new points are searched. A point's
+    entry is an ``(n, 8)`` float array, one row per candidate in :func:`edge_candidates` order:
+    edge, offset, x, y, distance, the edge's start and end nodes, and the edge length left after
+    the offset (what the matcher's transitions read). Results are identical to
     :func:`edge_candidates`.
     """
 
-    def __init__(self, max_points: int = 50_000) -> None:
+    def __init__(self, max_points: int = 200_000) -> None:
         self.max_points = int(max_points)
         self._store: dict[tuple[float, int], dict[bytes, np.ndarray]] = {}
+        self._n = 0
         self.hits = 0
         self.misses = 0
 
-    def query(self, net: RoadNetwork, xy: np.ndarray, radius_m: float, max_per_point: int) -> EdgeCandidates:
-        """``edge_candidates(net, xy, radius_m, max_per_point)``, from the memo where possible."""
+    def clear(self) -> None:
+        """Forget every stored point and reset the counters."""
+        self._store.clear()
+        self._n = 0
+        self.hits = self.misses = 0
+
+    def rows(self, net: RoadNetwork, xy: np.ndarray, radius_m: float, max_per_point: int) -> list[np.ndarray]:
+        """Per point of ``xy`` its ``(n, 8)`` candidate rows (``n = 0``: no road within ``radius_m``)."""
         xy = np.ascontiguousarray(xy, dtype=np.float64).reshape(-1, 2)
         store = self._store.setdefault((float(radius_m), int(max_per_point)), {})
         raw = xy.tobytes()
@@ -125,18 +139,26 @@ class CandidateMemo:
         self.misses += len(missing)
         self.hits += len(rows) - len(missing)
         if missing:
+            if self._n + len(missing) > self.max_points:
+                self.clear()
+                store = self._store.setdefault((float(radius_m), int(max_per_point)), {})
             c = edge_candidates(net, xy[missing], radius_m, max_per_point)
-            table = np.column_stack([c.edge.astype(np.float64), c.offset_m, c.xy, c.distance_m])
+            table = np.column_stack([c.edge.astype(np.float64), c.offset_m, c.xy, c.distance_m,
+                                     net.edge_u[c.edge], net.edge_v[c.edge], net.edge_length_m[c.edge] - c.offset_m])
             bounds = np.searchsorted(c.point, np.arange(len(missing) + 1))
             for j, i in enumerate(missing):
                 rows[i] = table[bounds[j]:bounds[j + 1]]
                 store[keys[i]] = rows[i]
-            while len(store) > self.max_points:
-                del store[next(iter(store))]
+            self._n += len(missing)
+        return rows
+
+    def query(self, net: RoadNetwork, xy: np.ndarray, radius_m: float, max_per_point: int) -> EdgeCandidates:
+        """``edge_candidates(net, xy, radius_m, max_per_point)``, from the memo where possible."""
+        rows = self.rows(net, xy, radius_m, max_per_point)
         counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        flat = np.concatenate(rows) if len(rows) else np.zeros((0, 5))
-        return EdgeCandidates(np.repeat(np.arange(len(rows)), counts), flat[:, 0].astype(np.int64), flat[:, 1],
-                              flat[:, 2:4], flat[:, 4])
+        flat = np.concatenate(rows) if len(rows) else np.zeros((0, 8))
+        return EdgeCandidates(np.repeat(np.arange(len(rows)), counts), flat[:, ROW_EDGE].astype(np.int64),
+                              flat[:, ROW_OFFSET], flat[:, ROW_X:ROW_Y + 1], flat[:, ROW_DIST])
 
 
 _MEMOS: dict[int, tuple[weakref.ref, CandidateMemo]] = {}

@@ -28,17 +28,19 @@ from __future__ import annotations
 
 import math
 import weakref
+from itertools import chain
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
 from ml.cities.network import RoadNetwork
-from ml.mapmatch.candidates import candidate_memo
+from ml.mapmatch.candidates import ROW_DIST, ROW_EDGE, ROW_OFFSET, ROW_TAIL, ROW_U, ROW_V, ROW_X, ROW_Y, candidate_memo
 from ml.mapmatch.od import ODTable, od_table_for
 from ml.mapmatch.route import edge_subline, interpolate_along_route, polyline_cum_m
 
 _NEG = -np.inf
+_PAD_ROW = np.array([0.0, 0.0, np.nan, np.nan, np.inf, 0.0, 0.0, 0.0])  # a candidate that is never used
 
 
 @dataclass
@@ -164,35 +166,26 @@ def match_trajectory(
     back_tol = float(backward_tol_m) if backward_tol_m is not None else float(sigma_m)
 
     finite = np.isfinite(xy).all(axis=1)
-    if finite.all():
-        c = candidate_memo(net).query(net, xy, radius, max_candidates)
-        cpoint = c.point  # candidate -> original point index (sorted)
-    else:
-        valid_idx = np.nonzero(finite)[0]
-        c = candidate_memo(net).query(net, xy[valid_idx], radius, max_candidates)
-        cpoint = valid_idx[c.point]
-    if len(cpoint) == 0:
+    valid_idx = np.arange(n) if finite.all() else np.nonzero(finite)[0]
+    rows = candidate_memo(net).rows(net, xy[valid_idx] if len(valid_idx) < n else xy, radius, max_candidates)
+    keep = [i for i, r in enumerate(rows) if len(r)]
+    P = len(keep)
+    if P == 0:
         return _empty_result(n)
-    new_pt = np.ones(len(cpoint), dtype=bool)
-    new_pt[1:] = cpoint[1:] != cpoint[:-1]
-    starts = np.nonzero(new_pt)[0]
-    matched_pts = cpoint[starts]
-    P = len(matched_pts)
-    counts = np.empty(P, dtype=np.int64)
-    counts[:-1] = starts[1:] - starts[:-1]
-    counts[-1] = len(cpoint) - starts[-1]
-    log_emit = -0.5 * (c.distance_m / sigma_m) ** 2
+    matched_pts = valid_idx[keep] if P < len(rows) else valid_idx
 
-    # ---- candidates padded to (P, K); pads have log_emit -inf, so no path goes through them
-    K = int(counts.max())
-    flat = np.arange(len(cpoint)) + np.repeat(np.arange(P) * K - starts, counts)  # row * K + slot
-    E = np.zeros(P * K, dtype=np.int64)
-    O = np.zeros(P * K)
-    LE = np.full(P * K, _NEG)
-    E[flat], O[flat], LE[flat] = c.edge, c.offset_m, log_emit
-    E, O, LE = E.reshape(P, K), O.reshape(P, K), LE.reshape(P, K)
+    # ---- candidates padded to (P, K); pads have distance inf, so log_emit -inf: no path goes through them
+    K = max(len(rows[i]) for i in keep)
+    C = np.empty((P, K, 8))
+    C[:] = _PAD_ROW
+    for j, i in enumerate(keep):
+        r = rows[i]
+        C[j, :len(r)] = r
+    E = C[:, :, ROW_EDGE].astype(np.int64)
+    O = C[:, :, ROW_OFFSET]
+    LE = -0.5 * (C[:, :, ROW_DIST] / sigma_m) ** 2
+    counts = [len(rows[i]) for i in keep]
 
-    e_u, e_v, e_len = net.edge_u, net.edge_v, net.edge_length_m
     pxy, pt = xy[matched_pts], t[matched_pts]
     dxy = pxy[1:] - pxy[:-1]
     g = np.hypot(dxy[:, 0], dxy[:, 1])  # (P-1,) straight line between consecutive points
@@ -206,9 +199,10 @@ def match_trajectory(
     # (step, to-candidate, from-candidate) so the Viterbi reductions run along contiguous rows
     table = od if isinstance(od, ODTable) else (od_table_for(net) if od else None)
     ea, oa, eb, ob = E[:-1], O[:-1], E[1:], O[1:]
+    va, ub = C[:-1, :, ROW_V].astype(np.int64), C[1:, :, ROW_U].astype(np.int64)  # end / start nodes
     searched: dict[int, _Search] = {}
     if table is not None and (table.dense or (limit <= table.delta_m).all()):
-        D = table.distances(e_v[ea][:, None, :], e_u[eb][:, :, None])
+        D = table.distances(va[:, None, :], ub[:, :, None])
         if max_speed_mps is None:  # with a max speed, R <= limit below already implies D <= limit
             D = np.where(D <= limit[:, None, None], D, np.inf)  # the search's bound
     else:
@@ -216,45 +210,44 @@ def match_trajectory(
         by_table = np.zeros(P - 1, dtype=bool) if table is None else (limit <= table.delta_m)
         if by_table.any():
             st = np.nonzero(by_table)[0]
-            Dt = table.distances(e_v[ea[st]][:, None, :], e_u[eb[st]][:, :, None])
+            Dt = table.distances(va[st][:, None, :], ub[st][:, :, None])
             D[st] = np.where(Dt <= limit[st, None, None], Dt, np.inf)
         for k in np.nonzero(~by_table)[0]:
             ka, kb = int(counts[k]), int(counts[k + 1])
             Dk, searched[int(k) + 1] = _search_step(net, ea[k, :ka], eb[k, :kb], float(limit[k]))
             D[k, :kb, :ka] = Dk.T
     oa3, ob3 = oa[:, None, :], ob[:, :, None]
-    R = (e_len[ea][:, None, :] - oa3) + D + ob3
+    R = C[:-1, None, :, ROW_TAIL] + D + ob3  # tail of the previous edge + node-to-node + head
     same = (ea[:, None, :] == eb[:, :, None]) & (ob3 >= oa3 - back_tol)
     R = np.where(same, np.maximum(ob3 - oa3, 0.0), R)
     if max_speed_mps is not None:
         feasible = R <= limit[:, None, None]  # inf fails too
     else:
-        feasible = R <= limit[:, None, None] + e_len[ea][:, None, :]  # D itself is bounded by the search
+        feasible = R <= limit[:, None, None] + net.edge_length_m[ea][:, None, :]  # D itself is bounded by the search
     logT = np.where(feasible, -np.abs(R - g[:, None, None]) / beta_m, _NEG)
 
-    # ---- Viterbi (a break restarts from the emissions)
-    backs = np.empty((P, K), dtype=np.int64)
+    # ---- Viterbi (a break restarts from the emissions); back pointers for all steps at the end
+    S = np.empty((P, K))  # normalised score of every candidate after each step
     best = np.full((P, K), _NEG)  # best score into each candidate (before normalisation); -inf: unreachable
-    score = LE[0].copy()
+    S[0] = LE[0]
+    score = S[0]
     n_breaks = 0
     seg_end_score: dict[int, np.ndarray] = {}  # final scores of segments cut by a break
-    buf = np.empty((K, K))
     for k in range(1, P):
-        np.add(logT[k - 1], score, out=buf)
-        backs[k] = buf.argmax(axis=1)
-        sc = buf.max(axis=1)
+        sc = (logT[k - 1] + score).max(axis=1)
         sc += LE[k]  # pads stay -inf through LE
         m = sc.max()
         if m == _NEG:  # every transition into this step is impossible: a break
             n_breaks += 1
             seg_end_score[k - 1] = score
-            score = LE[k] - LE[k].max()
+            np.subtract(LE[k], LE[k].max(), out=S[k])
         else:
             best[k] = sc
-            sc -= m
-            score = sc
-    backs = np.where(best > _NEG, backs, -1)
-    backs[0] = -1
+            np.subtract(sc, m, out=S[k])
+        score = S[k]
+    backs = np.full((P, K), -1, dtype=np.int64)
+    if P > 1:
+        backs[1:] = np.where(best[1:] > _NEG, (logT + S[:-1, None, :]).argmax(axis=2), -1)
 
     # ---- backtrack (a segment ends where the next step is a break)
     back_l = backs.tolist()
@@ -267,8 +260,8 @@ def match_trajectory(
         jb = back_l[k][j]
         j = jb if jb >= 0 else int(np.argmax(seg_end_score[k - 1]))
     choice = np.asarray(choice_l, dtype=np.int64)
-    gidx = starts + choice
-    pe, po, pxy = c.edge[gidx], c.offset_m[gidx], c.xy[gidx]
+    pick = C[np.arange(P), choice]
+    pe, po, pxy = E[np.arange(P), choice], pick[:, ROW_OFFSET], pick[:, ROW_X:ROW_Y + 1]
     linked = backs[np.arange(P), choice] >= 0  # point k reached from point k-1 by a transition
 
     route_xy, point_route_idx = _build_route(net, table, searched, linked, choice, pe, po, pxy, back_tol)
@@ -431,5 +424,5 @@ def _build_route(
             pts[head_start] = _start_point(net, rl, eb, ob)
             cur_o = ob
         idx[k] = len(pts) - 1
-    return np.asarray(pts, dtype=np.float64).reshape(-1, 2), idx
+    return np.fromiter(chain.from_iterable(pts), dtype=np.float64, count=2 * len(pts)).reshape(-1, 2), idx
 
