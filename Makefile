@@ -8,7 +8,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv demo test ui mlflow-ui serve bench clean-outputs
+.PHONY: venv demo test ui mlflow-ui serve bench peers peers-valhalla clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -43,8 +43,36 @@ serve: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow/mlflow.db \
 	  $(VENV)/bin/mlflow models serve -m "models:/sig2gps-video-$(CITY)@sft" -h 127.0.0.1 -p 5001 --env-manager local
 
-bench: venv
-	$(PY) -m bench
+# peer map-matching engines (fmm, leuven; Valhalla below) for bench/peers.py and the evaluation report.
+# Installing the extra re-resolves the project, which brings hydra-core/omegaconf and antlr 4.9 back: the
+# same fix as for the venv follows.
+peers: $(VENV)/.peers-installed
+
+$(VENV)/.peers-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[dev,peers]"
+	$(PY) -m pip uninstall -q -y hydra-core omegaconf
+	$(PY) -m pip install -q --no-deps "antlr4-python3-runtime==4.13.2"
+	touch $@
+
+# pyvalhalla publishes wheels for Python >= 3.12 only and the project runs 3.11: Valhalla gets its own
+# Python 3.12 environment (PY312=/path/to/python3.12 to choose it); ml.baselines.peers.valhalla_meili
+# runs it through SIG2GPS_VALHALLA_PYTHON. Without a Python 3.12 the method is reported as skipped.
+PY312    ?= $(shell for p in python3.13 python3.12 $(HOME)/.pyenv/versions/3.1[23]*/bin/python3; do \
+              "$$p" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { command -v "$$p"; break; }; done)
+VALHALLA_PY := $(VENV)/valhalla312/bin/python
+
+peers-valhalla: $(VENV)/valhalla312/.installed
+
+$(VENV)/valhalla312/.installed:
+	@test -n "$(PY312)" || { echo "peers-valhalla: no Python >= 3.12 found (set PY312=...)"; exit 1; }
+	$(PY312) -m venv $(VENV)/valhalla312
+	$(VALHALLA_PY) -m pip install -q "pyvalhalla>=3.9,<4"
+	touch $@
+
+bench: venv peers
+	@if [ -n "$(PY312)" ]; then $(MAKE) --no-print-directory peers-valhalla; \
+	  else echo "bench: no Python >= 3.12 here, valhalla_meili will be skipped"; fi
+	SIG2GPS_VALHALLA_PYTHON=$$( [ -x $(VALHALLA_PY) ] && echo $(CURDIR)/$(VALHALLA_PY) ) $(PY) -m bench
 
 clean-outputs:
 	rm -rf outputs

@@ -40,14 +40,17 @@ def _prediction_file(track: str, method: str) -> str:
           kinds={"pandas", "pytorch"})
 def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> dg.MaterializeResult:
     """Trajectories of every method on the evaluation split, as ``outputs/<city>/predictions/<track>__<method>.parquet``."""
-    from ml.baselines import MR_METHODS, SIGNALING_METHODS
-    from ml.evaluation import predict_video_method, predictions_frame, run_method
+    from ml.baselines import MR_METHODS
+    from ml.evaluation import predict_video_method, predictions_frame, run_method, signaling_methods
 
     cc = city_context(context, paths)
     cfg = compute.stage_config("evaluation", cc.city)
     ctxs = _contexts(cc, cfg)
     log = context.log.info
-    runs = [run_method(n, "signaling", f, ctxs, log) for n, f in SIGNALING_METHODS.items()]
+    methods, skipped = signaling_methods()  # peer engines too, when the `peers` extra is installed
+    for why in skipped.values():
+        context.log.warning(why)
+    runs = [run_method(n, "signaling", f, ctxs, log) for n, f in methods.items()]
     if any(c.mr is not None and len(c.mr) for c in ctxs):
         runs += [run_method(n, "mr", f, ctxs, log) for n, f in MR_METHODS.items()]
     rcfg = compute.stage_config("render", cc.city)
@@ -59,7 +62,7 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
         else:
             context.log.warning(f"{method}: no checkpoint at {ckpt}; method skipped")
     tmp = Path(tempfile.mkdtemp(prefix=".predictions.", dir=cc.paths.outputs))
-    meta: dict = {"samples": len(ctxs), "split": cfg.split}
+    meta: dict = {"samples": len(ctxs), "split": cfg.split, "skipped_peers": ", ".join(skipped) or "none"}
     for run in runs:
         predictions_frame(run, ctxs).to_parquet(tmp / _prediction_file(run.track, run.method), index=False)
         if "rewards" in run.extra:
@@ -80,7 +83,7 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
                       compute: ComputeResource) -> dg.MaterializeResult:
     """Metrics per method and track, robustness to missing MR, figures and case studies; all logged to MLflow."""
     from ml.baselines import MR_METHODS
-    from ml.evaluation import run_from_frame, score_run, summarise
+    from ml.evaluation import peer_report_notes, run_from_frame, score_run, summarise
     from ml.report import (case_study, error_cdf, evaluation_json, per_sample_table, robustness_figure,
                            speed_profiles, write_markdown)
 
@@ -105,7 +108,8 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
         runs.setdefault(track, {})[method] = run
         context.log.info(f"{track}/{method}: median error {summaries[track][method]['median_error_m']:.1f} m")
     per_sample_df = pd.concat(per_sample, ignore_index=True)
-    evaluation = evaluation_json(cc.city.name, cfg.split, len(ctxs), summaries)
+    peer_notes = peer_report_notes(summaries.get("signaling", {}))
+    evaluation = evaluation_json(cc.city.name, cfg.split, len(ctxs), summaries, skipped=peer_notes)
 
     figures: dict[str, Path] = {}
     for track in summaries:
@@ -115,7 +119,7 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
     for i, ctx in enumerate(ctxs[: cfg.case_studies]):
         figures[f"case_{i}"] = case_study(ctx, {m: p[ctx.sample_id] for m, p in sig_preds.items()},
                                           tmp / f"case_{i}.png", title=f"{cc.city.name}: {ctx.sample_id}")
-    notes = []
+    notes = list(peer_notes.values())
     mr_ctxs = [c for c in ctxs if c.mr is not None and len(c.mr)][: cfg.robustness_max_samples]
     if MR_METHODS and mr_ctxs:
         from ml.baselines.mr.robustness import robustness_study

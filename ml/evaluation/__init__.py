@@ -2,9 +2,10 @@
 
 from ml.evaluation.config import EvaluationConfig
 from ml.evaluation.methods import MethodRun, predictions_frame, run_from_frame, run_method, score_run, summarise
+from ml.evaluation.peers import peer_report_notes, signaling_methods
 from ml.evaluation.video import predict_video_method
 
 __all__ = [
     "EvaluationConfig", "MethodRun", "predictions_frame", "run_from_frame", "run_method", "score_run",
-    "summarise", "predict_video_method",
+    "summarise", "predict_video_method", "signaling_methods", "peer_report_notes",
 ]

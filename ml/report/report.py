@@ -22,9 +22,10 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def evaluation_json(city: str, split: str, n_samples: int, summaries: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict:
+def evaluation_json(city: str, split: str, n_samples: int, summaries: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                    skipped: Mapping[str, str] | None = None) -> dict:
     """``{"city", "split", "n_samples", "tracks": {track: {method: {keys...}}}}``; video methods add rewards and
-    drawing metrics."""
+    drawing metrics; ``skipped`` (method key -> reason), when given, is kept as ``"skipped"``."""
     tracks: dict[str, dict] = {}
     for track, methods in summaries.items():
         tracks[track] = {}
@@ -35,7 +36,10 @@ def evaluation_json(city: str, split: str, n_samples: int, summaries: Mapping[st
                 if k in s:
                     row[k] = _clean(s[k])
             tracks[track][method] = row
-    return {"city": city, "split": split, "n_samples": int(n_samples), "tracks": tracks}
+    out = {"city": city, "split": split, "n_samples": int(n_samples), "tracks": tracks}
+    if skipped:
+        out["skipped"] = dict(skipped)
+    return out
 
 
 def comparison_table(evaluation: Mapping[str, Any], track: str) -> str:
