@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from bisect import bisect_right
 from itertools import chain
 from dataclasses import dataclass
 
@@ -37,7 +38,7 @@ from scipy.sparse.csgraph import dijkstra
 from ml.cities.network import RoadNetwork
 from ml.mapmatch.candidates import ROW_DIST, ROW_EDGE, ROW_OFFSET, ROW_TAIL, ROW_U, ROW_V, ROW_X, ROW_Y, candidate_memo
 from ml.mapmatch.od import ODTable, od_table_for
-from ml.mapmatch.route import edge_subline, interpolate_along_route, polyline_cum_m
+from ml.mapmatch.route import interpolate_along_route, polyline_cum_m
 
 _NEG = -np.inf
 _PAD_ROW = np.array([0.0, 0.0, np.nan, np.nan, np.inf, 0.0, 0.0, 0.0])  # a candidate that is never used
@@ -301,6 +302,47 @@ class _RouteLists:
         self.ev = net.edge_v.tolist()
         self.node_xy = [tuple(p) for p in net.node_xy.tolist()]
         self.lookup = net.edge_lookup
+        self._cum: dict[int, tuple[list[float], list[float], list[float]]] = {}
+        self._geom_xy = net.geom_xy
+
+    def polyline(self, e: int) -> tuple[list[float], list[float], list[float]]:
+        """``(cumulative length, xs, ys)`` of edge ``e``'s polyline (the length from ``polyline_cum_m``)."""
+        hit = self._cum.get(e)
+        if hit is None:
+            g = self._geom_xy[self.offs[e]:self.offs[e + 1]]
+            hit = (polyline_cum_m(g).tolist(), g[:, 0].tolist(), g[:, 1].tolist())
+            self._cum[e] = hit
+        return hit
+
+
+def _interp(x: float, xp: list[float], fp: list[float]) -> float:
+    """``np.interp`` for one query point on increasing ``xp``, in plain floats (same arithmetic)."""
+    if x >= xp[-1]:
+        return fp[-1]
+    if x < xp[0]:
+        return fp[0]
+    j = bisect_right(xp, x) - 1
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+    r = slope * (x - xp[j]) + fp[j]
+    if r != r:  # nan: numpy tries from the other end, then the flat value
+        r = slope * (x - xp[j + 1]) + fp[j + 1]
+        if r != r and fp[j] == fp[j + 1]:
+            r = fp[j]
+    return r
+
+
+def _subline_points(rl: "_RouteLists", e: int, o1: float, o2: float) -> list[tuple[float, float]]:
+    """``edge_subline`` of a polyline edge as a list of points (plain floats, same arithmetic)."""
+    cum, xs, ys = rl.polyline(e)
+    L = rl.elen[e]
+    total = cum[-1]
+    scale = total / L if L > 0 else 0.0
+    s1 = min(max(o1 * scale, 0.0), total)
+    s2 = min(max(o2 * scale, s1), total)
+    out = [(_interp(s1, cum, xs), _interp(s1, cum, ys))]
+    out.extend((x, y) for c, x, y in zip(cum, xs, ys) if s1 < c < s2)
+    out.append((_interp(s2, cum, xs), _interp(s2, cum, ys)))
+    return out
 
 
 _LISTS: dict[int, tuple[weakref.ref, _RouteLists]] = {}
@@ -331,7 +373,7 @@ def _sub_points(net: RoadNetwork, rl: _RouteLists, e: int, o1: float, o2: float,
         f2 = min(max(o2 * f, f1), 1.0)
         out.append((x0 + f2 * dx, y0 + f2 * dy))
         return
-    out.extend(map(tuple, edge_subline(net.geom_xy[g0:g1], L, o1, o2)[1:].tolist()))
+    out.extend(_subline_points(rl, e, o1, o2)[1:])
 
 
 def _path_points(rl: _RouteLists, nodes: list[int], out: list) -> None:
@@ -352,8 +394,7 @@ def _start_point(net: RoadNetwork, rl: _RouteLists, e: int, o2: float) -> tuple[
     g0 = rl.offs[e]
     if rl.offs[e + 1] - g0 == 2:
         return rl.gxy[g0]
-    sub = edge_subline(net.edge_geometry(e), rl.elen[e], 0.0, o2)
-    return tuple(sub[0].tolist())
+    return _subline_points(rl, e, 0.0, o2)[0]
 
 
 def _build_route(
