@@ -57,6 +57,7 @@ class FMMParams:
     within ``radius_factor`` x sigma, at most ``max_candidates`` (the industrial HMM's 2.5 and 12);
     ``reverse_tolerance`` = ``reverse_factor`` x sigma (the industrial HMM's backward tolerance).
     ``delta_m`` bounds the UBODT: transitions longer than that are impossible (a break).
+    The defaults are the setting ``bench/peers.py`` chose on gridville's val windows.
     """
 
     gps_error_factor: float = 1.0

@@ -55,10 +55,11 @@ class LeuvenParams:
     ``dist_noise``, on |route - straight line|, defaults to it); candidate edges within
     ``radius_factor`` x sigma (``max_dist`` and ``max_dist_init``); ``max_lattice_width``
     states kept per observation (the industrial HMM's 12 candidates); non-emitting states
-    on (they let the match pass through edges between sparse observations).
+    on (they let the match pass through edges between sparse observations). The default
+    ``obs_noise_factor`` is the one ``bench/peers.py`` chose on gridville's val windows.
     """
 
-    obs_noise_factor: float = 1.0
+    obs_noise_factor: float = 0.25
     radius_factor: float = 2.5
     max_lattice_width: int = 12
     non_emitting_states: bool = True

@@ -77,6 +77,7 @@ class MeiliParams:
     sigma; candidates within ``radius_factor`` x sigma (the industrial HMM's 2.5);
     ``breakage_distance``: consecutive points farther apart than this start a new match (the
     2 km default is shorter than some gaps between cell observations).
+    The defaults are the setting ``bench/peers.py`` chose on gridville's val windows.
     """
 
     sigma_z_factor: float = 1.0
