@@ -214,7 +214,7 @@ def sft_profile(name: str, **overrides) -> SFTConfig:
         # fine-tunes the shipped base model (models/README.md) on the city: minutes, not hours
         "demo": dict(model=model_preset("demo"), init_checkpoint="models/sig2gps-base-64px-k17.pt", batch_size=8,
                      lr=1e-4, warmup_steps=10, max_steps=150, val_every_n_steps=50, n_val_samples=16,
-                     val_sample_steps=20),
+                     val_sample_steps=1),  # as the evaluation samples (EvaluationConfig.video_sampling_steps)
         # effective batch 32 as 16 x 2: ~36 GiB estimated peak on an 80 GB GPU with checkpointing (batch 32:
         # ~70 GiB, too close to the 72 GiB budget; docs/results/gpu_memory.md)
         "gpu": dict(model=model_preset("gpu"), batch_size=16, accumulate_grad_batches=2, lr=2e-4, warmup_steps=500,
