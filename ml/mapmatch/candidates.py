@@ -11,11 +11,10 @@ sorts and gathers of every field over every hit dominated.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from ml.cities.network import EdgeCandidates, RoadNetwork
+from ml.mapmatch.netcache import cached
 
 
 class SegmentArrays:
@@ -36,18 +35,9 @@ class SegmentArrays:
         self.n_edges = net.n_edges
 
 
-_ARRAYS: dict[int, tuple[weakref.ref, SegmentArrays]] = {}
-
-
 def segment_arrays(net: RoadNetwork) -> SegmentArrays:
     """The cached :class:`SegmentArrays` of ``net`` (released with the network)."""
-    key = id(net)
-    hit = _ARRAYS.get(key)
-    if hit is not None and hit[0]() is net:
-        return hit[1]
-    arr = SegmentArrays(net)
-    _ARRAYS[key] = (weakref.ref(net, lambda _r, k=key: _ARRAYS.pop(k, None)), arr)
-    return arr
+    return cached(net, "segment_arrays", SegmentArrays)
 
 
 def _empty() -> EdgeCandidates:
@@ -161,15 +151,6 @@ class CandidateMemo:
                               flat[:, ROW_OFFSET], flat[:, ROW_X:ROW_Y + 1], flat[:, ROW_DIST])
 
 
-_MEMOS: dict[int, tuple[weakref.ref, CandidateMemo]] = {}
-
-
 def candidate_memo(net: RoadNetwork) -> CandidateMemo:
     """The network's :class:`CandidateMemo` (created on first use, released with the network)."""
-    key = id(net)
-    hit = _MEMOS.get(key)
-    if hit is not None and hit[0]() is net:
-        return hit[1]
-    memo = CandidateMemo()
-    _MEMOS[key] = (weakref.ref(net, lambda _r, k=key: _MEMOS.pop(k, None)), memo)
-    return memo
+    return cached(net, "candidate_memo", lambda _n: CandidateMemo())

@@ -1,19 +1,23 @@
-"""HMM map matching (Newson & Krumm 2009 style) on a ``RoadNetwork``, vectorised per step.
+"""HMM map matching (Newson & Krumm 2009 style) on a ``RoadNetwork``, vectorised over all steps.
 
 Model
 -----
 * States at observation ``k``: up to ``max_candidates`` road positions (edge, offset) within
-  ``radius_m`` of the observed point (``RoadNetwork.edge_candidates``).
+  ``radius_m`` of the observed point (``RoadNetwork.edge_candidates``; computed by
+  :mod:`ml.mapmatch.candidates`, same result, kept in the network's candidate memo).
 * Emission: Gaussian on the point-to-road distance, ``log p = -0.5 (d / sigma)^2``.
 * Transition: exponential on ``|route distance - straight-line distance between the
   observations|``, ``log p = -|r - g| / beta``. Route distances between the candidate sets of
-  two consecutive observations come from one bounded scipy Dijkstra call per step (all sources
-  at once: the end nodes of the previous candidates' edges), plus the tail/head parts of the
-  two edges; a forward move along the same edge costs ``o2 - o1`` (a backward move smaller than
-  ``backward_tol_m`` counts as standing still, larger ones must go around the block).
+  two consecutive observations are node-to-node distances from the end nodes of the previous
+  candidates' edges to the start nodes of the next ones, plus the tail/head parts of the two
+  edges; a forward move along the same edge costs ``o2 - o1`` (a backward move smaller than
+  ``backward_tol_m`` counts as standing still, larger ones must go around the block). The
+  node-to-node distances come from the network's OD table (:mod:`ml.mapmatch.od`, built once
+  per network), for all steps in one batch; a step whose bound exceeds a bounded table's
+  ``delta_m`` (or every step, with ``od=False``) runs a bounded scipy Dijkstra instead.
 * Speed pruning: with ``max_speed_mps`` a transition whose route distance exceeds
-  ``max_speed_mps * dt + speed_slack_m`` is removed. The Dijkstra search is bounded by the same
-  figure, or (without a max speed) by ``route_factor * g + 2 radius + 50 m``.
+  ``max_speed_mps * dt + speed_slack_m`` is removed. Without a max speed, distances are bounded
+  by ``route_factor * g + 2 radius + 50 m``.
 * When every transition into a step is impossible (an HMM break) the chain is cut: the segment
   so far is decoded and Viterbi restarts from the emission probabilities. Consecutive segments
   are joined by an unbounded shortest path so the route stays continuous. Points without any
@@ -21,13 +25,14 @@ Model
 
 The matched route is the concatenation of the shortest paths between consecutive matched
 positions; each matched point gets its distance along that route, so callers can place
-positions at other times with :func:`ml.mapmatch.interpolate_along_route`.
+positions at other times with :func:`ml.mapmatch.interpolate_along_route`. The OD table, the
+candidate memo and the batching change the cost, not the result: outputs are those of the
+per-step search (``tests/test_mapmatch_od.py``).
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from bisect import bisect_right
 from itertools import chain
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from ml.cities.network import RoadNetwork
 from ml.mapmatch.candidates import ROW_DIST, ROW_EDGE, ROW_OFFSET, ROW_TAIL, ROW_U, ROW_V, ROW_X, ROW_Y, candidate_memo
+from ml.mapmatch.netcache import cached
 from ml.mapmatch.od import ODTable, od_table_for
 from ml.mapmatch.route import interpolate_along_route, polyline_cum_m
 
@@ -345,17 +351,8 @@ def _subline_points(rl: "_RouteLists", e: int, o1: float, o2: float) -> list[tup
     return out
 
 
-_LISTS: dict[int, tuple[weakref.ref, _RouteLists]] = {}
-
-
 def _route_lists(net: RoadNetwork) -> _RouteLists:
-    key = id(net)
-    hit = _LISTS.get(key)
-    if hit is not None and hit[0]() is net:
-        return hit[1]
-    rl = _RouteLists(net)
-    _LISTS[key] = (weakref.ref(net, lambda _r, k=key: _LISTS.pop(k, None)), rl)
-    return rl
+    return cached(net, "route_lists", _RouteLists)
 
 
 def _sub_points(net: RoadNetwork, rl: _RouteLists, e: int, o1: float, o2: float, out: list) -> None:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
 from ml.cities.network import RoadNetwork
+from ml.mapmatch.netcache import cached, set_cached
 
 #: dense tables up to this size (distance float64 + predecessor int32 per node pair)
 DEFAULT_MAX_DENSE_BYTES: int = 256 * 2**20
@@ -138,31 +138,16 @@ class ODTable:
         return nodes[::-1]
 
 
-_TABLES: dict[int, tuple[weakref.ref, ODTable]] = {}
-
-
 def od_table_for(net: RoadNetwork, build: bool = True) -> ODTable | None:
     """The network's cached :class:`ODTable` (built with the defaults on first use when ``build``).
 
     The cache is keyed by the network object (not its content) and released with it.
     """
-    key = id(net)
-    hit = _TABLES.get(key)
-    if hit is not None and hit[0]() is net:
-        return hit[1]
-    if not build:
-        return None
-    table = ODTable.build(net)
-    _TABLES[key] = (weakref.ref(net, lambda _r, k=key: _TABLES.pop(k, None)), table)
-    return table
+    return cached(net, "od_table", ODTable.build if build else None)
 
 
 def set_od_table(net: RoadNetwork, table: ODTable | None) -> None:
     """Install ``table`` as the network's cached table (None drops it)."""
-    key = id(net)
-    if table is None:
-        _TABLES.pop(key, None)
-        return
-    if table.n_nodes != net.n_nodes:
+    if table is not None and table.n_nodes != net.n_nodes:
         raise ValueError(f"set_od_table: table has {table.n_nodes} nodes, network {net.n_nodes}")
-    _TABLES[key] = (weakref.ref(net, lambda _r, k=key: _TABLES.pop(k, None)), table)
+    set_cached(net, "od_table", table)

@@ -19,7 +19,7 @@ from ml.baselines.context import SampleContext
 from ml.baselines.peers import fmm as _fmm
 from ml.baselines.peers import leuven as _leuven
 from ml.baselines.peers import valhalla_meili as _valhalla
-from ml.baselines.peers.common import PeerMatchError, PeerRoute, PeerUnavailable
+from ml.baselines.peers.common import PeerMatchError, PeerRoute, PeerUnavailable, package_version
 
 Method = Callable[[SampleContext], np.ndarray]
 
@@ -44,16 +44,8 @@ def peer_methods() -> tuple[dict[str, Method], dict[str, str]]:
 
 def engine_versions() -> dict[str, str | None]:
     """Versions of the peer engines (None where absent) and of the interpreter running them."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def v(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    return {"fastmm": v("fastmm"), "leuvenmapmatching": v("leuvenmapmatching"), "rtree": v("rtree"),
-            "pyvalhalla": _valhalla.version(), "python": platform.python_version()}
+    return {"fastmm": package_version("fastmm"), "leuvenmapmatching": package_version("leuvenmapmatching"),
+            "rtree": package_version("rtree"), "pyvalhalla": _valhalla.version(), "python": platform.python_version()}
 
 
 __all__ = ["PEER_KEYS", "PEER_FUNCTIONS", "peer_status", "peer_methods", "engine_versions", "PeerMatchError",

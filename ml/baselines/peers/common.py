@@ -28,6 +28,31 @@ from ml.cities.network import RoadNetwork
 from ml.mapmatch import interpolate_along_route, polyline_cum_m
 
 
+INSTALL_HINT = 'pip install -e ".[peers]"'
+
+
+def missing_modules(key: str, modules: tuple[str, ...], what: str) -> str | None:
+    """None when every module imports, else the one-line reason ``key`` is skipped."""
+    import importlib
+
+    try:
+        for m in modules:
+            importlib.import_module(m)
+    except ImportError as exc:
+        return f"{key} skipped: {what} not installed ({exc}); {INSTALL_HINT}"
+    return None
+
+
+def package_version(name: str) -> str | None:
+    """Installed version of a distribution (None when absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 class PeerUnavailable(RuntimeError):
     """A peer engine's package is not installed (or cannot run on this interpreter)."""
 

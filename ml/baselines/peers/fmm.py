@@ -22,31 +22,19 @@ import numpy as np
 
 from ml.baselines.context import SampleContext
 from ml.baselines.peers.common import (
-    EngineCache, PeerRoute, PeerUnavailable, network_fingerprint, positions_from_route, route_from_pieces,
-    window_observations,
+    EngineCache, PeerRoute, PeerUnavailable, missing_modules, network_fingerprint, package_version,
+    positions_from_route, route_from_pieces, window_observations,
 )
 from ml.cities.network import RoadNetwork
 
-INSTALL_HINT = 'pip install -e ".[peers]"'
-
-
 def available() -> str | None:
     """None when ``fastmm`` imports, else the reason it cannot run."""
-    try:
-        import fastmm  # noqa: F401
-    except ImportError as exc:
-        return f"fmm skipped: the fastmm package is not installed ({exc}); {INSTALL_HINT}"
-    return None
+    return missing_modules("fmm", ("fastmm",), "the fastmm package is")
 
 
 def version() -> str | None:
     """Installed fastmm version (None when absent)."""
-    try:
-        from importlib.metadata import version as v
-
-        return v("fastmm")
-    except Exception:  # noqa: BLE001 - absent or broken metadata
-        return None
+    return package_version("fastmm")
 
 
 @dataclass(frozen=True)

@@ -20,31 +20,19 @@ import numpy as np
 
 from ml.baselines.context import SampleContext
 from ml.baselines.peers.common import (
-    EngineCache, PeerRoute, PeerUnavailable, positions_from_route, route_from_pieces, window_observations,
+    EngineCache, PeerRoute, PeerUnavailable, missing_modules, package_version, positions_from_route,
+    route_from_pieces, window_observations,
 )
 from ml.cities.network import RoadNetwork
 
-INSTALL_HINT = 'pip install -e ".[peers]"'
-
-
 def available() -> str | None:
     """None when leuvenmapmatching (and rtree, its edge index) import, else the reason."""
-    try:
-        import leuvenmapmatching  # noqa: F401
-        import rtree  # noqa: F401
-    except ImportError as exc:
-        return f"leuven skipped: leuvenmapmatching or rtree is not installed ({exc}); {INSTALL_HINT}"
-    return None
+    return missing_modules("leuven", ("leuvenmapmatching", "rtree"), "leuvenmapmatching or rtree is")
 
 
 def version() -> str | None:
     """Installed leuvenmapmatching version (None when absent)."""
-    try:
-        from importlib.metadata import version as v
-
-        return v("leuvenmapmatching")
-    except Exception:  # noqa: BLE001 - absent or broken metadata
-        return None
+    return package_version("leuvenmapmatching")
 
 
 @dataclass(frozen=True)
