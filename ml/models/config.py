@@ -204,6 +204,13 @@ class SFTConfig(BaseModel):
     run_name: str | None = None
     progress_bar: bool = True
 
+    @model_validator(mode="after")
+    def _check_objective(self) -> "SFTConfig":
+        if self.head_position_weight > 0.0 and self.model.target != "layer":
+            raise ValueError(f"head_position_weight = {self.head_position_weight} reads the drawing layer's head "
+                             f"channel, but model.target is '{self.model.target}' (set head_position_weight = 0)")
+        return self
+
 
 def sft_profile(name: str, **overrides) -> SFTConfig:
     """The SFTConfig of a profile (``ci``, ``demo``, ``gpu``, ``pretrained``); overrides are SFTConfig fields."""

@@ -115,9 +115,7 @@ class SFTModule(L.LightningModule):
             weight = foreground_weights(x0, self.model.prior_model_space(cond) if self.model.cfg.signal_prior else None,
                                         c.foreground_weight, c.head_weight)
         loss = flow_matching_loss(pred, x0, source, xs, s, c.loss_space, weight)
-        if c.head_position_weight > 0.0:
-            if self.model.cfg.target != "layer":
-                raise ValueError("head_position_weight needs model.target = 'layer' (it reads the head channel)")
+        if c.head_position_weight > 0.0:  # a layer target (checked by SFTConfig)
             x0_hat = x0_from_velocity(xs.float(), pred.float(), s)
             loss = loss + c.head_position_weight * head_position_loss(x0_hat, x0)
         return loss
