@@ -25,20 +25,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ml.baselines.context import TowerTable
-from ml.baselines.signaling import IndustrialHMMConfig, record_positions
+from ml.baselines.signaling import IndustrialHMMConfig, emission_sigma_m, record_positions
 from ml.cities.network import RoadNetwork
 from ml.mapmatch.candidates import candidate_memo
 from ml.mapmatch.od import od_table_for
-
-
-def industrial_sigma_m(towers: TowerTable, cfg: IndustrialHMMConfig | None = None) -> float:
-    """The industrial HMM's emission sigma for a tower table (``sigma_factor`` x spacing, clipped)."""
-    cfg = cfg or IndustrialHMMConfig()
-    sigma = cfg.sigma_m
-    if sigma is None:
-        spacing = towers.median_site_spacing_m
-        sigma = cfg.sigma_factor * spacing if np.isfinite(spacing) else 300.0
-    return float(np.clip(sigma, cfg.sigma_min_m, cfg.sigma_max_m))
 
 
 def observation_positions(towers: TowerTable, cfg: IndustrialHMMConfig | None = None,
@@ -86,7 +76,7 @@ def prepare_industrial_hmm(net: RoadNetwork, towers: TowerTable, cfg: Industrial
     t0 = time.perf_counter()
     table = od_table_for(net)
     t1 = time.perf_counter()
-    sigma = industrial_sigma_m(towers, cfg)
+    sigma = emission_sigma_m(towers, cfg)
     pts = observation_positions(towers, cfg, pair_factor)
     memo = candidate_memo(net)
     for i in range(0, len(pts), chunk):

@@ -195,6 +195,34 @@ def cell_observations(
     return _collapse_same_time(t, pos)
 
 
+def emission_sigma_m(towers: TowerTable, cfg: IndustrialHMMConfig | None = None) -> float:
+    """The industrial HMM's emission sigma for a tower table: ``sigma_factor`` x median site spacing (300 m
+    when unknown), clipped to ``[sigma_min_m, sigma_max_m]``; ``cfg.sigma_m`` when set."""
+    cfg = cfg or IndustrialHMMConfig()
+    sigma = cfg.sigma_m
+    if sigma is None:
+        spacing = median_site_spacing_m(towers)
+        sigma = cfg.sigma_factor * spacing if np.isfinite(spacing) else 300.0
+    return float(np.clip(sigma, cfg.sigma_min_m, cfg.sigma_max_m))
+
+
+def window_observations(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(obs_t, obs_xy, sigma_m)`` of a window: the industrial pipeline's steps 1-2 (:func:`cell_observations`
+    of its records) and its emission sigma; shared with the peer engines, which get the same input."""
+    cfg = cfg or IndustrialHMMConfig()
+    rec = ctx.records
+    obs_t, obs_xy = cell_observations(
+        rec["t"].to_numpy(dtype=np.float64),
+        rec["cell_id"].to_numpy(dtype=np.int64),
+        rec["site_id"].to_numpy(dtype=np.int64),
+        rec["event"].to_numpy() if "event" in rec.columns else np.full(len(rec), ""),
+        ctx.towers_xy,
+        cfg,
+    )
+    return obs_t, obs_xy, emission_sigma_m(ctx.towers_xy, cfg)
+
+
 def industrial_hmm(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -> np.ndarray:
     """Industrial pipeline: ping-pong mitigation, cell observations (co-site sectors at their
     coverage centres, handovers on the cell boundary), HMM map matching with a cell-sized
@@ -204,23 +232,10 @@ def industrial_hmm(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -
     Falls back to :func:`mar` when no record can be matched to a road.
     """
     cfg = cfg or IndustrialHMMConfig()
-    rec = ctx.records
-    if len(rec) == 0:
+    if len(ctx.records) == 0:
         return np.full((ctx.n_eval, 2), np.nan)
-    obs_t, obs_xy = cell_observations(
-        rec["t"].to_numpy(dtype=np.float64),
-        rec["cell_id"].to_numpy(dtype=np.int64),
-        rec["site_id"].to_numpy(dtype=np.int64),
-        rec["event"].to_numpy() if "event" in rec.columns else np.full(len(rec), ""),
-        ctx.towers_xy,
-        cfg,
-    )
+    obs_t, obs_xy, sigma = window_observations(ctx, cfg)
     # 3. HMM map matching with a cell-sized sigma
-    sigma = cfg.sigma_m
-    if sigma is None:
-        spacing = median_site_spacing_m(ctx.towers_xy)
-        sigma = cfg.sigma_factor * spacing if np.isfinite(spacing) else 300.0
-    sigma = float(np.clip(sigma, cfg.sigma_min_m, cfg.sigma_max_m))
     res = match_trajectory(
         ctx.net,
         obs_xy,

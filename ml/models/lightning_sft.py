@@ -197,8 +197,8 @@ class SFTModule(L.LightningModule):
         gen_u8, layers = generate(self.model, cond, self.cfg.val_sample_steps,
                                   tokens=None if tokens is None else tokens[:n],
                                   token_mask=None if mask is None else mask[:n], shift=self.cfg.sample_shift,
-                                  noise=noise, frames=truth.shape[2], autocast_dtype=torch.bfloat16 if cond.device.type == "cuda" else None,
-                                  noise_scale=self.cfg.val_noise_scale)
+                                  noise=noise, frames=truth.shape[2], noise_scale=self.cfg.val_noise_scale,
+                                  autocast_dtype=torch.bfloat16 if cond.device.type == "cuda" else None)
         true_u8 = to_uint8_frames(truth)
         gen = torch.from_numpy(gen_u8).float()
         tru = torch.from_numpy(true_u8).float()

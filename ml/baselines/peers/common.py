@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ml.baselines.context import SampleContext
-from ml.baselines.signaling import IndustrialHMMConfig, cell_observations, median_site_spacing_m
+from ml.baselines.signaling import window_observations  # noqa: F401  (the peers' input, re-exported)
 from ml.cities.network import RoadNetwork
 from ml.mapmatch import interpolate_along_route, polyline_cum_m
 
@@ -73,31 +73,6 @@ class PeerRoute:
     @property
     def n_matched(self) -> int:
         return int(np.isfinite(self.point_route_m).sum())
-
-
-def window_observations(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(obs_t, obs_xy, sigma_m)`` of a window: the industrial pipeline's steps 1-2 and its sigma."""
-    cfg = cfg or IndustrialHMMConfig()
-    rec = ctx.records
-    obs_t, obs_xy = cell_observations(
-        rec["t"].to_numpy(dtype=np.float64),
-        rec["cell_id"].to_numpy(dtype=np.int64),
-        rec["site_id"].to_numpy(dtype=np.int64),
-        rec["event"].to_numpy() if "event" in rec.columns else np.full(len(rec), ""),
-        ctx.towers_xy,
-        cfg,
-    )
-    return obs_t, obs_xy, cell_sigma_m(ctx, cfg)
-
-
-def cell_sigma_m(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -> float:
-    """The industrial HMM's emission sigma for this city (``sigma_factor`` x median site spacing, clipped)."""
-    cfg = cfg or IndustrialHMMConfig()
-    sigma = cfg.sigma_m
-    if sigma is None:
-        spacing = median_site_spacing_m(ctx.towers_xy)
-        sigma = cfg.sigma_factor * spacing if np.isfinite(spacing) else 300.0
-    return float(np.clip(sigma, cfg.sigma_min_m, cfg.sigma_max_m))
 
 
 def route_from_pieces(pieces: list[tuple[np.ndarray, dict[int, float]]], n_obs: int) -> PeerRoute:
