@@ -1,8 +1,8 @@
 """``python -m ml.train <subcommand>``: training without dagster (works on a bare GPU machine).
 
 Subcommands are registered from modules: each module exposes ``HELP`` (str), ``add_args(parser)``
-and ``run(args) -> int``. A module that cannot be imported (e.g. GDPO not installed yet) still
-appears in ``--help`` and reports why when invoked.
+and ``run(args) -> int``. Only the chosen subcommand's module is imported; an import error is
+raised as it is (a missing dependency is named by Python, not hidden behind another command).
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def _load(module: str) -> tuple[str, Callable, Callable] | Exception:
-    try:
-        m = importlib.import_module(module)
-        return getattr(m, "HELP", ""), m.add_args, m.run
-    except Exception as exc:  # ImportError or a broken module: keep the other subcommands usable
-        return exc
+def _load(module: str) -> tuple[str, Callable, Callable]:
+    m = importlib.import_module(module)
+    return getattr(m, "HELP", ""), m.add_args, m.run
 
 
 def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
@@ -41,17 +38,6 @@ def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict
             sub.add_parser(name, help=f"(see python -m ml.train {name} --help)")
             continue
         loaded = _load(module)
-        if isinstance(loaded, Exception):
-            err = loaded
-            sp = sub.add_parser(name, help=f"(unavailable: {type(err).__name__}: {err})", add_help=True)
-            sp.add_argument("rest", nargs=argparse.REMAINDER)
-
-            def unavailable(args: argparse.Namespace, _e: Exception = err, _n: str = name, _m: str = module) -> int:
-                print(f"python -m ml.train {_n}: cannot import {_m}: {type(_e).__name__}: {_e}", file=sys.stderr)
-                return 2
-
-            runners[name] = unavailable
-            continue
         help_text, add_args, run = loaded
         sp = sub.add_parser(name, help=help_text, description=help_text)
         add_args(sp)
