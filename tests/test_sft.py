@@ -224,3 +224,18 @@ def test_new_starting_weights_under_the_same_path_start_a_new_run(toy_dir, tmp_p
     r = train_sft(toy_dir, out, _cfg(max_steps=2, init_checkpoint=str(base)))
     assert r.resumed_from_step is None and r.global_step == 2
     assert len(list(out.glob("checkpoints_superseded_*"))) == 1
+
+
+def test_resume_with_an_unknown_mlflow_run_logs_to_a_new_run(toy_dir, tmp_path):
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    from ml.train.sft import train_sft
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "sft_mlflow"
+    train_sft(toy_dir, out, _cfg(max_steps=2, select_checkpoint="last"), tracking_uri=uri)
+    (out / "mlflow_run_id.txt").write_text("0123456789abcdef0123456789abcdef")  # a run the store never had
+    r = train_sft(toy_dir, out, _cfg(max_steps=4, select_checkpoint="last"), tracking_uri=uri)
+    assert r.resumed_from_step == 2 and r.mlflow_run_id not in (None, "0123456789abcdef0123456789abcdef")
+    assert mlflow.tracking.MlflowClient(uri).get_run(r.mlflow_run_id).info.status == "FINISHED"

@@ -67,11 +67,16 @@ def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags
     run_file = out_dir / "mlflow_run_id.txt"
     run_id = run_file.read_text().strip() if (resuming and run_file.is_file()) else None
     if run_id:
-        try:
-            from mlflow.tracking import MlflowClient
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
 
+        try:
             MlflowClient(tracking_uri).get_run(run_id)
-        except Exception:
+        except MlflowException as exc:  # only a run the store does not have; other errors are raised
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            log.warning("%s: MLflow run %s is not in %s; the resumed training logs to a new run", run_file, run_id,
+                        tracking_uri)
             run_id = None
     from ml.tracking import artifact_location_for
 
