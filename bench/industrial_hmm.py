@@ -26,7 +26,7 @@ import numpy as np
 from bench.common import SHARED_CITIES, write_result
 from ml.baselines import build_sample_contexts, industrial_hmm
 from ml.baselines.context import SampleContext, synthetic_signaling_tables
-from ml.baselines.signaling import IndustrialHMMConfig, cell_observations, median_site_spacing_m
+from ml.baselines.signaling import IndustrialHMMConfig, cell_observations
 from ml.cities import CityConfig, RoadSource, load_road_network
 from ml.mapmatch.reference import match_trajectory_reference
 
@@ -46,7 +46,7 @@ def industrial_hmm_reference(ctx: SampleContext, G: nx.DiGraph, cfg: IndustrialH
     obs_xy = [tuple(map(float, p)) for p in obs_xy_arr]
     sigma = cfg.sigma_m
     if sigma is None:
-        spacing = median_site_spacing_m(ctx.towers_xy)
+        spacing = ctx.towers_xy.median_site_spacing_m
         sigma = cfg.sigma_factor * spacing if math.isfinite(spacing) else 300.0
     sigma = min(max(sigma, cfg.sigma_min_m), cfg.sigma_max_m)
     r = match_trajectory_reference(ctx.net, np.array(obs_xy), np.array(obs_t), sigma_m=sigma,

@@ -78,11 +78,6 @@ class IndustrialHMMConfig:
     max_speed_mps: float = 35.0
 
 
-def median_site_spacing_m(towers: TowerTable) -> float:
-    """Median distance from each site to its nearest other site (computed once per tower table)."""
-    return towers.median_site_spacing_m
-
-
 def mitigate_pingpong(t: np.ndarray, site: np.ndarray, window_s: float, max_passes: int = 5) -> np.ndarray:
     """Boolean keep-mask dropping the middle record of A-B-A patterns shorter than ``window_s``.
 
@@ -153,7 +148,7 @@ def record_positions(
     cell = np.asarray(cell, dtype=np.int64).reshape(-1)
     if len(cell) == 0:
         return np.zeros((0, 2))
-    spacing = median_site_spacing_m(towers)
+    spacing = towers.median_site_spacing_m
     shift = cfg.sector_shift_factor * spacing if np.isfinite(spacing) else 0.0
     pos = towers.site_xy(site) + shift * sector_unit_vectors(towers, cell)
     if cfg.handover_boundary and len(cell) > 1:
@@ -201,7 +196,7 @@ def emission_sigma_m(towers: TowerTable, cfg: IndustrialHMMConfig | None = None)
     cfg = cfg or IndustrialHMMConfig()
     sigma = cfg.sigma_m
     if sigma is None:
-        spacing = median_site_spacing_m(towers)
+        spacing = towers.median_site_spacing_m
         sigma = cfg.sigma_factor * spacing if np.isfinite(spacing) else 300.0
     return float(np.clip(sigma, cfg.sigma_min_m, cfg.sigma_max_m))
 

@@ -58,12 +58,12 @@ class PreparedSample:
     tile: Tile
     duration_s: float
     record_xy: np.ndarray  # serving mast of each record (drawn on the condition image)
+    record_obs_xy: np.ndarray  # (r, 2) each record's observation-model position (the tokens)
     record_t: np.ndarray
     tower_xy: np.ndarray
     truth_xy: np.ndarray
     truth_t: np.ndarray
     record_event: np.ndarray | None = None  # (r,) int8 ids in EVENTS order (len(EVENTS): unknown)
-    record_obs_xy: np.ndarray | None = None  # (r, 2) observation-model positions (the tokens); None: the masts
 
 
 def event_ids(events: pd.Series | np.ndarray) -> np.ndarray:
@@ -81,8 +81,7 @@ def sample_tokens(s: PreparedSample, resolution: int, max_records: int) -> np.nd
         return out
     idx = subsample_evenly(n, max_records)
     m = len(idx)
-    obs = s.record_xy if s.record_obs_xy is None else s.record_obs_xy
-    out[:m, :2] = s.tile.xy_to_pixel(obs[idx], resolution) / resolution
+    out[:m, :2] = s.tile.xy_to_pixel(s.record_obs_xy[idx], resolution) / resolution
     out[:m, 2] = np.clip(s.record_t[idx] / s.duration_s, 0.0, 1.0) if s.duration_s > 0 else 0.0
     out[:m, 3] = len(EVENTS) if s.record_event is None else s.record_event[idx]
     return out
