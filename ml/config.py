@@ -26,7 +26,7 @@ STAGE_CONFIGS: dict[str, str] = {
     "render": "ml.render.config:RenderConfig",
     "model": "ml.models.config:ModelConfig",
     "sft": "ml.models.config:SFTConfig",
-    "gdpo": "ml.models.gdpo:GDPOConfig",
+    "gdpo": "ml.models.config:GDPOConfig",
     "evaluation": "ml.evaluation:EvaluationConfig",
 }
 
@@ -34,7 +34,7 @@ STAGE_CONFIGS: dict[str, str] = {
 # function next to the config): the model and training sizes live beside the model code.
 STAGE_PROFILE_FACTORIES: dict[str, str] = {
     "sft": "ml.models.config:sft_profile",
-    "gdpo": "ml.models.gdpo:gdpo_profile",
+    "gdpo": "ml.models.config:gdpo_profile",
 }
 
 # Size overrides only, for the other stages. Keys must be fields of the stage's config.

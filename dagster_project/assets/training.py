@@ -67,7 +67,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlfl
 def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                     compute: ComputeResource) -> dg.MaterializeResult:
     """Traj-GDPO: RL from verifiable rewards on the SFT model, KL-regularised to it."""
-    from ml.models.gdpo import train_gdpo
+    from ml.train.gdpo import train_gdpo
 
     cc = city_context(context, paths)
     uri = mlflow.uri(paths.root_path)
@@ -78,7 +78,7 @@ def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlf
     tags = run_tags(cc.city.name, "gdpo", paths.root_path, dagster_run_id=context.run_id, profile=compute.profile)
     res = train_gdpo(_rendered_dir(cc, compute), sft, cc.paths.checkpoints / "gdpo", cfg, tracking_uri=uri, tags=tags)
     meta = {"checkpoint": dg.MetadataValue.path(str(res.checkpoint_path)), "data_version": tags["data_version"],
-            **_mlflow_link(uri, res.mlflow_run_id),
+            "selected_weights": res.selected, **_mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
     meta.update(_register(context, cc, compute, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)

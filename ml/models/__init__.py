@@ -1,4 +1,4 @@
-"""Video flow model: Wan backbone, flow matching, Euler sampler, Lightning SFT, checkpoints.
+"""Video flow model: Wan backbone, flow matching, Euler and SDE samplers, Lightning SFT and GDPO, checkpoints.
 
 Names are imported lazily (``from ml.models import VideoFlowModel`` works) so that importing one
 sub-module (e.g. ``ml.models.sde``) does not pull in Lightning or diffusers.
@@ -12,6 +12,8 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "ModelConfig": "ml.models.config",
     "SFTConfig": "ml.models.config",
+    "GDPOConfig": "ml.models.config",
+    "gdpo_profile": "ml.models.config",
     "model_preset": "ml.models.config",
     "sft_profile": "ml.models.config",
     "VideoFlowModel": "ml.models.backbone",

@@ -256,3 +256,44 @@ def make_toy_rendered_arrays(root: str | Path, n: int = 16, resolution: int = 32
     })
     index.to_parquet(root / "index.parquet", index=False)
     return root
+
+
+class GDPOConditionDataset(Dataset):
+    """Conditions of some rows of a rendered-arrays folder for GDPO: ``cond``, ``true_head_px``, ``mpp``, ``index``
+    (and ``tokens`` / ``token_mask`` with ``with_tokens``).
+
+    True head dots are decoded from the true videos with ``head_decoder`` (default
+    ``ml.decode.decode_head_positions``, as the rewards decode generated ones) once per sample and cached;
+    ``mpp = tile_size_m / resolution``.
+    """
+
+    def __init__(self, root: str | Path, rows: np.ndarray, head_decoder=None, with_tokens: bool = False,
+                 max_records: int = 64) -> None:
+        self.base = RenderedVideoDataset(root, rows, with_tokens=with_tokens, max_records=max_records)
+        self.reader = self.base.reader
+        if head_decoder is None:
+            from ml.decode import decode_head_positions as head_decoder  # noqa: N813
+        self.head_decoder = head_decoder
+        self._heads: dict[int, np.ndarray] = {}
+        idx = self.reader.index
+        if "tile_size_m" not in idx.columns:
+            raise ValueError(f"{root}/index.parquet: missing column 'tile_size_m' (needed for metres per pixel)")
+        res = idx["resolution"].to_numpy(dtype=np.float64) if "resolution" in idx.columns else float(self.reader.resolution)
+        self._mpp = idx["tile_size_m"].to_numpy(dtype=np.float64) / res
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def true_head(self, i: int) -> np.ndarray:
+        if i not in self._heads:
+            self._heads[i] = np.asarray(self.head_decoder(self.reader.video(i)), dtype=np.float32)
+        return self._heads[i]
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        item = self.base[j]
+        i = int(item.pop("index"))
+        item.pop("video")
+        item["index"] = i
+        item["true_head_px"] = torch.from_numpy(self.true_head(i))
+        item["mpp"] = torch.tensor(self._mpp[i], dtype=torch.float32)
+        return item

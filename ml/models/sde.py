@@ -73,6 +73,7 @@ def sde_step(
     prev_sample: Tensor | None = None,
     generator: torch.Generator | None = None,
     eps: float | None = None,
+    std: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One Flow-GRPO SDE step from noise level ``s`` to ``s_next`` (< s).
 
@@ -87,6 +88,8 @@ def sde_step(
             stored rollouts under the updated policy).
         generator: torch generator for the noise.
         eps: the ``1 - s`` denominator uses ``min(s, 1 - eps)``; default: s' where s == 1 (see module doc).
+        std: the step's standard deviation to use instead of ``sigma_t sqrt(-ds)`` (broadcastable against
+            ``x``; e.g. that one masked to where exploration matters); elements with 0 are deterministic.
 
     Returns:
         ``(next_sample, log_prob (B,), mean, std)``; ``std`` is broadcastable against ``x``
@@ -100,7 +103,8 @@ def sde_step(
     sigma_t = noise_scale * torch.sqrt(s_b / (1.0 - s_den))
     drift_coef = (noise_scale**2) / (2.0 * (1.0 - s_den))  # = sigma_t^2 / (2 s), finite at s = 0
     mean = x + (v + drift_coef * (x + (1.0 - s_b) * v)) * ds
-    std = sigma_t * torch.sqrt(torch.clamp(-ds, min=0.0))
+    if std is None:
+        std = sigma_t * torch.sqrt(torch.clamp(-ds, min=0.0))
     if prev_sample is not None:
         if prev_sample.shape != x.shape:
             raise ValueError(f"prev_sample shape {tuple(prev_sample.shape)} differs from {tuple(x.shape)}")

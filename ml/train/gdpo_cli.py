@@ -8,7 +8,7 @@ Example::
 
 Writes ``<out>/gdpo.pt`` (the fine-tuned model, ``ml.models.checkpoint`` format),
 ``<out>/gdpo_metrics.json`` (metrics and per-iteration history) and ``<out>/gdpo_result.json``
-(the :class:`ml.models.gdpo.GDPOResult` as JSON, also printed).
+(the :class:`ml.train.gdpo.GDPOResult` as JSON, also printed).
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advantage", choices=["gdpo", "grpo"], default=None, help="grpo: the ablation")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--inner-epochs", type=int, default=None)
+    p.add_argument("--exploration-radius-px", type=int, default=None,
+                   help="exploration noise only within this many pixels of the drawing (-1: every pixel)")
     p.add_argument("--train-timesteps", default=None,
                    help="comma-separated indices of the denoising steps trained on (default: all)")
-    p.add_argument("--n-eval", type=int, default=None, help="validation samples scored before/after (0: skip)")
+    p.add_argument("--n-eval", type=int, default=None, help="val windows of the selection")
+    p.add_argument("--select", choices=["last", "best_val"], default=None, help="exported weights (default best_val)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (omit: no MLflow)")
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default sig2gps-gdpo)")
@@ -56,6 +59,10 @@ def _overrides(args: argparse.Namespace) -> dict:
         val = getattr(args, key)
         if val is not None:
             over[key] = val
+    if args.exploration_radius_px is not None:
+        over["exploration_radius_px"] = None if args.exploration_radius_px < 0 else args.exploration_radius_px
+    if args.select is not None:
+        over["select_checkpoint"] = args.select
     if args.experiment is not None:
         over["experiment_name"] = args.experiment
     if args.train_timesteps:
@@ -67,7 +74,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``gdpo`` subcommand; prints the GDPOResult as JSON and returns 0."""
-    from ml.models.gdpo import gdpo_profile, train_gdpo
+    from ml.models.config import gdpo_profile
+    from ml.train.gdpo import train_gdpo
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = gdpo_profile(args.profile, **_overrides(args))
@@ -79,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         tags[k] = v
     res = train_gdpo(args.data, args.sft, args.out, cfg, tracking_uri=args.tracking_uri, tags=tags or None)
     summary = {"checkpoint_path": str(res.checkpoint_path), "mlflow_run_id": res.mlflow_run_id,
-               "metrics": res.metrics}
+               "selected": res.selected, "metrics": res.metrics}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "gdpo_result.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

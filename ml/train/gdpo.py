@@ -1,0 +1,197 @@
+"""``train_gdpo``: Traj-GDPO fine-tuning of an SFT video model on the train windows of a rendered-arrays folder.
+
+Writes under ``out_dir``: ``gdpo.pt`` (``ml.models.checkpoint`` format, the file evaluation and serving
+load) and ``gdpo_metrics.json`` (metrics, per-iteration history, validations). With ``select_checkpoint =
+'best_val'`` the exported weights are those with the highest reward total on the val windows among the
+validations, the SFT weights included (iteration 0). With a tracking URI the run is logged to MLflow
+(every iteration's rewards, KL, clip fraction, zero-variance share and time split; the validations).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, default_collate
+
+from ml.models.config import GDPOConfig
+from ml.models.lightning_gdpo import GDPOModule, RewardFn
+
+
+@dataclass
+class GDPOResult:
+    """What :func:`train_gdpo` produced."""
+
+    checkpoint_path: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    selected: str = "last"  # which weights gdpo.pt holds: 'last', 'start' (the SFT model) or 'best:<iteration>'
+
+
+@torch.no_grad()
+def evaluate_policy(policy: nn.Module, batches: list[dict[str, Any]], n_steps: int, reward_fn: RewardFn,
+                    init_noise_scale: float = 0.0, seed: int = 0, shift: float = 1.0) -> dict[str, float]:
+    """Mean rewards of ``policy`` on condition batches, one video per condition, with the evaluation's
+    deterministic sampler (:func:`ml.models.sampling.generate`, the one sample path); ``total`` is their sum.
+
+    The initial noise comes from ``seed`` so that every call sees the same noise.
+    """
+    from ml.models.sampling import generate
+
+    policy.eval()
+    dev = next(policy.parameters()).device
+    gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(seed)
+    acc: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+        heads = np.asarray(torch.as_tensor(batch["true_head_px"]), dtype=np.float64)
+        video, _ = generate(policy, batch["cond"].to(dev), n_steps, generator=gen, tokens=_opt(batch, "tokens", dev),
+                            token_mask=_opt(batch, "token_mask", dev), frames=heads.shape[1], shift=shift,
+                            noise_scale=init_noise_scale)
+        for k, v in reward_fn(video, heads, np.asarray(torch.as_tensor(batch["mpp"]), dtype=np.float64)).items():
+            acc.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+    out = {k: float(np.concatenate(v).mean()) for k, v in acc.items()}
+    out["n"] = float(sum(len(b["cond"]) for b in batches))
+    return out
+
+
+def _opt(batch: dict[str, Any], key: str, dev: torch.device) -> torch.Tensor | None:
+    t = batch.get(key)
+    return None if t is None else t.to(dev)
+
+
+def condition_batches(ds, n: int, batch_size: int) -> list[dict[str, Any]]:
+    """The first ``n`` items of ``ds`` as collated batches (the fixed val windows of the selection)."""
+    items = [ds[i] for i in range(min(n, len(ds)))]
+    return [default_collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+
+
+def _device(cfg: GDPOConfig) -> torch.device:
+    return torch.device("cuda") if (torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")) else torch.device("cpu")
+
+
+def train_gdpo(
+    rendered_dir: str | Path,
+    sft_checkpoint: str | Path,
+    out_dir: str | Path,
+    cfg: GDPOConfig | None = None,
+    tracking_uri: str | None = None,
+    tags: dict[str, str] | None = None,
+    reward_fn: RewardFn | None = None,
+    head_decoder: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> GDPOResult:
+    """Fine-tune an SFT video model with Traj-GDPO on the train split of ``rendered_dir``; see the module doc.
+
+    Metrics: ``start/<reward>`` and ``selected/<reward>`` (the deterministic sampler on the first
+    ``n_eval`` windows of ``eval_split``, before training and for the exported weights), ``final/<metric>``
+    (mean over the last quarter of the iterations), ``time/<part>_s`` (total seconds per part of the
+    iterations: rollout, reward, reference, update) and ``train_s``. ``tracking_uri`` None: no MLflow run.
+    """
+    import pandas as pd
+
+    from ml.models.checkpoint import load_video_model, save_video_model
+    from ml.models.data import GDPOConditionDataset, split_rows
+    from ml.rewards import compute_rewards
+
+    cfg = cfg or GDPOConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    policy, model_cfg = load_video_model(sft_checkpoint)
+    reference = load_video_model(sft_checkpoint)[0] if cfg.beta > 0 else None
+    with_tokens, max_records = bool(model_cfg.uses_records), int(model_cfg.max_records)
+
+    index_path = Path(rendered_dir) / "index.parquet"
+    rows = split_rows(pd.read_parquet(index_path), val_fraction=0.1, seed=cfg.seed)
+    if len(rows["train"]) == 0:
+        raise ValueError(f"{index_path}: no 'train' rows to run GDPO on")
+    eval_rows = rows.get(cfg.eval_split, np.array([], dtype=np.int64))
+    if len(eval_rows) == 0:
+        raise ValueError(f"{index_path}: no '{cfg.eval_split}' rows to select the GDPO weights on (gdpo.eval_split)")
+    train_ds = GDPOConditionDataset(rendered_dir, rows["train"], head_decoder, with_tokens, max_records)
+    eval_ds = GDPOConditionDataset(rendered_dir, eval_rows, head_decoder, with_tokens, max_records)
+    rfn = reward_fn or partial(compute_rewards, cfg=None)
+    dev = _device(cfg)
+    eval_batches = condition_batches(eval_ds, cfg.n_eval, 16)
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        was = next(model.parameters()).device
+        out = evaluate_policy(model.to(dev), eval_batches, cfg.n_steps, rfn, cfg.init_noise_scale, cfg.seed + 1,
+                              cfg.sample_shift)
+        model.to(was)
+        out["total"] = float(sum(out[k] for k in cfg.rewards))
+        return out
+
+    module = GDPOModule(policy, cfg, reference, rfn, validate=validate)
+    start = module.score(0)
+    sampler = RandomSampler(train_ds, replacement=True, num_samples=cfg.steps * cfg.conditions_per_step,
+                            generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(train_ds, batch_size=cfg.conditions_per_step, sampler=sampler, num_workers=0)
+
+    logger = None
+    if tracking_uri is not None:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        from ml.tracking import ensure_experiment
+
+        ensure_experiment(cfg.experiment_name, tracking_uri)
+        logger = MLFlowLogger(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri,
+                              run_name=cfg.run_name, tags=dict(tags or {}))
+        logger.log_hyperparams({**cfg.model_dump(mode="json"), "sft_checkpoint": str(sft_checkpoint),
+                                "rendered_dir": str(rendered_dir)})
+        logger.log_metrics({f"val/{k}": v for k, v in start.items() if k != "iteration"}, step=0)
+
+    precision = cfg.precision or ("bf16-mixed" if dev.type == "cuda" else "32-true")
+    trainer = L.Trainer(max_epochs=1, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
+                        logger=logger if logger is not None else False, enable_checkpointing=False,
+                        log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=cfg.progress_bar,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        default_root_dir=str(out_dir))
+    # GDPO keeps the policy in eval mode on purpose (no dropout: an unchanged policy has ratio 1)
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader)
+    train_s = time.perf_counter() - t0
+
+    selected = "last"
+    if cfg.select_checkpoint == "best_val" and module.best_state is not None:
+        policy.load_state_dict(module.best_state)
+        selected = "start" if module.best_iteration == 0 else f"best:{module.best_iteration}"
+    chosen = next(v for v in module.val_history if v["iteration"] == module.best_iteration) if selected != "last" \
+        else module.val_history[-1]
+    metrics: dict[str, float] = {"train_s": train_s, "iterations": float(len(module.history))}
+    metrics.update({f"start/{k}": v for k, v in start.items() if k != "iteration"})
+    metrics.update({f"selected/{k}": v for k, v in chosen.items()})
+    tail = module.history[-max(1, len(module.history) // 4):]
+    for k in tail[0]:
+        if not k.startswith("time/"):
+            metrics[f"final/{k}"] = float(np.nanmean([h[k] for h in tail]))
+    for part in ("rollout", "reward", "reference", "update", "iteration"):
+        metrics[f"time/{part}_s"] = float(sum(h[f"time/{part}_s"] for h in module.history))
+
+    policy.cpu()
+    ckpt = save_video_model(out_dir / "gdpo.pt", policy, model_cfg,
+                            meta={"stage": "gdpo", "sft_checkpoint": str(sft_checkpoint), "selected": selected,
+                                  "gdpo": cfg.model_dump(mode="json"), "metrics": metrics})
+    (out_dir / "gdpo_metrics.json").write_text(json.dumps(
+        {"metrics": metrics, "selected": selected, "history": module.history, "validations": module.val_history},
+        indent=2))
+    run_id = None
+    if logger is not None:
+        run_id = logger.run_id
+        client = logger.experiment
+        for k, v in metrics.items():
+            if k.split("/")[0] in ("start", "selected", "time") and math.isfinite(v):
+                client.log_metric(run_id, k.replace("/", "_"), v)
+        client.set_tag(run_id, "selected_weights", selected)
+        client.log_artifact(run_id, str(out_dir / "gdpo_metrics.json"))
+    return GDPOResult(checkpoint_path=Path(ckpt), metrics=metrics, mlflow_run_id=run_id, selected=selected)
