@@ -1,26 +1,21 @@
-"""Traj-GDPO benchmark: rewards before/after GDPO and the ablations GDPO vs GRPO, beta > 0 vs beta = 0.
+"""Traj-GDPO on the city data: the default against its ablations, two seeds each, and the learning curves.
 
-Two modes, both writing ``outputs/bench/gdpo.json`` (or ``--out``):
+For each city (its rendered arrays and its SFT model, as ``make demo`` leaves them) and each seed, the
+SFT model is fine-tuned by :func:`ml.train.gdpo.train_gdpo` with the ``demo`` profile and one change per
+variant. Every run exports its *last* weights (``select_checkpoint = 'last'``), so the table shows what
+each variant did, and is scored on the same val windows with the evaluation's deterministic sampler before
+(the SFT model) and after. Writes ``outputs/bench/gdpo.json`` (or ``--out``) and, with ``--figure``, the
+learning curves of the default variant (per-reward means of the rollouts, KL, clip fraction, share of
+zero-variance groups, against the iteration).
 
-* **toy** (default; CPU, about 2 minutes): the toy task of ``tests/test_gdpo.py`` (12 px, 5 frames,
-  4 fixed conditions, an SFT model trained on a 50/50 mix of correct and reversed paths, real
-  rewards and the real ``ml.decode`` decoder). For each seed, the same SFT model is fine-tuned by
-  each variant; the three rewards are measured before and after on 32 rollouts (4 conditions x 8),
-  with the SDE sampler (the policy GDPO optimises) and the deterministic Euler sampler (inference).
-* **data** (``--data DIR --sft CKPT``): the real pipeline on a rendered-arrays folder and an SFT
-  checkpoint (e.g. the demo profile's): :func:`ml.models.gdpo.train_gdpo` per variant, rewards
-  before/after on the validation split (``--n-eval`` samples, Euler sampler).
-
-    .venv/bin/python bench/gdpo.py                      # toy, seeds 0 and 1
-    .venv/bin/python bench/gdpo.py --data outputs/gridville/render/r64_k9 \\
-        --sft outputs/gridville/checkpoints/sft/model.pt --profile demo --steps 30
+    .venv/bin/python -m bench.gdpo --cities gridville ringtown --seeds 0 1 --figure docs/results/gdpo_curves.png
+    # or one process per city side by side, then: --merge outputs/bench/gdpo_*.json --figure ...
+    .venv/bin/python -m bench.gdpo --cities gridville --variants default old_sampler --seeds 0   # time split
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib.util
 import json
 import os
 import sys
@@ -30,125 +25,141 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from bench.common import machine  # noqa: E402
-
-VARIANTS: dict[str, dict] = {
-    "gdpo_beta": {"advantage": "gdpo"},  # beta from the config (0.04)
-    "grpo_beta": {"advantage": "grpo"},
-    "gdpo_beta0": {"advantage": "gdpo", "beta": 0.0},
-}
 REWARDS = ("distance", "direction", "connectivity")
 
-
-def _round(d: dict) -> dict:
-    return {k: round(float(v), 4) for k, v in d.items()}
-
-
-def _load_toy():
-    """The toy task lives with its test (single source of truth for the learning evidence)."""
-    spec = importlib.util.spec_from_file_location("_gdpo_toy", REPO / "tests" / "test_gdpo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-def run_toy(seeds: list[int], steps: int) -> dict:
-    from ml.models.gdpo import evaluate_policy
-
-    toy = _load_toy()
-    task = toy.make_toy_task()
-    evb = toy.toy_eval_batch(task, repeats=8)
-    rows = []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        sft = toy.sft_toy(task, seed=seed)
-        sft_s = time.perf_counter() - t0
-        before = {"sde": evaluate_policy(sft, evb, 8, toy.toy_reward_fn, noise_scale=0.7, seed=100 + seed),
-                  "ode": evaluate_policy(sft, evb, 8, toy.toy_reward_fn, seed=100 + seed)}
-        for name, over in VARIANTS.items():
-            policy = copy.deepcopy(sft)
-            t0 = time.perf_counter()
-            module = toy.run_toy_gdpo(policy, task, steps=steps, seed=seed, **over)
-            dt = time.perf_counter() - t0
-            after = {"sde": evaluate_policy(policy, evb, 8, toy.toy_reward_fn, noise_scale=0.7, seed=100 + seed),
-                     "ode": evaluate_policy(policy, evb, 8, toy.toy_reward_fn, seed=100 + seed)}
-            last = module.history[-5:]
-            row = {"seed": seed, "variant": name, "sft_s": round(sft_s, 2), "gdpo_s": round(dt, 2),
-                   "s_per_iteration": round(dt / steps, 3),
-                   "before": {k: _round({r: v[r] for r in REWARDS}) for k, v in before.items()},
-                   "after": {k: _round({r: v[r] for r in REWARDS}) for k, v in after.items()},
-                   "final_kl": round(sum(h["kl"] for h in last) / len(last), 5),
-                   "mean_clip_frac": round(sum(h["clip_frac"] for h in module.history) / len(module.history), 4)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    summary = {}
-    for name in VARIANTS:
-        sel = [r for r in rows if r["variant"] == name]
-        summary[name] = {
-            f"{mode}_{when}_{rw}": round(sum(r[when][mode][rw] for r in sel) / len(sel), 4)
-            for mode in ("sde", "ode") for when in ("before", "after") for rw in REWARDS
-        }
-        summary[name]["final_kl"] = round(sum(r["final_kl"] for r in sel) / len(sel), 5)
-    cfg = dict(toy.TOY_GDPO, steps=steps)
-    return {"mode": "toy", "config": cfg, "seeds": seeds, "n_eval_rollouts": 32, "rows": rows,
-            "mean_over_seeds": summary}
+#: one change each against the demo profile (the default: GDPO, beta 0.04, group size 8)
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "grpo": {"advantage": "grpo"},
+    "beta0": {"beta": 0.0},
+    "group4": {"group_size": 4},
+    # denser partial credit (named, off by default): the head distance at every frame, not five
+    "dense_distance": {"reward": {"n_distance_frames": 17}},
+    # the sampler of the first GDPO (before this bench): 10 SDE steps from noise, noise on every pixel
+    "old_sampler": {"n_steps": 10, "init_noise_scale": 1.0, "noise_scale": 0.7, "exploration_radius_px": None},
+}
 
 
-def run_data(data: Path, sft: Path, profile: str, steps: int | None, n_eval: int | None, out_dir: Path) -> dict:
-    from ml.models.gdpo import gdpo_profile, train_gdpo
+def _city_inputs(city: str) -> tuple[Path, Path]:
+    from ml.cities.config import load_city, project_root
+    from ml.config import stage_config
+    from ml.paths import CityPaths
+
+    cfg = stage_config("render", "demo", load_city(city))
+    paths = CityPaths(project_root(), city)
+    data, sft = paths.render_dir(cfg.resolution, cfg.frames), paths.checkpoints / "sft" / "model.pt"
+    for p in (data / "index.parquet", sft):
+        if not p.is_file():
+            raise SystemExit(f"{p}: missing; run `make demo CITY={city}` (or materialise rendered_videos and "
+                             "sft_checkpoint) first")
+    return data, sft
+
+
+def run(cities: list[str], seeds: list[int], variants: list[str], steps: int | None, out_root: Path) -> dict:
+    from ml.models.config import gdpo_profile
+    from ml.train.gdpo import train_gdpo
 
     rows = []
-    for name, over in VARIANTS.items():
-        extra = dict(over)
-        if steps is not None:
-            extra["steps"] = steps
-        if n_eval is not None:
-            extra["n_eval"] = n_eval
-        cfg = gdpo_profile(profile, progress_bar=False, **extra)
-        t0 = time.perf_counter()
-        res = train_gdpo(data, sft, out_dir / name, cfg)
-        m = res.metrics
-        row = {"variant": name, "seconds": round(time.perf_counter() - t0, 1), "steps": cfg.steps,
-               "before": _round({r: m.get(f"before/{r}", float("nan")) for r in REWARDS}),
-               "after": _round({r: m.get(f"after/{r}", float("nan")) for r in REWARDS}),
-               "train_first": _round({r: m.get(f"first/reward/{r}", float("nan")) for r in REWARDS}),
-               "train_final": _round({r: m.get(f"final/reward/{r}", float("nan")) for r in REWARDS}),
-               "final_kl": round(m.get("final/kl", float("nan")), 5), "n_eval": m.get("before/n")}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return {"mode": "data", "data": str(data), "sft": str(sft), "profile": profile, "rows": rows}
+    for city in cities:
+        data, sft = _city_inputs(city)
+        for seed in seeds:
+            for name in variants:
+                over = dict(VARIANTS[name], seed=seed, select_checkpoint="last", progress_bar=False)
+                if steps is not None:
+                    over["steps"] = steps
+                cfg = gdpo_profile("demo", **over)
+                t0 = time.perf_counter()
+                res = train_gdpo(data, sft, out_root / city / f"{name}_seed{seed}", cfg)
+                m = res.metrics
+                row = {"city": city, "seed": seed, "variant": name, "seconds": round(time.perf_counter() - t0, 1),
+                       "iterations": cfg.steps, "n_val": m["start/n"],
+                       "sft": {r: round(m[f"start/{r}"], 4) for r in (*REWARDS, "total")},
+                       "gdpo": {r: round(m[f"selected/{r}"], 4) for r in (*REWARDS, "total")},
+                       "final_kl": round(m["final/kl"], 6), "final_clip_frac": round(m["final/clip_frac"], 4),
+                       "zero_variance_group_frac": round(m["final/zero_variance_group_frac"], 3),
+                       "time_split_s": {p: round(m[f"time/{p}_s"], 1) for p in ("rollout", "reward", "reference", "update",
+                                                                                 "iteration")},
+                       "metrics_file": str(out_root / city / f"{name}_seed{seed}" / "gdpo_metrics.json")}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return {"profile": "demo", "variants": {v: VARIANTS[v] for v in variants}, "rows": rows}
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    """Learning curves of the default variant (every city and seed): rewards, KL, clip fraction, zero-variance share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("reward/distance", "distance reward"), ("reward/direction", "direction reward"),
+              ("reward/connectivity", "connectivity reward"), ("kl", "KL to the SFT model"),
+              ("clip_frac", "clip fraction"), ("zero_variance_group_frac", "zero-variance groups")]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for row in rows:
+        if row["variant"] != "default":
+            continue
+        saved = json.loads(Path(row["metrics_file"]).read_text())
+        hist, vals = saved["history"], saved["validations"]
+        it = range(1, len(hist) + 1)
+        label = f"{row['city']} seed {row['seed']}"
+        for ax, (key, title) in zip(axes.flat, panels):
+            ax.plot(it, [h[key] for h in hist], lw=1, label=label)
+            ax.set_title(title)
+        ax = axes.flat[6]
+        ax.plot([v["iteration"] for v in vals], [v["total"] for v in vals], marker="o", label=label)
+        ax.set_title("val reward total (deterministic sampler)")
+        ax = axes.flat[7]
+        ax.plot(it, [h["reward/total"] for h in hist], lw=1, label=label)
+        ax.set_title("rollout reward total")
+    for ax in axes.flat:
+        ax.set_xlabel("iteration")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from bench.common import machine
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=None, help="rendered-arrays folder (data mode)")
-    ap.add_argument("--sft", type=Path, default=None, help="SFT checkpoint (data mode)")
-    ap.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
-    ap.add_argument("--steps", type=int, default=None, help="GDPO iterations (toy default 40)")
-    ap.add_argument("--n-eval", type=int, default=None)
-    ap.add_argument("--seeds", default="0,1", help="toy mode: comma-separated seeds")
+    ap.add_argument("--cities", nargs="+", default=["gridville", "ringtown"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--variants", nargs="+", default=["default", "grpo", "beta0", "group4"], choices=list(VARIANTS))
+    ap.add_argument("--steps", type=int, default=None, help="GDPO iterations (default: the demo profile's)")
+    ap.add_argument("--figure", type=Path, default=None, help="PNG of the default variant's learning curves")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "gdpo.json")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None,
+                    help="combine earlier result files (e.g. one per city, run side by side) into --out; no training")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        result = {"profile": "demo", "variants": {k: v for p in parts for k, v in p["variants"].items()},
+                  "rows": [r for p in parts for r in p["rows"]], "parts": [
+                      {"command": p["command"], "total_s": p["total_s"], "machine": p["machine"]} for p in parts]}
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+        if args.figure is not None:
+            figure(result["rows"], args.figure)
+        return 0
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     t0 = time.perf_counter()
-    if args.data is not None or args.sft is not None:
-        if args.data is None or args.sft is None:
-            ap.error("data mode needs both --data and --sft")
-        result = run_data(args.data, args.sft, args.profile, args.steps, args.n_eval,
-                          REPO / "outputs" / "bench" / "gdpo_runs")
-    else:
-        result = run_toy([int(s) for s in args.seeds.split(",")], args.steps or 40)
+    result = run(args.cities, args.seeds, args.variants, args.steps, REPO / "outputs" / "bench" / "gdpo_runs")
     result["total_s"] = round(time.perf_counter() - t0, 1)
     result["machine"] = machine()
-    result["command"] = " ".join([".venv/bin/python", "bench/gdpo.py", *(argv if argv is not None else sys.argv[1:])])
+    result["command"] = " ".join([".venv/bin/python -m bench.gdpo", *(argv if argv is not None else sys.argv[1:])])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out} in {result['total_s']} s")
+    if args.figure is not None:
+        figure(result["rows"], args.figure)
     return 0
 
 

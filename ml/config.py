@@ -45,7 +45,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                            decoy_active_hours=(3.0, 4.0), decoy_start_hour=(5.0, 6.0), driver_extra_hours=(0.1, 0.3)),
         "pairing": dict(min_overlap_h=1.5, min_moving_h=0.3, min_records=15),
         "render": dict(resolution=32, frames=9, shard_size=64, workers=1, n_previews=2),
-        "evaluation": dict(max_samples=4, video_sampling_steps=4, video_batch_size=4, robustness_seeds=1,
+        "evaluation": dict(max_samples=4, video_batch_size=4, robustness_seeds=1,
                            robustness_max_samples=2, robustness_drop_fracs=(0.0, 0.5), case_studies=1),
     },
     # bounded so that `make demo` stays near 10 minutes on 2 CPU cores
@@ -56,7 +56,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "gpu": {
         "simulation": dict(n_taxis=80, n_decoys=160, n_days=3),
         "render": dict(resolution=128, frames=33),
-        "evaluation": dict(video_sampling_steps=30, video_batch_size=32, robustness_seeds=3, robustness_max_samples=30),
+        "evaluation": dict(video_batch_size=32, robustness_seeds=3, robustness_max_samples=30),
     },
 }
 

@@ -53,7 +53,7 @@ class GDPOModule(L.LightningModule):
     A batch is a dict with ``cond`` (B, 3, H, W) in [-1, 1], ``true_head_px`` (B, K, 2) pixel (col, row)
     (NaN where missing), ``mpp`` (B,) metres per pixel, and ``tokens`` / ``token_mask`` when the model
     reads the records. With ``validate``, the policy is scored every ``cfg.val_every_n_steps`` iterations
-    and the weights with the highest val total are kept in ``best_state`` (``best_iteration``, 0: the start).
+    and the weights of the best-scoring validation are kept in ``best_state`` (at ``best_iteration``).
     """
 
     def __init__(self, policy: nn.Module, cfg: GDPOConfig, reference: nn.Module | None = None,
@@ -65,7 +65,7 @@ class GDPOModule(L.LightningModule):
         self.reference: nn.Module | None = None
         if cfg.beta > 0:
             self.reference = (reference if reference is not None else copy.deepcopy(policy)).requires_grad_(False).eval()
-        self.reward_fn: RewardFn = reward_fn or partial(compute_rewards, cfg=None)
+        self.reward_fn: RewardFn = reward_fn or partial(compute_rewards, cfg=cfg.reward)
         self.validate = validate
         self.history: list[dict[str, float]] = []
         self.val_history: list[dict[str, float]] = []
@@ -104,13 +104,14 @@ class GDPOModule(L.LightningModule):
 
     # -------------------------------------------------------------- validation and selection
     def score(self, iteration: int) -> dict[str, float] | None:
-        """Validate the current policy (if a ``validate`` function was given) and keep it if it is the best."""
+        """Validate the current policy (if a ``validate`` function was given); keep its weights if it is the best
+        validation after the start (iteration 0, the SFT weights, is scored but its weights are the input's)."""
         if self.validate is None:
             return None
         val = dict(self.validate(self.policy))
         val["iteration"] = float(iteration)
         self.val_history.append(val)
-        if val["total"] > self.best_total:
+        if iteration > 0 and val["total"] > self.best_total:
             self.best_total, self.best_iteration = val["total"], iteration
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
         return val

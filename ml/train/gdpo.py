@@ -10,6 +10,7 @@ validations, the SFT weights included (iteration 0). With a tracking URI the run
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import warnings
@@ -26,6 +27,8 @@ from torch.utils.data import DataLoader, RandomSampler, default_collate
 
 from ml.models.config import GDPOConfig
 from ml.models.lightning_gdpo import GDPOModule, RewardFn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,7 +122,7 @@ def train_gdpo(
         raise ValueError(f"{index_path}: no '{cfg.eval_split}' rows to select the GDPO weights on (gdpo.eval_split)")
     train_ds = GDPOConditionDataset(rendered_dir, rows["train"], head_decoder, with_tokens, max_records)
     eval_ds = GDPOConditionDataset(rendered_dir, eval_rows, head_decoder, with_tokens, max_records)
-    rfn = reward_fn or partial(compute_rewards, cfg=None)
+    rfn = reward_fn or partial(compute_rewards, cfg=cfg.reward)
     dev = _device(cfg)
     eval_batches = condition_batches(eval_ds, cfg.n_eval, 16)
 
@@ -133,6 +136,7 @@ def train_gdpo(
 
     module = GDPOModule(policy, cfg, reference, rfn, validate=validate)
     start = module.score(0)
+    start_state = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()}
     sampler = RandomSampler(train_ds, replacement=True, num_samples=cfg.steps * cfg.conditions_per_step,
                             generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(train_ds, batch_size=cfg.conditions_per_step, sampler=sampler, num_workers=0)
@@ -162,15 +166,22 @@ def train_gdpo(
     trainer.fit(module, train_dataloaders=loader)
     train_s = time.perf_counter() - t0
 
-    selected = "last"
-    if cfg.select_checkpoint == "best_val" and module.best_state is not None:
-        policy.load_state_dict(module.best_state)
-        selected = "start" if module.best_iteration == 0 else f"best:{module.best_iteration}"
-    chosen = next(v for v in module.val_history if v["iteration"] == module.best_iteration) if selected != "last" \
-        else module.val_history[-1]
+    selected, chosen = "last", module.val_history[-1]
+    if cfg.select_checkpoint == "best_val":
+        gain = module.best_total - start["total"]
+        if module.best_state is not None and gain >= cfg.select_min_gain:
+            policy.load_state_dict(module.best_state)
+            selected = f"best:{module.best_iteration}"
+            chosen = next(v for v in module.val_history if v["iteration"] == module.best_iteration)
+        else:
+            policy.load_state_dict(start_state)
+            selected, chosen = "start", start
+            log.info("GDPO: no validation beat the SFT weights by %.3f (best gain %.4f); exporting the SFT weights",
+                     cfg.select_min_gain, gain)
     metrics: dict[str, float] = {"train_s": train_s, "iterations": float(len(module.history))}
     metrics.update({f"start/{k}": v for k, v in start.items() if k != "iteration"})
     metrics.update({f"selected/{k}": v for k, v in chosen.items()})
+    metrics.update({f"last/{k}": v for k, v in module.val_history[-1].items()})
     tail = module.history[-max(1, len(module.history) // 4):]
     for k in tail[0]:
         if not k.startswith("time/"):
