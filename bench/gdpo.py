@@ -10,7 +10,7 @@ zero-variance groups, against the iteration).
 
     .venv/bin/python -m bench.gdpo --cities gridville ringtown --seeds 0 1 --figure docs/results/gdpo_curves.png
     # or one process per city side by side, then: --merge outputs/bench/gdpo_*.json --figure ...
-    .venv/bin/python -m bench.gdpo --cities gridville --variants default old_sampler --seeds 0   # time split
+    .venv/bin/python -m bench.gdpo --cities gridville --variants default old_settings --seeds 0 --steps 5   # time split
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ VARIANTS: dict[str, dict] = {
     "group4": {"group_size": 4},
     # denser partial credit (named, off by default): the head distance at every frame, not five
     "dense_distance": {"reward": {"n_distance_frames": 17}},
-    # the sampler of the first GDPO (before this bench): 10 SDE steps from noise, noise on every pixel
-    "old_sampler": {"n_steps": 10, "init_noise_scale": 1.0, "noise_scale": 0.7, "exploration_radius_px": None},
+    # the first GDPO's demo settings (before this bench): 10 SDE steps from noise, noise on every pixel,
+    # 2 conditions x 4 rollouts, one inner epoch, lr 1e-4: for the time split
+    "old_settings": {"n_steps": 10, "init_noise_scale": 1.0, "noise_scale": 0.7, "exploration_radius_px": None,
+                     "conditions_per_step": 2, "group_size": 4, "inner_epochs": 1, "lr": 1e-4},
 }
 
 

@@ -332,6 +332,14 @@ def test_rollout_sampler_is_the_evaluation_sampler(ci_setup) -> None:
                             token_mask=tm, frames=5, noise_scale=init)
         assert np.abs(ro.videos.astype(int) - video.astype(int)).max() <= 1, (steps, init)
         assert ro.samples.shape[0] == steps + 1 and ro.log_probs.shape == (steps, 2)
+    # with exploration (the config's a = 0.3), the one-step rollout's mean is still the evaluated drawing
+    cfg = GDPOConfig()
+    ro = sample_rollouts(model, cond, 5, cfg.n_steps, cfg.noise_scale, torch.Generator().manual_seed(3), tok, tm,
+                         init_noise_scale=cfg.init_noise_scale, exploration_radius_px=cfg.exploration_radius_px)
+    layer = ((torch.from_numpy(generate(model, cond, 1, tokens=tok, token_mask=tm, frames=5, noise_scale=0.0)[1])
+              .float() / 127.5) - 1.0).movedim(-1, 1)
+    assert (ro.means[0].clamp(-1, 1) - layer).abs().max() <= 1.0 / 127.5 + 1e-6  # the layer is stored as uint8
+    assert not torch.equal(ro.samples[1], ro.means[0])  # and the sample explores around it
 
 
 def test_shared_first_step_matches_the_per_row_computation(ci_setup) -> None:
@@ -394,12 +402,35 @@ def test_module_iteration_mechanics(ci_setup) -> None:
                 "time/rollout_s", "time/reward_s", "time/reference_s", "time/update_s"):
         assert key in m and math.isfinite(m[key]), key
     assert 0.0 <= m["zero_variance_group_frac"] <= 1.0
-    if m["updated"]:
-        # one inner epoch: the policy is re-scored unchanged, so the ratio is exactly 1 and KL is 0
-        assert m["ratio_max_dev"] == 0.0 and m["clip_frac"] == 0.0 and m["kl"] == 0.0
-        assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert m["updated"] == 1.0  # exploration noise makes the distance reward vary inside every group
+    # one inner epoch: the policy is re-scored unchanged, so the ratio is exactly 1 and KL is 0
+    assert m["ratio_max_dev"] == 0.0 and m["clip_frac"] == 0.0 and m["kl"] == 0.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
     # beta = 0: no reference model
     assert GDPOModule(copy.deepcopy(policy), gdpo_profile("ci", beta=0.0)).reference is None
+
+
+def test_micro_batches_give_the_full_batch_gradient(ci_setup) -> None:
+    """Splitting the update into micro-batches of whole groups (and the shared first step per group) gives the
+    gradient of the whole batch; the reference means computed once serve both inner epochs."""
+    from ml.models.checkpoint import load_video_model
+
+    data, sft, _ = ci_setup
+    batch = _ci_batch(data)
+    grads = []
+    for mb in (None, 2):
+        policy, _ = load_video_model(sft)
+        cfg = gdpo_profile("ci", group_size=2, inner_epochs=1, grad_clip=None, micro_batch_size=mb)
+        module = GDPOModule(policy, cfg)
+        opt = torch.optim.SGD(policy.parameters(), lr=0.0)
+        m = module.gdpo_iteration(batch, opt)
+        assert m["updated"] == 1.0
+        grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    policy, _ = load_video_model(sft)
+    module = GDPOModule(policy, gdpo_profile("ci", group_size=2, inner_epochs=2))
+    m = module.gdpo_iteration(batch, module.configure_optimizers())
+    assert m["kl"] > 0 and m["ratio_max_dev"] > 0  # the second epoch sees the updated policy
 
 
 def test_groups_without_variance_are_not_trained_on(ci_setup) -> None:
@@ -510,6 +541,34 @@ def test_best_val_selection_ships_the_weights_of_the_best_validation(ci_setup, m
     model, _ = load_video_model(res.checkpoint_path)
     base, _ = load_video_model(sft)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
+
+
+def test_best_val_exports_the_best_validation_and_needs_the_margin(ci_setup, monkeypatch) -> None:
+    """The best validation's weights (not the last ones) go to gdpo.pt when they beat the start by
+    select_min_gain; a smaller gain ships the SFT weights."""
+    from ml.models.checkpoint import load_video_model
+    from ml.train import gdpo as gdpo_train
+
+    data, sft, root = ci_setup
+    real = gdpo_train.evaluate_policy
+    for totals, min_gain, expected in (([1.0, 1.5, 1.2], 0.03, "best:1"), ([1.0, 1.02, 1.01], 0.03, "start")):
+        scores, states = iter(totals), []
+
+        def scripted(policy, *args, **kwargs):
+            out = real(policy, *args, **kwargs)
+            out["distance"], out["direction"], out["connectivity"] = next(scores), 0.0, 0.0
+            states.append({k: v.clone() for k, v in policy.state_dict().items()})
+            return out
+
+        monkeypatch.setattr(gdpo_train, "evaluate_policy", scripted)
+        res = gdpo_train.train_gdpo(data, sft, root / f"sel_{expected}", gdpo_profile("ci", steps=2, n_eval=1,
+                                                                                    select_min_gain=min_gain))
+        assert res.selected == expected
+        model, _ = load_video_model(res.checkpoint_path)
+        want = states[1] if expected == "best:1" else states[0]
+        assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items())
+        if expected == "best:1":  # and not the last weights
+            assert any(not torch.equal(v, states[2][k]) for k, v in model.state_dict().items())
 
 
 def test_cli_gdpo_with_mlflow(ci_setup, tmp_path) -> None:

@@ -12,7 +12,8 @@ One iteration, for a batch of B conditions:
    the loss (:func:`ml.models.policy_loss.ppo_clip_loss`) is the PPO clipped ratio objective plus ``beta``
    times the KL to the frozen reference (SFT) model on the SDE means. The reference's means are computed
    once per rollout batch and reused by every inner epoch. Gradients are accumulated over the trained steps
-   and applied once per inner epoch; from the second epoch the ratio leaves 1 and the clip acts.
+   and applied once per inner epoch; from the second epoch the ratio can leave 1 and the clip act (with the
+   log-probability averaged over every element of a video, one update moves it little).
 
 From a deterministic start (``init_noise_scale = 0``, as evaluated) every rollout of a group has the same
 first state, so the first step's model call is made once per condition rather than once per rollout, in
@@ -174,7 +175,8 @@ class GDPOModule(L.LightningModule):
         mb = cfg.micro_batch_size or n_rows
         mb = max(g, mb - mb % g)  # whole groups per micro-batch, so a shared step can call the model per group
         shared = [j == 0 and cfg.init_noise_scale == 0.0 for j in range(cfg.n_steps)]
-        chunks = [slice(lo, min(lo + mb, n_rows)) for lo in range(0, n_rows, mb)]
+        # micro-batches without a kept row add nothing to the loss: they are not computed
+        chunks = [c for c in (slice(lo, min(lo + mb, n_rows)) for lo in range(0, n_rows, mb)) if bool(keep[c].any())]
         ref_means: dict[tuple[int, int], Tensor] = {}
         if self.reference is not None:
             with torch.no_grad():
@@ -215,6 +217,9 @@ class GDPOModule(L.LightningModule):
         metrics["reward/total"] = float(sum(metrics[f"reward/{k}"] for k in cfg.rewards))
         metrics.update({f"reward_std_in_group/{k}": float(group_stats(rewards[k], group_ids)[1].mean()) for k in rewards})
         n_groups = int(cond.shape[0])
+        if not updated:  # nothing was optimised: the loss terms are undefined, not 0
+            sums = {k: float("nan") for k in sums}
+            ratio_dev = float("nan")
         metrics.update({
             **sums, "ratio_max_dev": ratio_dev, "grad_norm": grad_norm, "updated": float(updated),
             "zero_variance_group_frac": 1.0 - float(keep.sum()) / g / n_groups,

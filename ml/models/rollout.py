@@ -3,9 +3,12 @@
 A rollout starts where the evaluation's sampler starts (``model.source_sample`` of the initial noise
 times ``init_noise_scale``; :func:`ml.models.sampling.generate` does the same with
 ``EvaluationConfig.video_noise_scale``) and takes ``n_steps`` SDE steps (:func:`ml.models.sde.sde_step`)
-on the evaluation's time grid. With ``noise_scale = 0`` it is exactly the evaluation's Euler sampler, so
-the deterministic policy GDPO improves is the one that is evaluated and served. Every step's sample,
-mean, standard deviation and log-probability is kept (no gradients) for the update.
+on the evaluation's time grid. With ``noise_scale = 0`` it is exactly the evaluation's Euler sampler. From
+the default start (no ``model.cfg.source_noise``, ``init_noise_scale = 0``: x = 0 at s = 1) the SDE step's
+drift correction vanishes, so the mean of a one-step rollout *is* the evaluated drawing and the rollout is
+that drawing plus Gaussian exploration. Every step's sample, mean, standard deviation and log-probability
+is kept (no gradients) for the update. The log-probability is averaged over all elements of the sample
+(masked ones contribute 0), as in Flow-GRPO.
 
 ``exploration_radius_px`` restricts the exploration noise to the pixels within that many pixels of
 what is drawn (the signaling prior's path and head, or the policy's own drawing, above the layer's
@@ -94,7 +97,12 @@ def sample_rollouts(
     cond = model.encode_condition(cond_image[reps], _rows(tokens, reps), _rows(token_mask, reps),
                                   frames=frames).repeat_interleave(g, dim=0)
     x = model.source_sample(cond, noise0 * float(init_noise_scale))
-    prior = model.prior_model_space(cond.expand(-1, -1, shape[1], -1, -1)) if exploration_radius_px is not None else None
+    prior = None
+    if exploration_radius_px is not None:
+        if getattr(model, "latent", False) or getattr(model.cfg, "target", "layer") != "layer":
+            raise ValueError("exploration_radius_px masks the exploration noise around a pixel drawing layer; this "
+                             "model samples in a latent or RGB space (set gdpo.exploration_radius_px = None)")
+        prior = model.prior_model_space(cond.expand(-1, -1, shape[1], -1, -1))
     grid = sde_timesteps(n_steps, shift, device=device)
     samples, means, stds, logps = [x], [], [], []
     for i in range(n_steps):

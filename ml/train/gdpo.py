@@ -2,8 +2,10 @@
 
 Writes under ``out_dir``: ``gdpo.pt`` (``ml.models.checkpoint`` format, the file evaluation and serving
 load) and ``gdpo_metrics.json`` (metrics, per-iteration history, validations). With ``select_checkpoint =
-'best_val'`` the exported weights are those with the highest reward total on the val windows among the
-validations, the SFT weights included (iteration 0). With a tracking URI the run is logged to MLflow
+'best_val'`` the exported weights are those of the validation with the highest reward total on the val
+windows if it beats the SFT weights (scored at iteration 0) by ``select_min_gain``, else the SFT weights.
+The ``selected/*`` scores are measured on the windows that chose them, so they lean high; the evaluation
+report's test windows give the unbiased figure. With a tracking URI the run is logged to MLflow
 (every iteration's rewards, KL, clip fraction, zero-variance share and time split; the validations).
 """
 
@@ -127,14 +129,14 @@ def train_gdpo(
     eval_batches = condition_batches(eval_ds, cfg.n_eval, 16)
 
     def validate(model: nn.Module) -> dict[str, float]:
-        was = next(model.parameters()).device
-        out = evaluate_policy(model.to(dev), eval_batches, cfg.n_steps, rfn, cfg.init_noise_scale, cfg.seed + 1,
-                              cfg.sample_shift)
-        model.to(was)
+        # full precision, as evaluation and serving sample (Lightning's bf16 autocast wraps training_step)
+        with torch.autocast(device_type=dev.type, enabled=False):
+            out = evaluate_policy(model, eval_batches, cfg.n_steps, rfn, cfg.init_noise_scale, cfg.seed + 1,
+                                  cfg.sample_shift)
         out["total"] = float(sum(out[k] for k in cfg.rewards))
         return out
 
-    module = GDPOModule(policy, cfg, reference, rfn, validate=validate)
+    module = GDPOModule(policy.to(dev), cfg, reference, rfn, validate=validate)
     start = module.score(0)
     start_state = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()}
     sampler = RandomSampler(train_ds, replacement=True, num_samples=cfg.steps * cfg.conditions_per_step,

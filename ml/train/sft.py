@@ -148,7 +148,7 @@ class BestOnVal(L.Callback):
 
 #: SFTConfig fields that define the objective: a change makes a new run, not a resume
 OBJECTIVE_FIELDS = ("foreground_weight", "head_weight", "loss_space", "head_position_weight", "timestep_mean",
-                    "timestep_std", "timestep_shift")
+                    "timestep_std", "timestep_shift", "ema_decay")
 
 
 def _files_fingerprint(paths: Sequence[Path]) -> str:
