@@ -45,7 +45,7 @@ def train_toy(tmp_path, steps: int, model_overrides: dict | None = None, sft_ove
         return torch.utils.data.default_collate([ds[int(i)] for i in rows])
 
     torch.manual_seed(seed)
-    cfg = sft_profile("ci", model=model_preset("ci", frames=5, max_records=8, **(model_overrides or {})),
+    cfg = sft_profile("ci", model=model_preset("ci", frames=5, max_records=8, **(model_overrides or {})), init_checkpoint=None,
                       lr=1e-3, warmup_steps=0, max_steps=max(1, steps), **(sft_overrides or {}))
     module = SFTModule(cfg)
     opt = module.configure_optimizers()["optimizer"]

@@ -151,7 +151,8 @@ def test_signaling_token_ablation_end_to_end(grid_net, tmp_path):
 
     base = _cfg(max_steps=3, val_every_n_steps=3, ckpt_every_n_steps=3)
     # the token ablation alone (the signal prior also reads the records; off here so only the tokens do)
-    cfg = base.model_copy(update={"model": base.model.model_copy(update={
+    # (another input layout than the ci base's, so it trains from scratch)
+    cfg = base.model_copy(update={"init_checkpoint": None, "model": base.model.model_copy(update={
         "signaling_tokens": True, "max_records": 16, "signal_prior": False, "prior_residual": False})})
     dm = RenderedVideoDataModule(data, batch_size=2, with_tokens=True, max_records=16)
     dm.setup("fit")

@@ -220,7 +220,9 @@ class SFTConfig(BaseModel):
 def sft_profile(name: str, **overrides) -> SFTConfig:
     """The SFTConfig of a profile (``ci``, ``demo``, ``gpu``, ``pretrained``); overrides are SFTConfig fields."""
     table: dict[str, dict] = {
-        "ci": dict(model=model_preset("ci"), batch_size=4, lr=1e-3, warmup_steps=0, max_steps=20, ema_decay=0.9,
+        # fine-tunes the ci base (models/train_base_ci.sh: 400 steps on toy windows), as demo fine-tunes its base
+        "ci": dict(model=model_preset("ci"), init_checkpoint="models/sig2gps-base-ci-32px-k9.pt", batch_size=4, lr=1e-3,
+                   warmup_steps=0, max_steps=20, ema_decay=0.9,
                    val_every_n_steps=10, limit_val_batches=1, n_val_samples=2,
                    ckpt_every_n_steps=5, log_every_n_steps=1),
         # fine-tunes the shipped base model (models/README.md) on the city: minutes, not hours
