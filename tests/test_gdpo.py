@@ -28,7 +28,8 @@ from ml.models.advantages import gdpo_advantages, grpo_advantages, informative_r
 from ml.models.config import GDPOConfig, gdpo_profile  # noqa: E402
 from ml.models.lightning_gdpo import GDPOModule  # noqa: E402
 from ml.models.policy_loss import ppo_clip_loss  # noqa: E402
-from ml.models.rollout import exploration_mask, sample_rollouts, video_to_uint8  # noqa: E402
+from ml.models.data import to_uint8_frames  # noqa: E402
+from ml.models.rollout import exploration_mask, sample_rollouts  # noqa: E402
 from ml.render import style  # noqa: E402
 from ml.rewards import RewardConfig, compute_rewards  # noqa: E402
 from ml.train.gdpo import evaluate_policy  # noqa: E402
@@ -490,7 +491,7 @@ def test_rollouts_of_the_default_video_model_read_the_records(ci_setup) -> None:
     ro = sample_rollouts(policy, cond, 5, 3, 0.0, torch.Generator().manual_seed(0), tok, mask)
     assert ro.samples.shape == (4, 2, 2, 5, 32, 32) and ro.log_probs.shape == (3, 2)
     assert ro.videos.shape == (2, 5, 32, 32, 3) and ro.videos.dtype == np.uint8
-    prior_video = video_to_uint8(composite_layer(cond, signal_prior(tok, mask, 5, 32)))
+    prior_video = to_uint8_frames(composite_layer(cond, signal_prior(tok, mask, 5, 32)))
     assert np.abs(ro.videos.astype(int) - prior_video.astype(int)).max() <= 1
     with pytest.raises(ValueError, match="signal_prior"):  # the records are required
         sample_rollouts(policy, cond, 5, 3, 0.0, torch.Generator().manual_seed(0))

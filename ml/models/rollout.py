@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ml.models.data import to_uint8_frames
 from ml.models.sde import sde_step, sde_timesteps
 
 
@@ -39,12 +40,6 @@ class Rollout:
     grid: Tensor  # (N + 1,) noise levels
     cond: Tensor  # the encoded condition (``model.encode_condition``)
     videos: np.ndarray  # (R, K, H, W, 3) uint8: the final samples composited to RGB (what the rewards read)
-
-
-def video_to_uint8(video: Tensor) -> np.ndarray:
-    """Pixels (B, 3, K, H, W) in [-1, 1] -> uint8 (B, K, H, W, 3)."""
-    v = ((video.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return v.permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 def exploration_mask(prior: Tensor, mean: Tensor, radius_px: int) -> Tensor:
@@ -118,7 +113,7 @@ def sample_rollouts(
             std = std * exploration_mask(prior, mean, exploration_radius_px)
         x, lp, mean, std = sde_step(x, v, s, sn, noise_scale, noise=noise, std=std)
         samples.append(x), means.append(mean), stds.append(std.expand_as(mean)), logps.append(lp)
-    videos = video_to_uint8(model.decode_video(x, cond))
+    videos = to_uint8_frames(model.decode_video(x, cond))
     return Rollout(torch.stack(samples), torch.stack(means), torch.stack(stds), torch.stack(logps), grid, cond, videos)
 
 
