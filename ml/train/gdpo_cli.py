@@ -43,6 +43,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated indices of the denoising steps trained on (default: all)")
     p.add_argument("--n-eval", type=int, default=None, help="val windows of the selection")
     p.add_argument("--select", choices=["last", "best_val"], default=None, help="exported weights (default best_val)")
+    p.add_argument("--select-min-gain", type=float, default=None, help="val reward-total gain best_val requires")
+    p.add_argument("--val-every", type=int, default=None, help="iterations between validations")
+    p.add_argument("--init-noise-scale", type=float, default=None,
+                   help="initial-noise scale of the rollouts and validations (as the evaluation's; default 0)")
+    p.add_argument("--micro-batch-size", type=int, default=None, help="rows per forward/backward in the update")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (omit: no MLflow)")
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default sig2gps-gdpo)")
@@ -55,12 +60,15 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     over: dict = {}
     for key in ("steps", "group_size", "conditions_per_step", "n_steps", "noise_scale", "clip_range", "beta",
-                "advantage", "lr", "inner_epochs", "n_eval", "seed", "accelerator", "precision"):
+                "advantage", "lr", "inner_epochs", "n_eval", "seed", "accelerator", "precision", "select_min_gain",
+                "init_noise_scale", "micro_batch_size"):
         val = getattr(args, key)
         if val is not None:
             over[key] = val
     if args.exploration_radius_px is not None:
         over["exploration_radius_px"] = None if args.exploration_radius_px < 0 else args.exploration_radius_px
+    if args.val_every is not None:
+        over["val_every_n_steps"] = args.val_every
     if args.select is not None:
         over["select_checkpoint"] = args.select
     if args.experiment is not None:
