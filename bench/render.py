@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         render_samples(net, *tables, cfg, tmp / "r1", workers=1)
         wall1 = time.perf_counter() - t
         ra = RenderedArrays(tmp / "r")
-        from ml.render.preview import write_previews
+        from ml.evaluation.preview import write_previews
 
         gallery = CityPaths(root, args.city).outputs / "render" / "gallery"
         write_previews(ra, gallery, net=net, n=4, snap=True)

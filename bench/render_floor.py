@@ -6,7 +6,7 @@
 
 For each city: windows of W = 600 s (the city's materialised samples when ``data/<city>/`` holds
 samples, signaling, towers and sample_truth; otherwise synthetic drives with towers on a jittered
-grid, see ``ml.render.synthetic``), rendered and decoded back (``ml.render.floor.round_trip_floor``).
+grid, see ``ml.render.synthetic``), rendered and decoded back (``ml.evaluation.floor.round_trip_floor``).
 ``--window-s`` (optionally ``--stride-s``) instead cuts windows of another W, in memory, from the
 city's materialised ``pairs``/``signaling``/``towers``/``gps`` with ``ml.pairing.cut_samples`` (the
 pipeline's sample seed, city seed * 1000 + 5, unless ``--cut-seed``); nothing is written under data/.
@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 from ml.cities import CityConfig, RoadSource, load_city, load_road_network, project_root  # noqa: E402
 from ml.paths import CityPaths  # noqa: E402
 from ml.render import RenderConfig  # noqa: E402
-from ml.render.floor import oracle_time_floor, round_trip_floor  # noqa: E402
+from ml.evaluation.floor import oracle_time_floor, round_trip_floor  # noqa: E402
 from ml.render.synthetic import synthetic_windows  # noqa: E402
 
 SHARED = Path(os.environ.get("SIG2GPS_SHARED_CITIES", Path(__file__).resolve().parents[2] / "shared" / "cities"))

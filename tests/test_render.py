@@ -266,7 +266,7 @@ def test_bad_inputs_are_named(grid_net, tables, tmp_path):
 
 
 def test_previews(grid_net, tables, tmp_path):
-    from ml.render.preview import write_previews
+    from ml.evaluation.preview import write_previews
 
     samples, signaling, towers, truth = tables
     cfg = RenderConfig(resolution=32, frames=5)

@@ -22,7 +22,7 @@ def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, com
     previous arrays in place.
     """
     from ml.render.dataset import render_samples
-    from ml.render.preview import write_previews
+    from ml.evaluation.preview import write_previews
 
     cc = city_context(context, paths)
     cfg = compute.stage_config("render", cc.city)

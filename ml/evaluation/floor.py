@@ -3,8 +3,10 @@
 Whatever error remains after a perfect "generation" (the target video itself) is a floor that
 no video model can beat at that resolution and frame count. Reported per (resolution, K,
 snapped): median / p90 point error at the evaluation times (metres, projected, which equals
-geodesic to < 0.1 % at city scale) and TME (``ml.metrics.route_overlap`` when present, else a 10 m buffer
-approximation; the one used is named in ``tme_method``).
+geodesic to < 0.1 % at city scale) and TME (``ml.metrics.route_overlap``, named in ``tme_method``).
+
+An evaluation of the representation, so it lives with the evaluation code (it renders with
+:mod:`ml.render` and decodes with :mod:`ml.decode`; neither of those imports it).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import time
 from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 import numpy as np
-from scipy.spatial import cKDTree
 
+from ml.decode import decode_video_to_trajectory
 from ml.geo.tile import Tile
+from ml.metrics import fill_missing, route_overlap
 from ml.render.config import RenderConfig
 from ml.render.image import render_condition_image, render_target_video
 
@@ -33,40 +36,14 @@ class WindowLike(Protocol):
     tower_xy: np.ndarray
 
 
-def _densify(xy: np.ndarray, step: float) -> np.ndarray:
-    xy = xy[np.isfinite(xy).all(axis=1)]
-    if len(xy) < 2:
-        return xy
-    d = np.hypot(*np.diff(xy, axis=0).T)
-    n = np.maximum(np.ceil(d / step).astype(int), 1)
-    seg = np.repeat(np.arange(len(d)), n)
-    f = (np.arange(len(seg)) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
-    return np.vstack([xy[seg] + f[:, None] * (xy[seg + 1] - xy[seg]), xy[-1:]])
+TME_METHOD = "ml.metrics.route_overlap"
 
 
-def tme_buffer_pct(pred_xy: np.ndarray, truth_xy: np.ndarray, tol_m: float = 10.0, step_m: float = 2.0) -> float:
-    """Approximate TME in %: (true length farther than ``tol_m`` from the prediction + predicted
-    length farther than ``tol_m`` from the truth) / true length, on polylines sampled every ``step_m``."""
-    T, P = _densify(np.asarray(truth_xy, float), step_m), _densify(np.asarray(pred_xy, float), step_m)
-    if len(T) < 2:
-        return float("nan")
-    if len(P) == 0:
-        return 100.0
-    miss_t = (cKDTree(P).query(T)[0] > tol_m).mean()
-    miss_p = (cKDTree(T).query(P)[0] > tol_m).mean()
-    lt = np.hypot(*np.diff(T, axis=0).T).sum()
-    lp = np.hypot(*np.diff(P, axis=0).T).sum() if len(P) > 1 else 0.0
-    return float(100.0 * (miss_t * lt + miss_p * lp) / max(lt, 1e-9))
-
-
-def _tme(pred_xy: np.ndarray, truth_xy: np.ndarray, net: RoadNetwork) -> tuple[float, str]:
-    try:  # the shared metric (ml.metrics.route_overlap, 25 m tolerance) when present
-        from ml.metrics import fill_missing, route_overlap
-    except ImportError:
-        return tme_buffer_pct(pred_xy, truth_xy), "buffer10m"
+def _tme(pred_xy: np.ndarray, truth_xy: np.ndarray) -> float:
+    """TME (%) of ``pred_xy`` against ``truth_xy`` by the shared metric (100 when nothing was decoded)."""
     if not np.isfinite(pred_xy).any():
-        return 100.0, "ml.metrics.route_overlap"
-    return float(route_overlap(fill_missing(pred_xy), truth_xy)["tme_pct"]), "ml.metrics.route_overlap"
+        return 100.0
+    return float(route_overlap(fill_missing(pred_xy), truth_xy)["tme_pct"])
 
 
 def round_trip_floor(
@@ -85,8 +62,6 @@ def round_trip_floor(
     ``mean_error_m, median_error_px, metres_per_pixel, anchor_median_m, n_samples,
     n_with_issues, decode_ms, render_ms, tme_method``.
     """
-    from ml.decode import decode_video_to_trajectory
-
     base = cfg or RenderConfig()
     rows: list[dict] = []
     for res in resolutions:
@@ -96,7 +71,7 @@ def round_trip_floor(
             err_px: list[np.ndarray] = []
             tme = {False: [], True: []}
             anchor_err, mpps = [], []
-            n_issues, t_dec, t_ren, tme_method = 0, 0.0, 0.0, "buffer10m"
+            n_issues, t_dec, t_ren = 0, 0.0, 0.0
             for s in samples:
                 t = time.perf_counter()
                 cond = render_condition_image(net, s.tile, res, s.record_xy, s.tower_xy, s.record_t, c)
@@ -119,7 +94,7 @@ def round_trip_floor(
                     err[snapped].append(e)
                     if not snapped:
                         err_px.append(e / mpp)
-                    v, tme_method = _tme(xy, s.truth_xy, net)
+                    v = _tme(xy, s.truth_xy)
                     tme[snapped].append(v)
             for snapped in (False, True):
                 if not err[snapped]:
@@ -135,7 +110,7 @@ def round_trip_floor(
                     "anchor_median_m": float(np.nanmedian(np.concatenate(anchor_err))),
                     "n_samples": len(samples), "n_with_issues": int(n_issues),
                     "decode_ms": 1e3 * t_dec / max(len(samples), 1), "render_ms": 1e3 * t_ren / max(len(samples), 1),
-                    "tme_method": tme_method,
+                    "tme_method": TME_METHOD,
                 })
     return rows
 

@@ -3,7 +3,8 @@
 The contact sheet has one row per sample: the conditioning image, the K target frames and the
 trajectory decoded from the video (round trip) over the map, with the ground-truth head dots.
 Images are OpenStreetMap-derived: keep the "(c) OpenStreetMap contributors" credit when sharing
-pictures of real cities.
+pictures of real cities. It renders and decodes, so it sits above both :mod:`ml.render` and
+:mod:`ml.decode` (with the evaluation code), which keeps those two free of a circle.
 """
 
 from __future__ import annotations

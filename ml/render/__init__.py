@@ -1,6 +1,9 @@
 """Map-visual representation: conditioning images, target videos, rendered training arrays.
 
 Colours (a contract with :mod:`ml.decode` and :mod:`ml.rewards`) are in :mod:`ml.render.style`.
+Nothing here decodes (``ml.decode`` imports this package, not the other way round): the round-trip
+floor and the gallery, which render and decode, are :mod:`ml.evaluation.floor` and
+:mod:`ml.evaluation.preview`.
 """
 
 from ml.render import style
@@ -14,8 +17,6 @@ _LAZY = {
     "video_to_model_space": "ml.render.dataset",
     "image_to_model_space": "ml.render.dataset",
     "video_from_model_space": "ml.render.dataset",
-    "write_previews": "ml.render.preview",
-    "round_trip_floor": "ml.render.floor",
 }
 
 
