@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from ml.baselines.mr import MR_METHODS, HREConfig, hre_track, msr_smooth, speed_sigma_for_density
-from ml.baselines.mr.hre import fit_pathloss, viterbi_sparse
+from ml.baselines.mr.hre import fit_pathloss
 from ml.baselines.mr.robustness import robustness_study
 from ml.baselines.mr.roadstates import neighbour_table, road_states
 from ml.baselines.mr.synthetic import SyntheticMRConfig, drop_reports, synthetic_mr_window
+from ml.mapmatch import viterbi
 
 SEEDS = (0, 1, 2, 3)
 
@@ -108,13 +109,16 @@ def test_road_states_spacing_and_neighbours(grid_net):
 
 
 def test_viterbi_sparse_simple_chain():
-    # 5 states on a line, neighbours +-1; emissions point at 0,1,2,3,4 with one missing slot
+    # 5 states on a line, neighbours +-1 (HRE's layout: the shared ml.mapmatch.viterbi with pred);
+    # emissions point at 0,1,2,3,4 with one missing slot, which the transitions bridge
     S = 5
     idx = np.array([[s, max(s - 1, 0), min(s + 1, S - 1)] for s in range(S)])
-    logA = np.zeros((S, 3))
+    logA = np.zeros((1, S, 3))
     emis = -((np.arange(5)[:, None] - np.arange(S)[None, :]) ** 2).astype(float)
     emis[2] = 0.0
-    assert viterbi_sparse(emis, idx, logA).tolist() == [0, 1, 2, 3, 4]
+    vp = viterbi(emis, logA, pred=idx, step_trans=np.zeros(4, dtype=np.int64))
+    assert vp.states.tolist() == [0, 1, 2, 3, 4]
+    assert vp.n_breaks == 0 and vp.linked.tolist() == [False, True, True, True, True]
 
 
 def test_pathloss_fit_recovers_parameters():

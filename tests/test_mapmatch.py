@@ -13,6 +13,7 @@ from ml.mapmatch import (
     match_trajectory,
     point_at_distance,
     polyline_cum_m,
+    viterbi,
 )
 from ml.mapmatch.reference import match_trajectory_reference
 
@@ -153,3 +154,50 @@ def test_interpolated_progress_is_monotone(anchor_m, query_t):
     s = np.where(q[:, 1] == 0.0, q[:, 0], np.where(q[:, 0] == 300.0, 300.0 + q[:, 1], 700.0 + 300.0 - q[:, 0]))
     assert np.all(np.diff(s) >= -1e-6)
     assert np.all(s <= min(max(anchor_m), cum[-1]) + 1e-6)
+
+
+def _brute_force_path(log_emit, log_trans):
+    """Best path by enumerating every state sequence (dense transitions, no breaks)."""
+    import itertools
+
+    T, S = log_emit.shape
+    best, arg = -np.inf, None
+    for seq in itertools.product(range(S), repeat=T):
+        v = log_emit[0, seq[0]] + sum(log_trans[k - 1, seq[k], seq[k - 1]] + log_emit[k, seq[k]] for k in range(1, T))
+        if v > best:
+            best, arg = v, seq
+    return list(arg)
+
+
+def test_viterbi_matches_brute_force_dense_and_sparse():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        T, S = 5, 3
+        le = rng.normal(size=(T, S))
+        lt = rng.normal(size=(T - 1, S, S))
+        lt[rng.random(lt.shape) < 0.2] = -np.inf
+        lt[:, np.arange(S), np.arange(S)] = 0.0  # staying is always possible: no break
+        want = _brute_force_path(le, lt)
+        vp = viterbi(le, lt)
+        assert vp.states.tolist() == want and vp.n_breaks == 0 and vp.linked[1:].all()
+        # the same model through the sparse layout (predecessor table, one matrix per step)
+        pred = np.tile(np.arange(S), (S, 1))
+        assert viterbi(le, lt, pred=pred).states.tolist() == want
+
+
+def test_viterbi_break_restarts_from_emissions():
+    le = np.log(np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.3, 0.7]]))
+    lt = np.zeros((3, 2, 2))
+    lt[1] = -np.inf  # nothing reaches step 2: a break
+    for pred in (None, np.array([[0, 1], [0, 1]])):
+        vp = viterbi(le, lt, pred=pred)
+        assert vp.n_breaks == 1
+        assert vp.linked.tolist() == [False, True, False, True]
+        assert vp.states.tolist() == [0, 0, 1, 1]  # first segment: its best final state
+
+
+def test_viterbi_rejects_a_step_without_states():
+    le = np.zeros((3, 2))
+    le[1] = -np.inf
+    with pytest.raises(ValueError, match="step 1"):
+        viterbi(le, np.zeros((2, 2, 2)))

@@ -233,43 +233,11 @@ def match_trajectory(
         feasible = R <= limit[:, None, None] + net.edge_length_m[ea][:, None, :]  # D itself is bounded by the search
     logT = np.where(feasible, -np.abs(R - g[:, None, None]) / beta_m, _NEG)
 
-    # ---- Viterbi (a break restarts from the emissions); back pointers for all steps at the end
-    S = np.empty((P, K))  # normalised score of every candidate after each step
-    best = np.full((P, K), _NEG)  # best score into each candidate (before normalisation); -inf: unreachable
-    S[0] = LE[0]
-    score = S[0]
-    n_breaks = 0
-    seg_end_score: dict[int, np.ndarray] = {}  # final scores of segments cut by a break
-    for k in range(1, P):
-        sc = (logT[k - 1] + score).max(axis=1)
-        sc += LE[k]  # pads stay -inf through LE
-        m = sc.max()
-        if m == _NEG:  # every transition into this step is impossible: a break
-            n_breaks += 1
-            seg_end_score[k - 1] = score
-            np.subtract(LE[k], LE[k].max(), out=S[k])
-        else:
-            best[k] = sc
-            np.subtract(sc, m, out=S[k])
-        score = S[k]
-    backs = np.full((P, K), -1, dtype=np.int64)
-    if P > 1:
-        backs[1:] = np.where(best[1:] > _NEG, (logT + S[:-1, None, :]).argmax(axis=2), -1)
-
-    # ---- backtrack (a segment ends where the next step is a break)
-    back_l = backs.tolist()
-    choice_l = [0] * P  # local candidate index per matched point
-    j = int(np.argmax(score))
-    for k in range(P - 1, -1, -1):
-        choice_l[k] = j
-        if k == 0:
-            break
-        jb = back_l[k][j]
-        j = jb if jb >= 0 else int(np.argmax(seg_end_score[k - 1]))
-    choice = np.asarray(choice_l, dtype=np.int64)
+    # ---- Viterbi (a break restarts from the emissions)
+    vp = viterbi(LE, logT)
+    choice, linked, n_breaks = vp.states, vp.linked, vp.n_breaks
     pick = C[np.arange(P), choice]
     pe, po, pxy = E[np.arange(P), choice], pick[:, ROW_OFFSET], pick[:, ROW_X:ROW_Y + 1]
-    linked = backs[np.arange(P), choice] >= 0  # point k reached from point k-1 by a transition
 
     route_xy, point_route_idx = _build_route(net, table, searched, linked, choice, pe, po, pxy, back_tol)
     route_cum = polyline_cum_m(route_xy)
@@ -285,6 +253,111 @@ def match_trajectory(
     out.n_breaks = n_breaks
     out.n_unmatched = int(n - P)
     return out
+
+
+@dataclass
+class ViterbiPath:
+    """Outcome of :func:`viterbi`."""
+
+    states: np.ndarray  # (T,) int64 most likely state at each step
+    linked: np.ndarray  # (T,) bool: step k was reached from step k-1 by a transition (False at 0 and at breaks)
+    n_breaks: int  # steps into which every transition was impossible (the chain restarted there)
+
+
+def viterbi(
+    log_emit: np.ndarray,
+    log_trans: np.ndarray,
+    pred: np.ndarray | None = None,
+    step_trans: np.ndarray | None = None,
+) -> ViterbiPath:
+    """Most likely state sequence of an HMM, vectorised over the states of each step.
+
+    The one Viterbi of the code base: the Newson-Krumm matcher above (dense transitions between
+    the candidates of consecutive points) and the road-state HMMs of :mod:`ml.baselines.mr.hre`
+    (sparse transitions to the states within reach, one matrix per mobility group) both call it.
+
+    Parameters
+    ----------
+    log_emit: (T, S) log emission of every state at every step; ``-inf`` marks a state that is
+        impossible at that step (e.g. padding). Every step needs at least one finite entry.
+    log_trans: (M, S, K) log transition matrices, laid out by destination state:
+        ``log_trans[m, s, k]`` is the log-probability of moving into state ``s`` from state
+        ``pred[s, k]`` (dense when ``pred`` is None: from state ``k``, and ``K == S``);
+        ``-inf`` is an impossible move (or padding in ``pred``).
+    pred: (S, K) predecessor state indices, or None for dense transitions.
+    step_trans: (T-1,) index into ``log_trans`` of the matrix each step ``k-1 -> k`` uses;
+        default step ``k`` uses matrix ``k - 1`` (one matrix per step, ``M == T - 1``).
+
+    Scores are renormalised to a maximum of 0 after every step. When every transition into a
+    step is impossible (an HMM *break*) the chain is cut: Viterbi restarts from that step's
+    emissions, and the backtrack continues into the previous segment from its best final state.
+    Ties go to the lowest index (``argmax``).
+    """
+    log_emit = np.asarray(log_emit, dtype=np.float64)
+    T, S = log_emit.shape
+    top = log_emit.max(axis=1) if T else np.zeros(0)
+    if not np.isfinite(top).all():
+        k = int(np.nonzero(~np.isfinite(top))[0][0])
+        raise ValueError(f"viterbi: step {k} has no state with a finite log emission")
+    per_step = step_trans is None
+    if per_step:
+        if len(log_trans) != max(T - 1, 0):
+            raise ValueError(f"viterbi: {len(log_trans)} transition matrices for {T} steps (need T - 1, or step_trans)")
+        step_trans = np.arange(max(T - 1, 0))
+    elif len(step_trans) != max(T - 1, 0):
+        raise ValueError(f"viterbi: step_trans has {len(step_trans)} entries for {T} steps (need T - 1)")
+    if T == 0:
+        return ViterbiPath(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), 0)
+    dense = pred is None
+    if dense and log_trans.shape[1:] != (S, S):
+        raise ValueError(f"viterbi: dense transitions must be (M, {S}, {S}), got {log_trans.shape}")
+    if not dense and (pred.shape[0] != S or log_trans.shape[1:] != pred.shape):
+        raise ValueError(f"viterbi: pred {pred.shape} and log_trans {log_trans.shape} do not fit {S} states")
+
+    norm = np.empty((T, S))  # normalised score of every state after each step
+    norm[0] = log_emit[0] - top[0]
+    score = norm[0]
+    backs = np.full((T, S), -1, dtype=np.int64)  # predecessor of each state; -1: unreachable / break
+    best = np.full((T, S), _NEG) if dense else None  # dense: back pointers for all steps at the end
+    rows = np.arange(S)
+    n_breaks = 0
+    seg_end_score: dict[int, np.ndarray] = {}  # final scores of segments cut by a break
+    for k in range(1, T):
+        lt = log_trans[step_trans[k - 1]]
+        if dense:
+            sc = (lt + score).max(axis=1)
+        else:
+            cand = score[pred] + lt
+            j = np.argmax(cand, axis=1)
+            sc = cand[rows, j]
+        sc += log_emit[k]
+        m = sc.max()
+        if m == _NEG:  # every transition into this step is impossible: a break
+            n_breaks += 1
+            seg_end_score[k - 1] = score
+            np.subtract(log_emit[k], top[k], out=norm[k])
+        else:
+            if dense:
+                best[k] = sc
+            else:
+                backs[k] = np.where(sc > _NEG, pred[rows, j], -1)
+            np.subtract(sc, m, out=norm[k])
+        score = norm[k]
+    if dense and T > 1:
+        lt_all = log_trans if per_step else log_trans[step_trans]
+        backs[1:] = np.where(best[1:] > _NEG, (lt_all + norm[:-1, None, :]).argmax(axis=2), -1)
+
+    back_l = backs.tolist()
+    states_l = [0] * T
+    j = int(np.argmax(score))
+    for k in range(T - 1, -1, -1):
+        states_l[k] = j
+        if k == 0:
+            break
+        jb = back_l[k][j]
+        j = jb if jb >= 0 else int(np.argmax(seg_end_score[k - 1]))
+    states = np.asarray(states_l, dtype=np.int64)
+    return ViterbiPath(states, backs[np.arange(T), states] >= 0, n_breaks)
 
 
 def _walk(pred: np.ndarray, target: int) -> list[int] | None:

@@ -20,8 +20,8 @@ Model
   solved in closed form with the Lambert W function (branch -1, the solution with v_max in the
   tail). Transitions beyond ``v_max * dt`` (density below rho) are pruned, which leaves a sparse
   K-hop neighbour table.
-* Decoding: Viterbi over the sparse neighbour table, vectorised over states: per slot one
-  gather (S, K), one argmax.
+* Decoding: :func:`ml.mapmatch.hmm.viterbi` (the project's one Viterbi) over the sparse
+  neighbour table, vectorised over states: per slot one gather (S, K), one argmax.
 * Alternation: start from the MSR trajectory; fit the path-loss model on it; decode coarse
   (``gamma_coarse``, whole region), then fine (``gamma_fine``, only states within
   ``corridor_m`` of the coarse path); refit on the decoded trajectory and repeat until the mean
@@ -57,6 +57,7 @@ from ml.baselines.mr._data import MRMatrix, SlotGrid, eval_times, interp_xy, mr_
 from ml.baselines.mr.roadstates import RoadStates, neighbour_table, road_states
 from ml.baselines.mr.simple import DEFAULT_V_MAX_MPS, msr_smooth, wcl_positions
 from ml.cities.network import RoadNetwork
+from ml.mapmatch.hmm import viterbi
 
 MIN_DIST_M = 10.0
 
@@ -200,40 +201,6 @@ def log_emission(state_xy: np.ndarray, rsrp: np.ndarray, tower_xy: np.ndarray, m
     return -0.5 * sq / model.sigma_db**2
 
 
-# ---------------------------------------------------------------------------------- Viterbi
-def viterbi_sparse(emis: np.ndarray, nbr_idx: np.ndarray, logA: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
-    """Most likely state sequence with sparse transitions.
-
-    ``emis`` (T, S) log emissions; ``nbr_idx`` (S, K) the predecessors of each state; ``logA``
-    (G, S, K) log transition from ``nbr_idx[s, k]`` to s under group g (or (S, K) for one group);
-    ``group`` (T-1,) which group each step uses (default 0). Returns (T,) state indices.
-    """
-    T, S = emis.shape
-    if logA.ndim == 2:
-        logA = logA[None]
-    if group is None:
-        group = np.zeros(max(T - 1, 0), dtype=np.int64)
-    bp = np.zeros((T, S), dtype=np.int32)
-    delta = emis[0] - emis[0].max()
-    rows = np.arange(S)
-    for t in range(1, T):
-        cand = delta[nbr_idx] + logA[group[t - 1]]
-        j = np.argmax(cand, axis=1)
-        bp[t] = nbr_idx[rows, j]
-        delta = cand[rows, j] + emis[t]
-        mx = delta.max()
-        if not np.isfinite(mx):  # every state unreachable: restart from the emission alone
-            delta = emis[t] - emis[t].max()
-            bp[t] = rows
-        else:
-            delta = delta - mx
-    path = np.empty(T, dtype=np.int64)
-    path[-1] = int(np.argmax(delta))
-    for t in range(T - 1, 0, -1):
-        path[t - 1] = bp[t, path[t]]
-    return path
-
-
 # ---------------------------------------------------------------------------------- HRE core
 @dataclass
 class _Graph:
@@ -307,7 +274,7 @@ def _decode(g: _Graph, emis: np.ndarray, dt: float, sm: _SpeedModel, v_max: floa
         transition_logp(g.dist, dt, sm.mean[k], sm.sigma[k], min(sm.vmax[k], v_max) + g.states.gamma_m / dt)
         for k in range(len(sm.mean))
     ])
-    return viterbi_sparse(emis, g.nbr, logA, sm.group)
+    return viterbi(emis, logA, pred=g.nbr, step_trans=sm.group).states
 
 
 def _inputs(ctx: Any, cfg: HREConfig) -> tuple[MRMatrix, SlotGrid, np.ndarray]:
@@ -429,26 +396,3 @@ def hrea(ctx: Any, cfg: HREConfig | None = None) -> np.ndarray:
     r = hre_track(ctx, cfg, adaptive=True)
     return interp_xy(r.t, r.xy, eval_times(ctx))
 
-
-def viterbi_on_points(net: RoadNetwork, t: np.ndarray, z: np.ndarray, sigma_m: float, gamma_m: float = 25.0,
-                      v_max: float = DEFAULT_V_MAX_MPS, rho: float = 2e-3) -> np.ndarray:
-    """Map-match points ``z`` (n, 2) at times ``t`` on road states with a Gaussian distance emission.
-
-    The road-state HMM of HRE with the RSS emission replaced by -d^2 / (2 sigma^2), d the
-    distance from a state to the point; used by ``hmm_wcl`` when ``ml.mapmatch`` is absent.
-    Returns the matched positions at ``t`` (n, 2).
-    """
-    t = np.asarray(t, dtype=np.float64)
-    z = np.asarray(z, dtype=np.float64).reshape(-1, 2)
-    d = np.diff(t)
-    dt = float(np.min(d[d > 1e-6])) if np.any(d > 1e-6) else 5.0
-    slot = np.rint((t - t[0]) / dt).astype(np.int64)
-    T = int(slot[-1]) + 1
-    gr = _graph(net, gamma_m, _bbox(z, 3.0 * sigma_m), v_max * dt + gamma_m)
-    dd = ((gr.states.xy[None, :, :] - z[:, None, :]) ** 2).sum(-1)
-    emis = np.zeros((T, gr.states.n))
-    np.add.at(emis, slot, -0.5 * dd / sigma_m**2)
-    sm = _SpeedModel(np.array([0.0]), np.array([speed_sigma_for_density(v_max, rho)]), np.array([v_max]),
-                     np.zeros(max(T - 1, 0), np.int64))
-    path = _decode(gr, emis, dt, sm, v_max)
-    return gr.states.xy[path[slot]]

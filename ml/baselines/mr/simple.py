@@ -18,8 +18,7 @@ All work on the observed report times and are interpolated linearly to ``ctx.eva
   cvxpy for checking (the tests compare the two).
 * **HMM on WCL**: ``ml.mapmatch.match_trajectory`` (the shared Newson-Krumm engine) on the WCL
   positions, averaged over a few seconds first (dense reports, noisy positions), with enough
-  candidate edges per report to contain the true road, when that package is importable; otherwise the road-state Viterbi of
-  :mod:`ml.baselines.mr.hre` with a Gaussian emission on the distance to the WCL position.
+  candidate edges per report to contain the true road.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import numpy as np
 from scipy.linalg import solveh_banded
 
 from ml.baselines.mr._data import MRMatrix, eval_times, interp_xy, mr_matrix
+from ml.mapmatch import MatchResult, interpolate_along_route, match_trajectory
 
 DEFAULT_V_MAX_MPS = 20.0
 WCL_WEIGHT_EXPONENT = 3.5
@@ -172,28 +172,18 @@ def hmm_wcl(ctx: Any, sigma_m: float | None = None, smooth_s: float = HMM_WCL_SM
     The WCL positions are first averaged over time (``smooth_s``, Gaussian spread), then matched
     with the Newson-Krumm engine ``ml.mapmatch.match_trajectory`` (emission sigma ``sigma_m``,
     default 150 m, the order of WCL's error with 300-600 m inter-site distances); the matched
-    road positions are interpolated in time (:func:`_positions_from_match`). Uses the road-state Viterbi of
-    :mod:`ml.baselines.mr.hre` when ``ml.mapmatch`` is not importable.
+    road positions are interpolated in time (:func:`_positions_from_match`).
     """
     t, z = wcl_positions(mr_matrix(ctx))
     z = smooth_in_time(t, z, smooth_s)
     et = eval_times(ctx)
     sigma = HMM_WCL_SIGMA_M if sigma_m is None else float(sigma_m)
-    try:
-        from ml.mapmatch import interpolate_along_route, match_trajectory  # type: ignore[attr-defined]
-    except ImportError:
-        match_trajectory = None
-    if match_trajectory is not None:
-        res = match_trajectory(ctx.net, z, t, sigma_m=sigma, beta_m=HMM_WCL_BETA_M,
-                               max_speed_mps=HMM_WCL_MAX_SPEED_MPS, max_candidates=max_candidates)
-        return _positions_from_match(res, t, et, interpolate_along_route)
-    from ml.baselines.mr.hre import viterbi_on_points
-
-    xy = viterbi_on_points(ctx.net, t, z, sigma_m=sigma)
-    return interp_xy(t, xy, et)
+    res = match_trajectory(ctx.net, z, t, sigma_m=sigma, beta_m=HMM_WCL_BETA_M,
+                           max_speed_mps=HMM_WCL_MAX_SPEED_MPS, max_candidates=max_candidates)
+    return _positions_from_match(res, t, et)
 
 
-def _positions_from_match(res: Any, t: np.ndarray, eval_t: np.ndarray, interpolate_along_route: Any) -> np.ndarray:
+def _positions_from_match(res: MatchResult, t: np.ndarray, eval_t: np.ndarray) -> np.ndarray:
     """Positions at ``eval_t`` from a ``MatchResult``: the matched road positions, linear in time.
 
     Reports are as dense as the evaluation grid, so the matched points themselves are the
