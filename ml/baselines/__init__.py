@@ -22,10 +22,7 @@ SIGNALING_METHODS: dict[str, Method] = {"mar": mar, "industrial_hmm": industrial
 
 from ml.baselines.peers import PEER_KEYS, peer_methods  # noqa: E402 - needs SIGNALING_METHODS' modules only
 
-try:
-    from ml.baselines.mr import MR_METHODS
-except ImportError:  # the MR track is optional
-    MR_METHODS: dict[str, Method] = {}
+from ml.baselines.mr import MR_METHODS  # noqa: E402
 
 __all__ = [
     "SampleContext", "TowerTable", "build_sample_contexts", "IndustrialHMMConfig", "industrial_hmm", "mar",

@@ -29,10 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-try:  # mlflow is optional for the library; the pyfunc class needs it
-    from mlflow.pyfunc import PythonModel
-except ImportError:  # pragma: no cover
-    PythonModel = object  # type: ignore[misc,assignment]
+from mlflow.pyfunc import PythonModel
 
 log = logging.getLogger(__name__)
 

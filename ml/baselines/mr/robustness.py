@@ -15,17 +15,12 @@ import numpy as np
 import pandas as pd
 
 from ml.baselines.mr.synthetic import drop_reports
+from ml.metrics import evaluate_sample
 
 DEFAULT_DROP_FRACS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def _score(pred: np.ndarray, ctx: Any) -> dict[str, float]:
-    try:
-        from ml.metrics import evaluate_sample
-    except ImportError:  # metrics package absent: RMSE only
-        e = np.hypot(*(pred - np.asarray(ctx.truth_xy)).T)
-        return {"rmse_m": float(np.sqrt(np.mean(e**2))), "mean_error_m": float(e.mean()),
-                "median_error_m": float(np.median(e)), "tme_pct": float("nan")}
     m = evaluate_sample(pred, ctx.truth_xy, ctx.net, ctx.crs)
     return {k: float(m[k]) for k in ("rmse_m", "mean_error_m", "median_error_m", "p90_error_m", "tme_pct", "route_f1")}
 

@@ -38,7 +38,7 @@ def missing_modules(key: str, modules: tuple[str, ...], what: str) -> str | None
     try:
         for m in modules:
             importlib.import_module(m)
-    except ImportError as exc:
+    except ImportError as exc:  # needed: peers are an optional extra; the skip is reported, nothing substituted
         return f"{key} skipped: {what} not installed ({exc}); {INSTALL_HINT}"
     return None
 

@@ -49,7 +49,7 @@ _NO_EDGE = 4294967295  # Valhalla's edge_index of an unmatched point
 def _in_process() -> bool:
     try:
         import valhalla  # noqa: F401
-    except ImportError:
+    except ImportError:  # needed: pyvalhalla has no 3.11 wheel; the same engine then runs in SIG2GPS_VALHALLA_PYTHON
         return False
     return True
 
