@@ -58,12 +58,7 @@ def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags
     """An MLFlowLogger; a resumed run keeps logging into its MLflow run, a new run opens a new one."""
     if not tracking_uri:
         return None
-    try:
-        from lightning.pytorch.loggers import MLFlowLogger
-        import mlflow  # noqa: F401
-    except ImportError:
-        log.warning("mlflow is not installed: training without MLflow logging")
-        return None
+    from lightning.pytorch.loggers import MLFlowLogger  # a tracking URI needs mlflow (a core dependency)
     run_file = out_dir / "mlflow_run_id.txt"
     run_id = run_file.read_text().strip() if (resuming and run_file.is_file()) else None
     if run_id:
