@@ -15,6 +15,7 @@ from skimage.measure import label
 from scipy.ndimage import binary_opening
 from skimage.morphology import skeletonize
 
+from ml.pixels import unit_to_255
 from ml.render import style
 
 _OPEN_FOOTPRINT = np.ones((2, 2), dtype=bool)
@@ -45,7 +46,7 @@ def as_video_255(video: np.ndarray) -> np.ndarray:
     v = np.nan_to_num(v, nan=0.0, posinf=255.0, neginf=0.0)
     lo, hi = float(finite.min()), float(finite.max())
     if lo < -0.01 and hi <= 1.5:
-        v = (v + 1.0) * 127.5
+        v = unit_to_255(v)
     elif hi <= 1.5:
         v = v * 255.0
     return np.clip(v, 0.0, 255.0)

@@ -20,23 +20,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ml.pixels import to_model_space, to_uint8
+
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """Model video (3, K, H, W) or (B, 3, K, H, W) in [-1, 1] -> uint8 (K, H, W, 3) or (B, K, H, W, 3)."""
-    v = ((video.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    v = v.movedim(-4, -1)
+    v = to_uint8(video).movedim(-4, -1)
     return v.cpu().numpy()
 
 
 def cond_to_tensor(cond: np.ndarray) -> torch.Tensor:
     """uint8 condition image(s) (H, W, 3) or (B, H, W, 3) -> float (3, H, W) or (B, 3, H, W) in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(cond)).float().div_(127.5).sub_(1.0)
+    t = to_model_space(torch.from_numpy(np.ascontiguousarray(cond)))
     return t.movedim(-1, -3)
 
 
 def video_to_tensor(video: np.ndarray) -> torch.Tensor:
     """uint8 video(s) (K, H, W, 3) or (B, K, H, W, 3) -> float (3, K, H, W) or (B, 3, K, H, W) in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(video)).float().div_(127.5).sub_(1.0)
+    t = to_model_space(torch.from_numpy(np.ascontiguousarray(video)))
     return t.movedim(-1, -4)
 
 

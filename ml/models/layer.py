@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ml.pixels import unit_from_255, unit_to_255
 from ml.render import style
 
 LAYER_CHANNELS, PATH_CHANNEL, HEAD_CHANNEL = style.LAYER_CHANNELS, style.PATH_CHANNEL, style.HEAD_CHANNEL
@@ -76,7 +77,7 @@ def layer_from_video(video: Tensor, head_sigma_at_64: float = DEFAULT_HEAD_SIGMA
     B, C, K, H, W = video.shape
     if C != 3:
         raise ValueError(f"layer_from_video needs RGB videos (B, 3, K, H, W), got {tuple(video.shape)}")
-    v = (video.float() + 1.0) * 127.5
+    v = unit_to_255(video.float())
     r, g, b = v[:, 0], v[:, 1], v[:, 2]
     head = (b - torch.maximum(r, g)) > style.BLUENESS_THRESHOLD
     path = ((r - torch.maximum(g, b)) > style.REDNESS_THRESHOLD) | head
@@ -90,7 +91,7 @@ def layer_from_video(video: Tensor, head_sigma_at_64: float = DEFAULT_HEAD_SIGMA
 
 
 def _colour(rgb: tuple[int, int, int], like: Tensor) -> Tensor:
-    return (torch.tensor(rgb, dtype=like.dtype, device=like.device) / 127.5 - 1.0).view(1, 3, 1, 1, 1)
+    return unit_from_255(torch.tensor(rgb, dtype=like.dtype, device=like.device)).view(1, 3, 1, 1, 1)
 
 
 def composite_layer(cond_image: Tensor, layer: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from ml.models.flow_matching import (flow_matching_loss, foreground_weights, int
                                       x0_from_velocity)
 from ml.models.layer import head_position_loss
 from ml.models.sampling import generate
+from ml.pixels import SCALE
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,8 @@ class SFTModule(L.LightningModule):
         true_u8 = to_uint8_frames(truth)
         gen = torch.from_numpy(gen_u8).float()
         tru = torch.from_numpy(true_u8).float()
-        metrics = {"val/video_mse": float((((gen - tru) / 127.5) ** 2).mean()),
-                   "val/last_frame_mse": float((((gen[:, -1] - tru[:, -1]) / 127.5) ** 2).mean())}
+        metrics = {"val/video_mse": float((((gen - tru) / SCALE) ** 2).mean()),
+                   "val/last_frame_mse": float((((gen[:, -1] - tru[:, -1]) / SCALE) ** 2).mean())}
         drawn = drawing_metrics(gen_u8, true_u8, layers)
         metrics["val/head_detect_rate"] = float(np.mean(drawn["head_detect_rate"]))
         metrics["val/head_err_px"] = float(np.nanmean(drawn["head_error_px"])) if np.isfinite(drawn["head_error_px"]).any() \

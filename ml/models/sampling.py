@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ml.models.flow_matching import timestep_grid
+from ml.pixels import to_uint8
 
 
 @torch.no_grad()
@@ -63,8 +64,7 @@ def euler_sample(
 
 def layer_to_uint8(layer: torch.Tensor) -> np.ndarray:
     """Drawing layers (B, 2, K, H, W) in [-1, 1] -> uint8 alpha (B, K, H, W, 2) (0: nothing, 255: drawn)."""
-    a = ((layer.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return a.movedim(1, -1).cpu().numpy()
+    return to_uint8(layer).movedim(1, -1).cpu().numpy()
 
 
 @torch.no_grad()

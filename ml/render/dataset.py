@@ -39,6 +39,7 @@ from ml.baselines.context import TowerTable
 from ml.baselines.signaling import record_positions
 from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile
+from ml.pixels import to_model_space, to_uint8
 from ml.render import style
 from ml.render.arrays import subsample_evenly
 from ml.render.config import RenderConfig
@@ -303,17 +304,14 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
 
 def video_to_model_space(video: np.ndarray) -> np.ndarray:
     """uint8 ``(..., K, H, W, 3)`` -> float32 ``(..., 3, K, H, W)`` in [-1, 1]."""
-    a = np.asarray(video, dtype=np.float32) / 127.5 - 1.0
-    return np.moveaxis(a, -1, -4)
+    return np.moveaxis(to_model_space(video), -1, -4)
 
 
 def image_to_model_space(image: np.ndarray) -> np.ndarray:
     """uint8 ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` in [-1, 1]."""
-    a = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return np.moveaxis(a, -1, -3)
+    return np.moveaxis(to_model_space(image), -1, -3)
 
 
 def video_from_model_space(x: np.ndarray) -> np.ndarray:
     """float ``(..., 3, K, H, W)`` in [-1, 1] -> uint8 ``(..., K, H, W, 3)``."""
-    a = np.moveaxis(np.asarray(x, dtype=np.float32), -4, -1)
-    return np.clip(np.round((a + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return to_uint8(np.moveaxis(np.asarray(x), -4, -1))
