@@ -14,13 +14,20 @@ from ml.decode.heads import (
     skeletonize_path,
 )
 from ml.decode.drawing import drawing_metrics
-from ml.decode.trajectory import (
-    DecodedTrajectory,
-    decode_video_to_trajectory,
-    interpolate_by_travel_time,
-    pixel_route,
-    snap_route,
-)
+
+# the trajectory decoder (road snapping: the geo and map-matching stack) is imported on first use, so that
+# rewards and validation, which read only heads and paths, keep the training path light
+_LAZY = {name: "ml.decode.trajectory" for name in
+         ("DecodedTrajectory", "decode_video_to_trajectory", "interpolate_by_travel_time", "pixel_route", "snap_route")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ml.decode' has no attribute '{name}'")
+
 
 __all__ = [
     "HeadDecode",

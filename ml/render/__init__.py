@@ -7,10 +7,14 @@ floor and the gallery, which render and decode, are :mod:`ml.evaluation.floor` a
 """
 
 from ml.render import style
-from ml.render.config import RenderConfig
-from ml.render.image import frame_times, render_condition_image, render_road_layer, render_target_video
 
+# imported on first use: the training path reads only ``style`` and must not pull in pyproj and the geo stack
 _LAZY = {
+    "RenderConfig": "ml.render.config",
+    "frame_times": "ml.render.image",
+    "render_condition_image": "ml.render.image",
+    "render_road_layer": "ml.render.image",
+    "render_target_video": "ml.render.image",
     "RenderedArrays": "ml.render.arrays",
     "render_samples": "ml.render.dataset",
     "prepare_samples": "ml.render.dataset",
@@ -21,7 +25,7 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    """Heavier entry points (pandas, matplotlib) are imported on first use."""
+    """Entry points beyond ``style`` (pyproj, pandas, matplotlib) are imported on first use."""
     if name in _LAZY:
         import importlib
 
@@ -29,12 +33,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ml.render' has no attribute '{name}'")
 
 
-__all__ = [
-    *_LAZY,
-    "style",
-    "RenderConfig",
-    "frame_times",
-    "render_condition_image",
-    "render_road_layer",
-    "render_target_video",
-]
+__all__ = [*_LAZY, "style"]
