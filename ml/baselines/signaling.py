@@ -11,34 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml.baselines.context import SampleContext, TowerTable
+from ml.geo.track import collapse_same_time, interpolate_positions
 from ml.mapmatch import interpolate_along_route, match_trajectory
-
-
-def _collapse_same_time(t: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average positions of records sharing a timestamp; returns strictly increasing times."""
-    ut, inv = np.unique(t, return_inverse=True)
-    if len(ut) == len(t):
-        return t, xy
-    cnt = np.bincount(inv)
-    return ut, np.column_stack([np.bincount(inv, weights=xy[:, k]) / cnt for k in (0, 1)])
-
-
-def interp_xy(t: np.ndarray, xy: np.ndarray, query_t: np.ndarray) -> np.ndarray:
-    """Piecewise-linear interpolation of positions in time; held before the first/after the last."""
-    q = np.asarray(query_t, dtype=np.float64)
-    if len(t) == 0:
-        return np.full((len(q), 2), np.nan)
-    t, xy = _collapse_same_time(np.asarray(t, dtype=np.float64), np.asarray(xy, dtype=np.float64))
-    return np.column_stack([np.interp(q, t, xy[:, 0]), np.interp(q, t, xy[:, 1])])
 
 
 def mar(ctx: SampleContext) -> np.ndarray:
     """MaR: the serving tower's position at each record, linearly interpolated between records.
 
     Before the first record and after the last the tower position is held. Records sharing a
-    timestamp are averaged. A window without records gives NaN.
+    timestamp are averaged (:func:`ml.geo.track.interpolate_positions`). A window without
+    records gives NaN (no estimate; the metrics count it as missing).
     """
-    return interp_xy(ctx.record_t, ctx.record_xy, ctx.eval_t)
+    if len(ctx.record_t) == 0:
+        return np.full((len(np.asarray(ctx.eval_t)), 2), np.nan)
+    return interpolate_positions(ctx.record_t, ctx.record_xy, ctx.eval_t, "serving-tower positions")
 
 
 @dataclass(frozen=True)
@@ -187,7 +173,7 @@ def cell_observations(
         cnt = np.bincount(run)
         run_xy = np.column_stack([np.bincount(run, weights=pos[:, k]) / cnt for k in (0, 1)])
         return site_observations(t, site, run_xy[run], cfg.stay_s)
-    return _collapse_same_time(t, pos)
+    return collapse_same_time(t, pos)
 
 
 def emission_sigma_m(towers: TowerTable, cfg: IndustrialHMMConfig | None = None) -> float:

@@ -31,6 +31,8 @@ import pandas as pd
 
 from mlflow.pyfunc import PythonModel
 
+from ml.geo.track import interpolate_positions
+
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("sample_id", "request_id", "device_id")
@@ -172,10 +174,9 @@ class TrajectoryReconstructor:
 
 
 def _interp_positions(xy: np.ndarray, t: np.ndarray, eval_t: np.ndarray) -> np.ndarray:
-    """Positions linearly interpolated in time (held before the first and after the last record)."""
-    if len(xy) == 1:
-        return np.repeat(xy, len(eval_t), axis=0)
-    return np.column_stack([np.interp(eval_t, t, xy[:, 0]), np.interp(eval_t, t, xy[:, 1])])
+    """The MaR fallback: :func:`ml.geo.track.interpolate_positions` of the records (argument order kept for
+    tests/test_serving.py, which imports this name)."""
+    return interpolate_positions(t, xy, eval_t, "request records")
 
 
 class VideoTrajectoryModel(PythonModel):

@@ -9,7 +9,7 @@ here turn those into dense arrays once so the methods stay vectorised:
   tower xy (C, 2), RSRP (T, C) with NaN where a cell was not measured.
 * :func:`slot_grid` -> :class:`SlotGrid`: the regular time-slot grid used by the HMMs (HRE,
   HREA); reports are assigned to the nearest slot and slots without a report are "missing".
-* :func:`interp_xy`: piecewise-linear interpolation of (n, 2) positions to the evaluation times.
+* :func:`interp_xy`: :func:`ml.geo.track.interpolate_positions` with the MR error message.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ml.geo.track import interpolate_positions
 
 
 @dataclass
@@ -159,15 +161,9 @@ def slot_grid(m: MRMatrix, eval_t: np.ndarray, dt: float | None = None) -> SlotG
 
 
 def interp_xy(t_src: np.ndarray, xy_src: np.ndarray, t_dst: np.ndarray) -> np.ndarray:
-    """Linear interpolation of (n, 2) positions to ``t_dst``; held constant beyond the ends."""
-    t_src = np.asarray(t_src, dtype=np.float64)
-    xy_src = np.asarray(xy_src, dtype=np.float64).reshape(-1, 2)
-    t_dst = np.asarray(t_dst, dtype=np.float64)
-    if len(t_src) == 0:
-        raise ValueError("mr: no usable measurement report in the window (column rsrp_dbm all missing)")
-    if len(t_src) == 1:
-        return np.repeat(xy_src, len(t_dst), axis=0)
-    return np.column_stack([np.interp(t_dst, t_src, xy_src[:, 0]), np.interp(t_dst, t_src, xy_src[:, 1])])
+    """MR positions at ``t_dst`` by :func:`ml.geo.track.interpolate_positions` (an empty track is an error)."""
+    return interpolate_positions(t_src, xy_src, t_dst, "MR positions (no usable measurement report in the "
+                                 "window: column rsrp_dbm all missing)")
 
 
 def eval_times(ctx: Any) -> np.ndarray:
