@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from ml.cities import CityConfig, RoadSource, write_city
 
@@ -18,6 +20,20 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+ALL_CHECKS = [("cell_towers", "towers_contract"), ("taxi_gps", "gps_contract"),
+              ("signaling_records", "signaling_contract"), ("measurement_reports", "mr_contract"),
+              ("raw_pairs", "pairs_contract"), ("samples", "samples_contract")]
+
+
+def check_evaluation(instance: dg.DagsterInstance, asset: str, check: str):
+    """The latest execution record of one asset check and its evaluation (None if it never evaluated)."""
+    key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+    rec = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
+    assert rec is not None, (asset, check, "no execution record")
+    data = rec.event.dagster_event.event_specific_data if rec.event is not None and rec.event.dagster_event else None
+    return rec, data if isinstance(data, AssetCheckEvaluation) else None
+
+
 @pytest.fixture()
 def instance() -> dg.DagsterInstance:
     with dg.instance_for_test() as inst:
@@ -28,8 +44,12 @@ def test_definitions_load() -> None:
     from dagster_project.definitions import defs
 
     dg.Definitions.validate_loadable(defs)
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert "road_network" in keys
+    # every Great Expectations gate is a blocking check, so a failed table stops its downstream assets
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == set(ALL_CHECKS)
+    assert all(graph.get_check_spec(k).blocking for k in graph.asset_check_keys)
 
 
 def test_sensor_syncs_partitions_with_registry(project: Path, instance: dg.DagsterInstance) -> None:
@@ -117,11 +137,13 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     assert tags["data_version"] == data_version(project) != "unversioned"
     assert tags["city"] == "tinytown" and "git_commit" in tags
     assert set(client.get_registered_model("sig2gps-video-tinytown").aliases) >= {"sft", "gdpo"}
-    # every GE check ran and passed
-    for key, check in [("cell_towers", "towers_contract"), ("samples", "samples_contract")]:
-        rec = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey(key), check)])
-        assert rec, (key, check)
+    # every GE check ran in this run and passed
+    run_id = instance.get_runs(limit=1)[0].run_id
+    for asset, check in ALL_CHECKS:
+        rec, evaluation = check_evaluation(instance, asset, check)
+        assert rec.run_id == run_id, (asset, check)
+        assert rec.status == AssetCheckExecutionRecordStatus.SUCCEEDED, (asset, check, rec.status)
+        assert evaluation is not None and evaluation.passed, (asset, check)
 
 
 def test_bad_input_stops_downstream_and_keeps_previous_materialisation(project: Path, instance: dg.DagsterInstance,
@@ -149,6 +171,18 @@ def test_bad_input_stops_downstream_and_keeps_previous_materialisation(project: 
     assert not ok
     assert towers_path.read_bytes() == before
     assert not (project / "data" / "tinytown" / "signaling.parquet").exists()
-    rec = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(dg.AssetKey("cell_towers"), "towers_contract")])
-    assert rec
+    bad_run, good_run = (r.run_id for r in instance.get_runs(limit=2))
+    # the towers check ran in the bad run and failed, with the suite's report as metadata
+    rec, evaluation = check_evaluation(instance, "cell_towers", "towers_contract")
+    assert rec.run_id == bad_run and rec.status == AssetCheckExecutionRecordStatus.FAILED, rec
+    assert evaluation is not None and not evaluation.passed and evaluation.metadata
+    # the blocking check stopped downstream: signaling_records never ran (its check was not evaluated),
+    # cell_towers keeps its previous materialisation; taxi_gps, independent of the towers, still ran
+    assert instance.get_latest_materialization_event(dg.AssetKey("signaling_records")) is None
+    sig_key = dg.AssetCheckKey(dg.AssetKey("signaling_records"), "signaling_contract")
+    sig = instance.event_log_storage.get_latest_asset_check_execution_by_key([sig_key]).get(sig_key)
+    assert sig is None or sig.status == AssetCheckExecutionRecordStatus.PLANNED, sig
+    assert instance.get_latest_materialization_event(dg.AssetKey("cell_towers")).run_id == good_run
+    assert instance.get_latest_materialization_event(dg.AssetKey("taxi_gps")).run_id == bad_run
+    rec, evaluation = check_evaluation(instance, "taxi_gps", "gps_contract")
+    assert rec.run_id == bad_run and rec.status == AssetCheckExecutionRecordStatus.SUCCEEDED and evaluation.passed
