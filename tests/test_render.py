@@ -236,20 +236,39 @@ def test_parallel_workers_match_serial(grid_net, tables, tmp_path):
         np.testing.assert_array_equal(ra.video(i), rb.video(i))
 
 
-def test_failed_render_leaves_no_partial_folder(grid_net, tables, tmp_path):
+def _fail_on_sample(monkeypatch, sample_id):
+    """Make rendering raise at one sample (patched in the parent, inherited by the forked workers)."""
+    import ml.render.dataset as rd
+
+    real = rd.render_prepared
+
+    def render_or_fail(net, s, cfg):
+        if s.sample_id == sample_id:
+            raise RuntimeError(f"injected failure at sample {sample_id}")
+        return real(net, s, cfg)
+
+    monkeypatch.setattr(rd, "render_prepared", render_or_fail)
+
+
+def test_failed_render_leaves_no_partial_folder(grid_net, tables, tmp_path, monkeypatch):
     samples, signaling, towers, truth = tables
     cfg = RenderConfig(resolution=32, frames=5, shard_size=2)
+    ids = [p.sample_id for p in prepare_samples(grid_net, samples, signaling, towers, truth, cfg)]
     out = tmp_path / "r32_k5"
-    with pytest.raises(RuntimeError, match="injected"):
-        render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1, _fail_at=3)
+    with monkeypatch.context() as m:
+        _fail_on_sample(m, ids[3])  # the second shard: the first one is already on disk
+        with pytest.raises(RuntimeError, match="injected"):
+            render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
     # a previous complete folder survives a failed re-render untouched
     render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=1)
-    before = sorted((p.name, p.stat().st_size) for p in out.iterdir())
-    with pytest.raises(RuntimeError):
-        render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=2, _fail_at=1)
-    assert sorted((p.name, p.stat().st_size) for p in out.iterdir()) == before
+    before = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir())
+    with monkeypatch.context() as m:
+        _fail_on_sample(m, ids[1])
+        with pytest.raises(RuntimeError, match="injected"):
+            render_samples(grid_net, samples, signaling, towers, truth, cfg, out, workers=2)
+    assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["r32_k5"]
 
 

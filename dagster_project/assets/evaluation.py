@@ -1,14 +1,13 @@
 """``predictions`` and ``evaluation_report``: every method on the same test windows, one scoring code."""
 
 import math
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ml.io import read_table, replace_dir_atomic, write_json_atomic
+from ml.io import atomic_dir, read_table, write_json_atomic
 from ml.tracking import data_version, mlflow_run
 from dagster_project.assets.raw import CityContext, city_context
 from dagster_project.metadata import image_markdown
@@ -61,15 +60,14 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
             runs.append(predict_video_method(method, ckpt, rendered, ctxs, cfg, device=compute.torch_device(), progress=log))
         else:
             context.log.warning(f"{method}: no checkpoint at {ckpt}; method skipped")
-    tmp = Path(tempfile.mkdtemp(prefix=".predictions.", dir=cc.paths.outputs))
-    meta: dict = {"samples": len(ctxs), "split": cfg.split, "skipped_peers": ", ".join(skipped) or "none"}
-    for run in runs:
-        predictions_frame(run, ctxs).to_parquet(tmp / _prediction_file(run.track, run.method), index=False)
-        if "rewards" in run.extra:
-            run.extra["rewards"].to_parquet(tmp / f"{run.track}__{run.method}.rewards.parquet", index=False)
-        meta[f"{run.track}.{run.method}.failed"] = len(run.failures)
-        meta[f"{run.track}.{run.method}.median_latency_ms"] = float(np.nanmedian(list(run.latency_ms.values())))
-    replace_dir_atomic(tmp, cc.paths.predictions)
+    with atomic_dir(cc.paths.predictions) as tmp:
+        meta: dict = {"samples": len(ctxs), "split": cfg.split, "skipped_peers": ", ".join(skipped) or "none"}
+        for run in runs:
+            predictions_frame(run, ctxs).to_parquet(tmp / _prediction_file(run.track, run.method), index=False)
+            if "rewards" in run.extra:
+                run.extra["rewards"].to_parquet(tmp / f"{run.track}__{run.method}.rewards.parquet", index=False)
+            meta[f"{run.track}.{run.method}.failed"] = len(run.failures)
+            meta[f"{run.track}.{run.method}.median_latency_ms"] = float(np.nanmedian(list(run.latency_ms.values())))
     meta["path"] = dg.MetadataValue.path(str(cc.paths.predictions))
     return dg.MaterializeResult(metadata=meta)
 
@@ -94,49 +92,48 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
     files = sorted(p for p in pred_dir.glob("*__*.parquet") if not p.name.endswith(".rewards.parquet"))
     if not files:
         raise dg.Failure(f"{pred_dir}: no predictions; materialise predictions first")
-    tmp = Path(tempfile.mkdtemp(prefix=".report.", dir=cc.paths.outputs))
-    per_sample, summaries, runs = [], {}, {}
-    for f in files:
-        track, method = f.stem.split("__")
-        run = run_from_frame(method, track, pd.read_parquet(f), ctxs)
-        scored = score_run(run, ctxs)
-        rw = f.with_name(f"{track}__{method}.rewards.parquet")
-        if rw.is_file():
-            scored = scored.merge(pd.read_parquet(rw), on="sample_id", how="left")
-        per_sample.append(scored)
-        summaries.setdefault(track, {})[method] = summarise(scored)
-        runs.setdefault(track, {})[method] = run
-        context.log.info(f"{track}/{method}: median error {summaries[track][method]['median_error_m']:.1f} m")
-    per_sample_df = pd.concat(per_sample, ignore_index=True)
-    peer_notes = peer_report_notes(summaries.get("signaling", {}))
-    evaluation = evaluation_json(cc.city.name, cfg.split, len(ctxs), summaries, skipped=peer_notes)
+    with atomic_dir(cc.paths.report) as tmp:
+        per_sample, summaries, runs = [], {}, {}
+        for f in files:
+            track, method = f.stem.split("__")
+            run = run_from_frame(method, track, pd.read_parquet(f), ctxs)
+            scored = score_run(run, ctxs)
+            rw = f.with_name(f"{track}__{method}.rewards.parquet")
+            if rw.is_file():
+                scored = scored.merge(pd.read_parquet(rw), on="sample_id", how="left")
+            per_sample.append(scored)
+            summaries.setdefault(track, {})[method] = summarise(scored)
+            runs.setdefault(track, {})[method] = run
+            context.log.info(f"{track}/{method}: median error {summaries[track][method]['median_error_m']:.1f} m")
+        per_sample_df = pd.concat(per_sample, ignore_index=True)
+        peer_notes = peer_report_notes(summaries.get("signaling", {}))
+        evaluation = evaluation_json(cc.city.name, cfg.split, len(ctxs), summaries, skipped=peer_notes)
 
-    figures: dict[str, Path] = {}
-    for track in summaries:
-        figures[f"cdf_{track}"] = error_cdf(per_sample_df, track, tmp / f"error_cdf_{track}.png")
-    sig_preds = {m: r.predictions for m, r in runs.get("signaling", {}).items()}
-    figures["speed"] = speed_profiles(ctxs, sig_preds, tmp / "speed_profiles.png")
-    for i, ctx in enumerate(ctxs[: cfg.case_studies]):
-        figures[f"case_{i}"] = case_study(ctx, {m: p[ctx.sample_id] for m, p in sig_preds.items()},
-                                          tmp / f"case_{i}.png", title=f"{cc.city.name}: {ctx.sample_id}")
-    notes = list(peer_notes.values())
-    mr_ctxs = [c for c in ctxs if c.mr is not None and len(c.mr)][: cfg.robustness_max_samples]
-    if MR_METHODS and mr_ctxs:
-        from ml.baselines.mr.robustness import robustness_study
+        figures: dict[str, Path] = {}
+        for track in summaries:
+            figures[f"cdf_{track}"] = error_cdf(per_sample_df, track, tmp / f"error_cdf_{track}.png")
+        sig_preds = {m: r.predictions for m, r in runs.get("signaling", {}).items()}
+        figures["speed"] = speed_profiles(ctxs, sig_preds, tmp / "speed_profiles.png")
+        for i, ctx in enumerate(ctxs[: cfg.case_studies]):
+            figures[f"case_{i}"] = case_study(ctx, {m: p[ctx.sample_id] for m, p in sig_preds.items()},
+                                              tmp / f"case_{i}.png", title=f"{cc.city.name}: {ctx.sample_id}")
+        notes = list(peer_notes.values())
+        mr_ctxs = [c for c in ctxs if c.mr is not None and len(c.mr)][: cfg.robustness_max_samples]
+        if MR_METHODS and mr_ctxs:
+            from ml.baselines.mr.robustness import robustness_study
 
-        rob = robustness_study(mr_ctxs, MR_METHODS, cfg.robustness_drop_fracs, seeds=range(cfg.robustness_seeds))
-        rob.to_parquet(tmp / "robustness.parquet", index=False)
-        figures["robustness"] = robustness_figure(rob, tmp / "robustness.png")
-        notes.append(f"Robustness: {len(mr_ctxs)} windows x {cfg.robustness_seeds} seeds per drop rate; "
-                     f"{int((rob['error'] != '').sum())} method runs failed and are shown as gaps.")
-    failed = {f"{t}/{m}": s["n_failed"] for t, ms in summaries.items() for m, s in ms.items() if s["n_failed"]}
-    if failed:
-        notes.append(f"Windows with no output (scored as missing): {failed}")
-    version = data_version(paths.root_path)
-    write_json_atomic(evaluation, tmp / "evaluation.json")
-    per_sample_table(per_sample_df).to_parquet(tmp / "per_sample.parquet", index=False)
-    write_markdown(evaluation, tmp, figures, notes, data_version=version)
-    replace_dir_atomic(tmp, cc.paths.report)
+            rob = robustness_study(mr_ctxs, MR_METHODS, cfg.robustness_drop_fracs, seeds=range(cfg.robustness_seeds))
+            rob.to_parquet(tmp / "robustness.parquet", index=False)
+            figures["robustness"] = robustness_figure(rob, tmp / "robustness.png")
+            notes.append(f"Robustness: {len(mr_ctxs)} windows x {cfg.robustness_seeds} seeds per drop rate; "
+                         f"{int((rob['error'] != '').sum())} method runs failed and are shown as gaps.")
+        failed = {f"{t}/{m}": s["n_failed"] for t, ms in summaries.items() for m, s in ms.items() if s["n_failed"]}
+        if failed:
+            notes.append(f"Windows with no output (scored as missing): {failed}")
+        version = data_version(paths.root_path)
+        write_json_atomic(evaluation, tmp / "evaluation.json")
+        per_sample_table(per_sample_df).to_parquet(tmp / "per_sample.parquet", index=False)
+        write_markdown(evaluation, tmp, figures, notes, data_version=version)
     report_dir = cc.paths.report
 
     # MLflow: a parent run with the report, one nested run per method with its metrics

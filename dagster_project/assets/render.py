@@ -1,12 +1,11 @@
 """``rendered_videos``: condition images and target videos for every sample, plus a gallery."""
 
-import tempfile
 import time
 from pathlib import Path
 
 import dagster as dg
 
-from ml.io import read_table, replace_dir_atomic
+from ml.io import atomic_dir, read_table
 from dagster_project.assets.raw import city_context
 from dagster_project.metadata import image_markdown
 from dagster_project.partitions import cities_partitions
@@ -37,9 +36,8 @@ def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, com
     dt = time.perf_counter() - t0
     # a fresh gallery each time (no GIFs left over from earlier windows), swapped in atomically
     gallery_dir = cc.paths.outputs / "render" / "gallery"
-    tmp = Path(tempfile.mkdtemp(prefix=".gallery.", dir=gallery_dir.parent))
-    written = write_previews(out, tmp, net=cc.net, n=4)
-    replace_dir_atomic(tmp, gallery_dir)
+    with atomic_dir(gallery_dir) as tmp:
+        written = write_previews(out, tmp, net=cc.net, n=4)
     sheet = next((gallery_dir / p.name for p in written if p.name == "contact_sheet.png"), None)
     counts = index["split"].value_counts().to_dict()
     meta = {

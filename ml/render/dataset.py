@@ -14,18 +14,15 @@ Layout (``docs/architecture.md``, "Rendered arrays"), in ``outputs/<city>/render
   time, padding rows NaN;
 - ``render_config.json``: the RenderConfig and colour constants used.
 
-The folder is written atomically: everything goes to a temporary sibling folder that is renamed
-into place at the end, so a failed run never leaves a half-written folder (and never destroys
-the previous complete one).
+The folder is written atomically (:func:`ml.io.atomic_dir`): everything goes to a temporary
+sibling folder that replaces the old one in one exchange at the end, so a failed run never leaves
+a half-written folder and never destroys the previous complete one.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +36,7 @@ from ml.baselines.context import TowerTable
 from ml.baselines.signaling import record_positions
 from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile
+from ml.io import atomic_dir
 from ml.pixels import to_model_space, to_uint8
 from ml.render import style
 from ml.render.arrays import subsample_evenly
@@ -195,15 +193,12 @@ _WORK: dict[str, Any] = {}
 
 def _render_shard(shard: int, lo: int, hi: int, tmp: str) -> list[dict]:
     net, prepared, cfg = _WORK["net"], _WORK["prepared"], _WORK["cfg"]
-    fail_at = _WORK.get("fail_at")
     n, R, K = hi - lo, cfg.resolution, cfg.frames
     conds = np.empty((n, R, R, 3), dtype=np.uint8)
     videos = np.empty((n, K, R, R, 3), dtype=np.uint8)
     tokens = np.empty((n, cfg.max_token_records, 4), dtype=np.float32)
     rows = []
     for j, i in enumerate(range(lo, hi)):
-        if fail_at is not None and i == fail_at:
-            raise RuntimeError(f"injected failure at sample {i}")
         s = prepared[i]
         conds[j], videos[j] = render_prepared(net, s, cfg)
         tokens[j] = sample_tokens(s, R, cfg.max_token_records)
@@ -225,7 +220,6 @@ def render_samples(
     out_dir: str | Path,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    _fail_at: int | None = None,
 ) -> pd.DataFrame:
     """Render every sample and write the arrays to ``out_dir`` atomically; returns the index.
 
@@ -244,62 +238,41 @@ def render_samples(
     workers = int(workers or cfg.workers)
     t_start = time.perf_counter()
     prepared = prepare_samples(net, samples_df, signaling_df, towers_df, sample_truth_df, cfg)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        n = len(prepared)
-        # at most cfg.shard_size rows a shard, and at least ~8 shards for load balancing (but not
-        # tiny ones); the layout depends on n and cfg only, never on the number of workers
-        size = min(cfg.shard_size, max(-(-n // 8), 32))
-        bounds = [(k, lo, min(lo + size, n)) for k, lo in enumerate(range(0, n, size))]
-        # city road rasters per zoom level, built once here and shared with the forked workers
-        prepare_road_rasters(net, {p.tile.size_m for p in prepared}, cfg.resolution, cfg)
-        _WORK.update(net=net, prepared=prepared, cfg=cfg, fail_at=_fail_at)
-        rows: list[dict] = []
-        if workers <= 1 or len(bounds) <= 1:
-            for k, (shard, lo, hi) in enumerate(bounds):
-                rows += _render_shard(shard, lo, hi, str(tmp))
-                if progress:
-                    progress(k + 1, len(bounds))
-        else:
-            ctx = mp.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futs = [pool.submit(_render_shard, shard, lo, hi, str(tmp)) for shard, lo, hi in bounds]
-                for k, f in enumerate(futs):
-                    rows += f.result()
+        with atomic_dir(out_dir) as tmp:
+            n = len(prepared)
+            # at most cfg.shard_size rows a shard, and at least ~8 shards for load balancing (but not
+            # tiny ones); the layout depends on n and cfg only, never on the number of workers
+            size = min(cfg.shard_size, max(-(-n // 8), 32))
+            bounds = [(k, lo, min(lo + size, n)) for k, lo in enumerate(range(0, n, size))]
+            # city road rasters per zoom level, built once here and shared with the forked workers
+            prepare_road_rasters(net, {p.tile.size_m for p in prepared}, cfg.resolution, cfg)
+            _WORK.update(net=net, prepared=prepared, cfg=cfg)
+            rows: list[dict] = []
+            if workers <= 1 or len(bounds) <= 1:
+                for k, (shard, lo, hi) in enumerate(bounds):
+                    rows += _render_shard(shard, lo, hi, str(tmp))
                     if progress:
-                        progress(k + 1, len(futs))
-        index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS) + ["n_records"])
-        index = index.astype({"shard": np.int64, "row": np.int64, "resolution": np.int64, "frames": np.int64,
-                              "n_records": np.int64})
-        index.to_parquet(tmp / "index.parquet", index=False)
-        meta = {"config": cfg.model_dump(mode="json"), "n_samples": n, "render_s": time.perf_counter() - t_start,
-                "colours": {k: list(getattr(style, k)) for k in ("BACKGROUND", "RAMP_START", "RAMP_END", "TOWER", "PATH", "HEAD")},
-                "road_grey": list(style.ROAD_GREY)}
-        (tmp / "render_config.json").write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                        progress(k + 1, len(bounds))
+            else:
+                ctx = mp.get_context("fork")
+                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                    futs = [pool.submit(_render_shard, shard, lo, hi, str(tmp)) for shard, lo, hi in bounds]
+                    for k, f in enumerate(futs):
+                        rows += f.result()
+                        if progress:
+                            progress(k + 1, len(futs))
+            index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS) + ["n_records"])
+            index = index.astype({"shard": np.int64, "row": np.int64, "resolution": np.int64, "frames": np.int64,
+                                  "n_records": np.int64})
+            index.to_parquet(tmp / "index.parquet", index=False)
+            meta = {"config": cfg.model_dump(mode="json"), "n_samples": n, "render_s": time.perf_counter() - t_start,
+                    "colours": {k: list(getattr(style, k)) for k in ("BACKGROUND", "RAMP_START", "RAMP_END", "TOWER", "PATH", "HEAD")},
+                    "road_grey": list(style.ROAD_GREY)}
+            (tmp / "render_config.json").write_text(json.dumps(meta, indent=2))
     finally:
         _WORK.clear()
     return index
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move ``tmp`` to ``out_dir``, replacing a previous folder only after the new one is complete."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def video_to_model_space(video: np.ndarray) -> np.ndarray:
