@@ -99,7 +99,7 @@ def test_report_lists_skipped_peers(monkeypatch, tmp_path):
 
 
 def test_network_pbf_and_polyline(grid_net, tmp_path):
-    osmium = pytest.importorskip("osmium")
+    import osmium  # a core dependency (roads import), never skipped
     p = tmp_path / "roads.osm.pbf"
     V.write_network_pbf(grid_net, p)
     ways = sum(1 for _ in osmium.FileProcessor(str(p), osmium.osm.WAY))
@@ -120,7 +120,7 @@ def test_params_validation():
 
 # ------------------------------------------------------------------ engines (extra installed)
 def test_fmm_matches_like_the_industrial_hmm(grid_net, contexts, tmp_path):
-    pytest.importorskip("fastmm")
+    pytest.importorskip("fastmm", reason="fastmm is in the optional 'peers' extra")
     eng = F.FMMEngine(grid_net, cache_dir=tmp_path)
     F.ENGINES.clear()
     F.ENGINES.get(grid_net, lambda _n: eng)
@@ -134,7 +134,7 @@ def test_fmm_matches_like_the_industrial_hmm(grid_net, contexts, tmp_path):
 
 
 def test_fmm_empty_window_is_nan(contexts):
-    pytest.importorskip("fastmm")
+    pytest.importorskip("fastmm", reason="fastmm is in the optional 'peers' extra")
     import dataclasses
 
     ctx = dataclasses.replace(contexts[0], records=contexts[0].records.iloc[:0])
@@ -143,8 +143,8 @@ def test_fmm_empty_window_is_nan(contexts):
 
 @pytest.mark.slow
 def test_leuven_matches(grid_net, contexts):
-    pytest.importorskip("leuvenmapmatching")
-    pytest.importorskip("rtree")
+    pytest.importorskip("leuvenmapmatching", reason="leuvenmapmatching is in the optional 'peers' extra")
+    pytest.importorskip("rtree", reason="rtree is in the optional 'peers' extra")
     L.ENGINES.clear()
     sub = contexts[:2]
     e_leu = _median_error(L.leuven, sub)

@@ -201,7 +201,6 @@ def test_compute_rewards_rejects_bad_shapes() -> None:
 
 def test_compute_rewards_with_ml_decode_defaults() -> None:
     """The default decoders (ml.decode) on the same hand-made videos give the same verdicts."""
-    pytest.importorskip("ml.decode")
     true, _ = draw_video(L_PATH)
     reversed_, _ = draw_video(L_PATH[::-1])
     fragmented, _ = draw_video(L_PATH, gaps=[(10, 12), (18, 20)])

@@ -12,20 +12,19 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pytest
-import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import mlflow  # noqa: E402 - a core dependency: a broken install fails collection, it is not skipped
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from ml.serving import log_video_model, reconstruct_file  # noqa: E402
+from ml.serving.pyfunc import TrajectoryReconstructor  # noqa: E402
+
 torch.set_num_threads(1)
-
-pytest.importorskip("mlflow")
-try:  # the renderer and decoder are built in parallel; skip cleanly until they import
-    from ml.decode import decode_video_to_trajectory  # noqa: F401
-    from ml.render import render_condition_image  # noqa: F401
-except Exception as exc:  # pragma: no cover
-    pytest.skip(f"ml.render / ml.decode not importable yet: {exc}", allow_module_level=True)
 
 DURATION_S = 600.0
 
@@ -69,8 +68,6 @@ def _check_output(out: pd.DataFrame, net) -> None:
 
 
 def test_reconstructor_direct(served):
-    from ml.serving.pyfunc import TrajectoryReconstructor
-
     cfg = {"duration_s": DURATION_S, "eval_interval_s": 30.0, "n_steps": 2, "render": served["render"].model_dump()}
     rec = TrajectoryReconstructor(served["ckpt"], served["towers"], served["net"], cfg)
     out = rec.reconstruct(_request())
@@ -81,11 +78,6 @@ def test_reconstructor_direct(served):
 
 @pytest.mark.slow
 def test_log_register_and_serve(served):
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from ml.serving import log_video_model, reconstruct_file
-
     logged = log_video_model(served["ckpt"], "toy", served["towers"], served["roads"], DURATION_S,
                              tracking_uri=served["uri"], alias="sft", n_steps=2, render_cfg=served["render"])
     client = MlflowClient(served["uri"])
@@ -152,7 +144,7 @@ def test_shipped_base_model_answers_with_video(grid_net):
     """The shipped base model (models/, 64 px, 17 frames) reconstructs requests itself: every window it decodes
     is answered with ``method = "video"`` and those positions are the decoded ones, not the MaR fallback."""
     from ml.models.config import sft_profile
-    from ml.serving.pyfunc import TrajectoryReconstructor, _interp_positions
+    from ml.serving.pyfunc import _interp_positions
     from ml.train.sft import _resolve_init
 
     base = _resolve_init(sft_profile("demo").init_checkpoint)

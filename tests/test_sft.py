@@ -98,7 +98,6 @@ def test_interrupt_and_resume(toy_dir, tmp_path):
 
 
 def test_cli_and_mlflow(toy_dir, tmp_path, capsys):
-    pytest.importorskip("mlflow")
     from ml.train.__main__ import main
 
     out = tmp_path / "cli"
@@ -228,7 +227,6 @@ def test_new_starting_weights_under_the_same_path_start_a_new_run(toy_dir, tmp_p
 
 
 def test_resume_with_an_unknown_mlflow_run_logs_to_a_new_run(toy_dir, tmp_path):
-    pytest.importorskip("mlflow")
     import mlflow
 
     from ml.train.sft import train_sft
