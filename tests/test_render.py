@@ -105,18 +105,6 @@ def test_target_video_progressive_path_and_head(grid_net, windows):
             assert np.hypot(cc.mean() + 0.5 - truth_px[k, 0], rr.mean() + 0.5 - truth_px[k, 1]) < 0.5
 
 
-def test_render_speed_64px(grid_net, windows):
-    """Single-core render stays well under 10 ms per sample (64 px, K = 9)."""
-    import time
-
-    ws, _ = windows
-    t = time.perf_counter()
-    for w in ws * 3:
-        cond = render_condition_image(grid_net, w.tile, 64, w.record_xy, w.tower_xy, w.record_t)
-        render_target_video(cond, w.tile, 64, w.truth_xy, w.truth_t, w.duration_s, 9)
-    assert (time.perf_counter() - t) / (3 * len(ws)) < 0.02
-
-
 def test_config_rules():
     with pytest.raises(ValueError, match="4k"):
         RenderConfig(frames=8)
