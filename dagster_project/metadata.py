@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import dagster as dg
+import pandas as pd
 
 
 def image_markdown(path: Path, alt: str = "preview") -> dg.MetadataValue:
@@ -15,17 +17,49 @@ def image_markdown(path: Path, alt: str = "preview") -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
-def table_markdown(rows: list[Mapping[str, Any]], floatfmt: str = ".3g") -> dg.MetadataValue:
-    if not rows:
-        return dg.MetadataValue.md("_(empty)_")
-    cols = list(rows[0].keys())
+def _plain_scalar(v: Any) -> Any:
+    """A numpy scalar as the Python scalar it holds; anything else unchanged."""
+    if hasattr(v, "item") and getattr(v, "ndim", None) == 0:
+        return v.item()
+    return v
 
-    def fmt(v: Any) -> str:
-        return format(v, floatfmt) if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return dg.MetadataValue.md("\n".join(lines))
+def _plain(v: Any) -> str | int | float | bool | None:
+    """A table cell as Dagster stores it: numpy scalars unwrapped, NaN/None as None, others as text."""
+    v = _plain_scalar(v)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+_COLUMN_TYPES = ((bool, "bool"), (int, "int"), (float, "float"), (str, "string"))
+
+
+def table_metadata(rows: Sequence[Mapping[str, Any]], descriptions: Mapping[str, str] | None = None) -> dg.MetadataValue:
+    """Rows (dicts; columns in first-seen order) as a ``MetadataValue.table`` with a typed ``TableSchema``.
+
+    A column's type is that of its first non-missing cell (bool, int, float, else string); missing
+    cells are None.
+    """
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    records = [{c: _plain(r.get(c)) for c in cols} for r in rows]
+
+    def col_type(c: str) -> str:
+        v = next((r[c] for r in records if r[c] is not None), None)
+        if v is None and any(isinstance(_plain_scalar(r.get(c)), float) for r in rows):
+            return "float"  # only NaN: still a number column
+        return next((name for t, name in _COLUMN_TYPES if isinstance(v, t)), "string")
+
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, col_type(c), description=(descriptions or {}).get(c))
+                                     for c in cols])
+    return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in records], schema=schema)
+
+
+def frame_metadata(df: pd.DataFrame, n: int = 5) -> dg.MetadataValue:
+    """The first ``n`` rows of a DataFrame as table metadata (see :func:`table_metadata`)."""
+    return table_metadata(df.head(n).to_dict("records"))
 
 
 def flat_metadata(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pandas as pd
 from ml.io import atomic_dir, read_table, write_json_atomic
 from ml.tracking import data_version, mlflow_run
 from dagster_project.assets.raw import CityContext, city_context
-from dagster_project.metadata import image_markdown
+from dagster_project.metadata import image_markdown, table_metadata
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
 
@@ -66,8 +66,10 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
             predictions_frame(run, ctxs).to_parquet(tmp / _prediction_file(run.track, run.method), index=False)
             if "rewards" in run.extra:
                 run.extra["rewards"].to_parquet(tmp / f"{run.track}__{run.method}.rewards.parquet", index=False)
-            meta[f"{run.track}.{run.method}.failed"] = len(run.failures)
-            meta[f"{run.track}.{run.method}.median_latency_ms"] = float(np.nanmedian(list(run.latency_ms.values())))
+    meta["methods"] = table_metadata(
+        [{"track": run.track, "method": run.method, "failed": len(run.failures),
+          "median_latency_ms": float(np.nanmedian(list(run.latency_ms.values())))} for run in runs],
+        descriptions={"failed": "windows without an output", "median_latency_ms": "per window"})
     meta["path"] = dg.MetadataValue.path(str(cc.paths.predictions))
     return dg.MaterializeResult(metadata=meta)
 
@@ -153,13 +155,11 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
                     run_ids[f"{track}/{method}"] = child.info.run_id
         parent_id = parent.info.run_id
 
-    from dagster_project.metadata import table_markdown
-
     table = [{"track": t, "method": m, **{k: r[k] for k in ("median_error_m", "rmse_m", "tme_pct", "route_f1", "n")}}
              for t, ms in evaluation["tracks"].items() for m, r in ms.items()]
     meta = {"report": dg.MetadataValue.path(str(report_dir / "evaluation.md")),
             "evaluation_json": dg.MetadataValue.path(str(report_dir / "evaluation.json")),
-            "comparison": table_markdown(table), "mlflow_run_id": parent_id, "mlflow_tracking_uri": uri,
+            "comparison": table_metadata(table), "mlflow_run_id": parent_id, "mlflow_tracking_uri": uri,
             "data_version": version}
     for track in summaries:
         meta[f"error_cdf_{track}"] = image_markdown(report_dir / f"error_cdf_{track}.png")

@@ -15,7 +15,7 @@ from ml.io import read_table, write_json_atomic
 from ml.paths import CityPaths
 from ml.validation import ValidationContext
 from dagster_project.checks import ge_check_spec, validate_then_write
-from dagster_project.metadata import flat_metadata, table_markdown
+from dagster_project.metadata import flat_metadata, frame_metadata
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, PathsResource
 
@@ -52,7 +52,7 @@ def city_context(context: dg.AssetExecutionContext, paths: PathsResource) -> Cit
 
 def _table_meta(df: pd.DataFrame, path) -> dict:
     return {"rows": len(df), "path": dg.MetadataValue.path(str(path)),
-            "preview": table_markdown(df.head(5).astype(str).to_dict("records"))}
+            "preview": frame_metadata(df)}
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["road_network"],
