@@ -58,6 +58,27 @@ def _toy_batch(n: int = 4, resolution: int = 32, frames: int = 5, seed: int = 1)
     return {k: torch.stack([it[k] for it in items]) for k in ("video", "cond", "tokens", "token_mask")}
 
 
+def test_toy_arrays_follow_the_render_colour_contract(tmp_path):
+    """The toy windows use only ``ml.render.style`` colours, so the decoder reads them as rendered ones."""
+    from ml.decode import decode_head_positions
+    from ml.models.data import make_toy_rendered_arrays
+    from ml.render import style
+    from ml.render.arrays import RenderedArrays
+
+    ra = RenderedArrays(make_toy_rendered_arrays(tmp_path / "toy", n=4, resolution=32, frames=5, seed=2))
+    map_colours = {style.BACKGROUND, style.TOWER, *((g, g, g) for g in style.ROAD_GREY)}
+    for i in range(len(ra)):
+        cond, video = np.asarray(ra.cond(i)), np.asarray(ra.video(i))
+        cond_colours = {tuple(int(v) for v in c) for c in np.unique(cond.reshape(-1, 3), axis=0)}
+        video_colours = {tuple(int(v) for v in c) for c in np.unique(video.reshape(-1, 3), axis=0)}
+        assert style.BACKGROUND in cond_colours and cond_colours <= map_colours, cond_colours - map_colours
+        assert {style.PATH, style.HEAD} <= video_colours <= map_colours | {style.PATH, style.HEAD}, video_colours
+        # the decoder finds the head dot of every frame where it was drawn
+        head = np.all(video == np.asarray(style.HEAD, np.uint8), axis=-1)
+        want = np.array([[c.mean() + 0.5, r.mean() + 0.5] for r, c in (np.nonzero(h) for h in head)])
+        np.testing.assert_allclose(decode_head_positions(video), want, atol=0.5)
+
+
 # channels (transformer in, out) per target: noisy C + condition (RGB 3, + prior layer 2) + frame mask 1
 @pytest.mark.parametrize("preset", ["ci", "demo"])
 @pytest.mark.parametrize("target, channels", [("layer", (8, 2)), ("rgb", (7, 3)), ("rgb+prior", (9, 3))],

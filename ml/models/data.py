@@ -199,11 +199,13 @@ def make_toy_rendered_arrays(root: str | Path, n: int = 16, resolution: int = 32
     videos = np.empty((n, K, R, R, 3), np.uint8)
     toks = np.full((n, 8, 4), np.nan, np.float32)
     yy, xx = np.mgrid[0:R, 0:R]
+    road = style.ROAD_GREY[5]  # a residential street (ml.cities.ROAD_CLASSES index 5)
     for i in range(n):
-        img = np.full((R, R, 3), 235, np.uint8)
+        img = np.empty((R, R, 3), np.uint8)
+        img[:] = style.BACKGROUND
         for g in grid:
-            img[g, :] = 190
-            img[:, g] = 190
+            img[g, :] = road
+            img[:, g] = road
         a = rng.choice(grid, 2)
         b = rng.choice(grid, 2)
         while np.array_equal(a, b):
