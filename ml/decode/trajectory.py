@@ -237,12 +237,9 @@ def snap_route(
     obs_xy, obs_t = route_xy[idx], route_t[idx]
     # observation times must increase strictly: nudge ties (standing still between frames)
     obs_t = obs_t + 1e-6 * np.arange(len(obs_t))
-    try:
-        res = match_trajectory(net, obs_xy, obs_t, sigma_m=sigma, beta_m=max(2.0 * mpp, 30.0),
-                               radius_m=max(3.0 * sigma, 2.0 * mpp, 25.0))
-    except Exception as exc:  # the engine must not take the decoder down
-        issues.append(f"map matching failed ({type(exc).__name__}: {exc}); positions left unsnapped")
-        return _positions_at(route_xy, route_t, eval_t), route_xy, "none", issues
+    # an error here is a bug, not a poor sample (points without candidates come back unmatched): it is raised
+    res = match_trajectory(net, obs_xy, obs_t, sigma_m=sigma, beta_m=max(2.0 * mpp, 30.0),
+                           radius_m=max(3.0 * sigma, 2.0 * mpp, 25.0))
     pos_in_obs = np.searchsorted(idx, anchor_idx)
     a_m = res.point_route_m[pos_in_obs]
     if res.n_unmatched:
