@@ -1,7 +1,7 @@
 #!/bin/bash
 # The ci profile's base model (models/sig2gps-base-ci-32px-k9.pt): the ci-sized Wan model trained from scratch for
 # 400 steps on 96 toy windows (ml.models.data.make_toy_rendered_arrays, towers 2 px off the route), so that the
-# ci profile fine-tunes from a checkpoint as the demo profile does (about 6 minutes on 2 shared CPU cores).
+# ci profile fine-tunes from a checkpoint as the demo profile does (a few minutes on 2 CPU cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/base_ci}
