@@ -81,9 +81,11 @@ def cmd_run(args: argparse.Namespace, root: Path) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, root: Path) -> int:
-    from dagster_project.runner import run_city, where_to_look
+    from dagster_project.runner import evaluation_summary, run_city, where_to_look
 
     ok = run_city(args.city, selection="*", profile=args.profile, root=root)
+    if ok:
+        print(evaluation_summary(args.city, root))
     print(where_to_look(args.city, root))
     return 0 if ok else 1
 

@@ -29,8 +29,14 @@ def parse_selection(selection: str) -> dg.AssetSelection:
 
 
 def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path | None = None,
-             instance: dg.DagsterInstance | None = None, raise_on_error: bool = False) -> bool:
-    """Materialise ``selection`` (Dagster selection syntax) for one city partition; True on success."""
+             instance: dg.DagsterInstance | None = None, raise_on_error: bool = False,
+             console_level: str = "INFO") -> bool:
+    """Materialise ``selection`` (Dagster selection syntax) for one city partition; True on success.
+
+    The console shows Dagster's messages from ``console_level`` up (INFO: what the assets report, not the
+    DEBUG event stream), then one line per step with its status and duration; the run's full event log,
+    every level, is written to ``outputs/<city>/logs/run_<id>.log``, whose path is printed.
+    """
     from ml.cities import load_city
     from ml.cities.config import project_root
     from dagster_project.definitions import all_assets_and_checks
@@ -48,7 +54,10 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
         resources=resources_for(profile, root),
         raise_on_error=raise_on_error,
         tags={"sig2gps/profile": profile, "sig2gps/launched_by": "cli"},
+        run_config={"loggers": {"console": {"config": {"log_level": console_level}}}},
     )
+    print(step_summary(instance, result.run_id))
+    print(f"full log: {write_run_log(instance, result.run_id, root / 'outputs' / city / 'logs')}")
     mats = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
     print(f"run {result.run_id}: {'success' if result.success else 'FAILED'}; materialised {len(mats)}: {', '.join(mats)}")
     if not result.success:
@@ -57,6 +66,47 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
                 err = ev.step_failure_data.error
                 print(f"step {ev.step_key} failed: {err.message.strip() if err else ''}")
     return result.success
+
+
+def step_summary(instance: dg.DagsterInstance, run_id: str) -> str:
+    """One line per step of the run, in the order they started: status and wall time."""
+    stats = sorted(instance.get_run_step_stats(run_id), key=lambda st: st.start_time or 0.0)
+    lines = ["", f"{'step':28s} {'status':10s} {'seconds':>8s}"]
+    for st in stats:
+        dur = (st.end_time - st.start_time) if st.start_time and st.end_time else float("nan")
+        lines.append(f"{st.step_key:28s} {st.status.value.lower() if st.status else '?':10s} {dur:8.1f}")
+    return "\n".join(lines)
+
+
+def write_run_log(instance: dg.DagsterInstance, run_id: str, folder: Path) -> Path:
+    """The run's event log at every level as text (time, level, step, message); returns the file."""
+    import logging
+    from datetime import datetime, timezone
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"run_{run_id}.log"
+    with path.open("w") as f:
+        for e in instance.all_logs(run_id):
+            when = datetime.fromtimestamp(e.timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            f.write(f"{when} {logging.getLevelName(e.level):7s} {e.step_key or '-'}: {e.message}\n")
+    return path
+
+
+def evaluation_summary(city: str, root: Path) -> str:
+    """The evaluation report's median errors per track and method (best first), or why there is none."""
+    import json
+
+    path = root / "outputs" / city / "report" / "evaluation.json"
+    if not path.is_file():
+        return f"(no evaluation report: {path} is missing)"
+    report = json.loads(path.read_text())
+    lines = ["", f"Evaluation ({report.get('split', 'test')} split, {report.get('n_samples', '?')} windows; "
+             "median / p90 error in metres, windows without output):"]
+    for track, methods in report.get("tracks", {}).items():
+        for name, m in sorted(methods.items(), key=lambda kv: kv[1].get("median_error_m", float("inf"))):
+            lines.append(f"  {track:10s} {name:16s} {m.get('median_error_m', float('nan')):8.1f} "
+                         f"{m.get('p90_error_m', float('nan')):8.1f}   {m.get('n_failed', 0)} of {m.get('n', '?')}")
+    return "\n".join(lines)
 
 
 def where_to_look(city: str, root: Path) -> str:

@@ -186,3 +186,22 @@ def test_bad_input_stops_downstream_and_keeps_previous_materialisation(project: 
     assert instance.get_latest_materialization_event(dg.AssetKey("taxi_gps")).run_id == bad_run
     rec, evaluation = check_evaluation(instance, "taxi_gps", "gps_contract")
     assert rec.run_id == bad_run and rec.status == AssetCheckExecutionRecordStatus.SUCCEEDED and evaluation.passed
+
+
+def test_console_shows_info_and_a_step_table_the_full_log_goes_to_a_file(project: Path, instance: dg.DagsterInstance,
+                                                                         capsys) -> None:
+    """`sig2gps run` prints what the assets report and one line per step; the DEBUG event stream is in the
+    run's log file (its path printed), not on the console."""
+    from dagster_project.runner import run_city
+
+    assert run_city("tinytown", selection="road_network", profile="ci", root=project, instance=instance,
+                    raise_on_error=True)
+    out = capsys.readouterr()
+    console = out.out + out.err
+    assert "STEP_START" not in console and "DEBUG" not in console  # the event stream stays off the console
+    step_line = next(ln for ln in out.out.splitlines() if ln.startswith("road_network "))
+    assert "success" in step_line
+    log_path = Path(next(ln for ln in out.out.splitlines() if ln.startswith("full log: ")).split(": ", 1)[1])
+    text = log_path.read_text()
+    assert log_path.parent == project / "outputs" / "tinytown" / "logs"
+    assert "DEBUG" in text and "Finished execution of step \"road_network\"" in text
