@@ -108,8 +108,9 @@ def sample_rollouts(
         else:
             v = velocity(model, x, s, cond_image, tokens, token_mask, cond)
         noise = torch.randn(x.shape, generator=generator, device=gdev).to(device)
-        _, _, mean, std = sde_step(x, v, s, sn, noise_scale)
-        if prior is not None:
+        std = None
+        if prior is not None:  # the mask needs the step's mean first
+            _, _, mean, std = sde_step(x, v, s, sn, noise_scale)
             std = std * exploration_mask(prior, mean, exploration_radius_px)
         x, lp, mean, std = sde_step(x, v, s, sn, noise_scale, noise=noise, std=std)
         samples.append(x), means.append(mean), stds.append(std.expand_as(mean)), logps.append(lp)

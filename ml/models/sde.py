@@ -93,7 +93,7 @@ def sde_step(
 
     Returns:
         ``(next_sample, log_prob (B,), mean, std)``; ``std`` is broadcastable against ``x``
-        (shape (B, 1, ..., 1)).
+        (shape (B, 1, ..., 1), or that of the ``std`` passed in).
     """
     if v.shape != x.shape:
         raise ValueError(f"velocity shape {tuple(v.shape)} differs from sample shape {tuple(x.shape)}")
