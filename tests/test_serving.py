@@ -144,7 +144,7 @@ def test_shipped_base_model_answers_with_video(grid_net):
     """The shipped base model (models/, 64 px, 17 frames) reconstructs requests itself: every window it decodes
     is answered with ``method = "video"`` and those positions are the decoded ones, not the MaR fallback."""
     from ml.models.config import sft_profile
-    from ml.serving.pyfunc import _interp_positions
+    from ml.geo.track import interpolate_positions
     from ml.train.sft import _resolve_init
 
     base = _resolve_init(sft_profile("demo").init_checkpoint)
@@ -169,6 +169,6 @@ def test_shipped_base_model_answers_with_video(grid_net):
         cell_xy = grid_net.projection.to_xy(towers.set_index("cell_id").loc[r["cell_id"], "lon"].to_numpy(float),
                                             towers.set_index("cell_id").loc[r["cell_id"], "lat"].to_numpy(float))
         rt = (pd.to_datetime(r["ts"], utc=True) - t0).dt.total_seconds().to_numpy()
-        mar = _interp_positions(cell_xy, rt, rec.eval_t)
+        mar = interpolate_positions(rt, cell_xy, rec.eval_t)
         got = grid_net.projection.to_xy(g["lon"].to_numpy(float), g["lat"].to_numpy(float))
         assert np.abs(got - mar).max() > 1.0, sid

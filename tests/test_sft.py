@@ -238,3 +238,48 @@ def test_resume_with_an_unknown_mlflow_run_logs_to_a_new_run(toy_dir, tmp_path):
     r = train_sft(toy_dir, out, _cfg(max_steps=4, select_checkpoint="last"), tracking_uri=uri)
     assert r.resumed_from_step == 2 and r.mlflow_run_id not in (None, "0123456789abcdef0123456789abcdef")
     assert mlflow.tracking.MlflowClient(uri).get_run(r.mlflow_run_id).info.status == "FINISHED"
+
+
+def test_ema_is_the_exponential_average_of_the_trainable_weights_and_survives_a_checkpoint():
+    from ml.models.lightning_sft import EMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    model[1].weight.requires_grad_(False)  # frozen: not averaged, never swapped
+    ema = EMA(model, 0.5)
+    with ema.applied(model):  # before the first update the model's own weights are used
+        assert torch.equal(model[0].weight, model[0].weight.detach().clone())
+    expected = None
+    for step in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0 + step)
+        w = model[0].weight.detach().clone()
+        expected = w if expected is None else 0.5 * expected + 0.5 * w  # AveragedModel copies at the first update
+        ema.update(model)
+    raw = model[0].weight.detach().clone()
+    frozen = model[1].weight.detach().clone()
+    with ema.applied(model):
+        torch.testing.assert_close(model[0].weight, expected)
+        assert torch.equal(model[1].weight, frozen)
+    assert torch.equal(model[0].weight, raw)  # swapped back
+    restored = EMA(model, 0.9)
+    restored.load_state_dict(ema.state_dict())
+    with restored.applied(model):
+        torch.testing.assert_close(model[0].weight, expected)
+    with pytest.raises(ValueError, match="older format"):
+        restored.load_state_dict({"decay": 0.9, "shadow": {}})
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
+    from ml.models.lightning_sft import SFTModule
+
+    module = SFTModule(sft_profile("ci", lr=1e-3, warmup_steps=4, max_steps=20))
+    opt_cfg = module.configure_optimizers()
+    opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[1] == pytest.approx(2.5e-4) and lrs[4] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 0.01 * 1e-3

@@ -21,6 +21,7 @@ from ml.geo.tile import Tile
 from ml.metrics import fill_missing, route_overlap
 from ml.render.config import RenderConfig
 from ml.render.image import render_condition_image, render_target_video
+from ml.geo.track import interpolate_positions
 
 if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
     from ml.cities.network import RoadNetwork
@@ -85,7 +86,7 @@ def round_trip_floor(
                 mpp = s.tile.metres_per_pixel(res)
                 mpps.append(mpp)
                 tk = d.anchors_t
-                tr = np.column_stack([np.interp(tk, s.truth_t, s.truth_xy[:, 0]), np.interp(tk, s.truth_t, s.truth_xy[:, 1])])
+                tr = interpolate_positions(s.truth_t, s.truth_xy, tk)
                 anchor_err.append(np.hypot(*(d.anchors_xy - tr).T))
                 for snapped, xy in ((False, d.xy_unsnapped), (True, d.xy)):
                     if snapped and not (snap and d.snapped):

@@ -3,7 +3,8 @@
 Training step: x0 = video in model space (the drawing layer by default), e ~ N(0, I), the flow's
 start x_1 = ``model.source_sample(cond, e)``, s ~ logit-normal (shifted), x_s = (1 - s) x0 + s x_1,
 loss = ``flow_matching_loss`` in velocity or x0 space with foreground (and head) weights. AdamW with
-linear warm-up and a cosine decay to 10 %, optional EMA of the trainable weights.
+diffusers' cosine schedule with linear warm-up (to zero at ``max_steps``), optional EMA of the trainable
+weights (``torch.optim.swa_utils.AveragedModel``).
 
 Validation: the flow-matching loss at fixed noise, then a few videos sampled with the Euler ODE
 (``ml.models.sampling.generate``), compared with the truth video (pixel MSE) and by their decoded
@@ -14,7 +15,6 @@ road network, by their decoded trajectories (metres). Preview images (truth row 
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import lightning as L
 import numpy as np
 import torch
+from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from ml.models.backbone import VideoFlowModel, build_video_model
 from ml.models.config import ModelConfig, SFTConfig
@@ -35,45 +36,72 @@ from ml.pixels import SCALE
 log = logging.getLogger(__name__)
 
 
+class _TrainableParameters(torch.nn.Module):
+    """The trainable parameters of a model, as one module: what the EMA averages (a frozen backbone is
+    not copied)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.values = torch.nn.ParameterList([p for _, p in named])
+
+
 class EMA:
-    """Exponential moving average of a model's trainable parameters (kept on the parameters' device)."""
+    """Exponential moving average of a model's trainable parameters: ``torch.optim.swa_utils.AveragedModel``
+    with ``get_ema_multi_avg_fn`` over those parameters, swapped into the model for validation and export.
+
+    The average starts at the first update (AveragedModel copies the weights then) and lives on the
+    parameters' device.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        self.decay = float(decay)
+        self.averaged = AveragedModel(_TrainableParameters(model), multi_avg_fn=get_ema_multi_avg_fn(self.decay),
+                                      use_buffers=False)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for n, p in model.named_parameters():
-            if n in self.shadow:
-                sh = self.shadow[n]
-                if sh.device != p.device:
-                    sh = self.shadow[n] = sh.to(p.device)
-                sh.lerp_(p.detach().float(), 1.0 - self.decay)
+        current = _TrainableParameters(model)
+        if current.names != self.averaged.module.names:
+            raise ValueError("EMA.update: the model's trainable parameters differ from those the EMA was built for")
+        self.averaged.to(current.values[0].device)
+        self.averaged.update_parameters(current)
 
     @contextmanager
     def applied(self, model: torch.nn.Module) -> Iterator[None]:
-        """Temporarily swap the EMA weights into ``model``."""
+        """Temporarily swap the EMA weights into ``model`` (the model's own weights until the first update)."""
+        if int(self.averaged.n_averaged) == 0:
+            yield
+            return
+        params = dict(model.named_parameters())
+        averaged = dict(zip(self.averaged.module.names, self.averaged.module.values))
         backup = {}
         with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n in self.shadow:
-                    backup[n] = p.detach().clone()
-                    p.copy_(self.shadow[n].to(p.device, p.dtype))
+            for n, v in averaged.items():
+                backup[n] = params[n].detach().clone()
+                params[n].copy_(v.to(params[n].device, params[n].dtype))
         try:
             yield
         finally:
             with torch.no_grad():
-                for n, p in model.named_parameters():
-                    if n in backup:
-                        p.copy_(backup[n])
+                for n, v in backup.items():
+                    params[n].copy_(v)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "shadow": {k: v.cpu() for k, v in self.shadow.items()}}
+        return {"decay": self.decay, "names": list(self.averaged.module.names),
+                "averaged": {k: v.cpu() for k, v in self.averaged.state_dict().items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "averaged" not in state:
+            raise ValueError("the checkpoint's EMA is in an older format (before torch AveragedModel); "
+                             "it cannot be resumed: train a new run")
+        if list(state["names"]) != self.averaged.module.names:
+            raise ValueError("the checkpoint's EMA holds other parameters than this model's trainable ones")
         self.decay = float(state["decay"])
-        self.shadow = {k: v.float() for k, v in state["shadow"].items()}
+        self.averaged.load_state_dict(state["averaged"])
 
 
 class SFTModule(L.LightningModule):
@@ -139,14 +167,8 @@ class SFTModule(L.LightningModule):
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=tuple(c.betas))
 
-        def lr_lambda(step: int) -> float:
-            if c.warmup_steps and step < c.warmup_steps:
-                return (step + 1) / c.warmup_steps
-            span = max(1, c.max_steps - c.warmup_steps)
-            t = min(1.0, (step - c.warmup_steps) / span)
-            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        # diffusers' linear warm-up then half-cosine decay to zero over the run
+        sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=c.warmup_steps, num_training_steps=c.max_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints

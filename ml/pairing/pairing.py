@@ -13,6 +13,7 @@ import pandas as pd
 from ml.geo import CityProjection, utm_crs_for
 from ml.pairing.config import PairingConfig
 from ml.simulate.tables import make_table, ts_to_seconds
+from ml.geo.track import interpolate_positions
 
 DAY_S = 86400.0
 EPOCH = np.datetime64("1970-01-01", "D")
@@ -68,7 +69,7 @@ class TaxiDay:
         hi = np.clip(j, 0, len(vt) - 1)
         near = np.minimum(np.abs(t - vt[lo]), np.abs(vt[hi] - t))
         valid = (t >= vt[0]) & (t <= vt[-1]) & (near <= max_gap_s) & ((vt[hi] - vt[lo]) <= 2 * max_gap_s)
-        xy = np.column_stack([np.interp(t, vt, vxy[:, 0]), np.interp(t, vt, vxy[:, 1])])
+        xy = interpolate_positions(vt, vxy, t)
         return xy, valid
 
     def moving_between(self, k: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

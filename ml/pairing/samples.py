@@ -12,6 +12,7 @@ from ml.render.config import RenderConfig
 from ml.pairing.config import SampleConfig
 from ml.pairing.pairing import DAY_S, EPOCH, cell_positions
 from ml.simulate.tables import make_table, seconds_to_ts, stable_int, ts_to_seconds
+from ml.geo.track import interpolate_positions
 
 SPLITS = ("train", "val", "test")
 
@@ -135,7 +136,7 @@ def cut_samples(pairs: pd.DataFrame, signaling: pd.DataFrame, towers: pd.DataFra
                             "n_records": int(b - a), **tile.as_dict()})
             et = t0[w] + eval_offsets
             truth_t.append(et)
-            truth_xy.append(np.column_stack([np.interp(et, vt, vxy[:, 0]), np.interp(et, vt, vxy[:, 1])]))
+            truth_xy.append(interpolate_positions(vt, vxy, et))
             truth_id.append(np.full(len(et), sid, dtype=object))
     if not samples:
         return (make_table("samples", {c: [] for c in sample_cols}),

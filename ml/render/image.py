@@ -23,6 +23,7 @@ from ml.geo.tile import Tile
 from ml.render import style
 from ml.render.config import RenderConfig
 from ml.render.raster import clip_segments_to_box, sample_segments, stamp_disks, stamp_squares
+from ml.geo.track import interpolate_positions
 
 if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
     from ml.cities.network import RoadNetwork
@@ -302,7 +303,7 @@ def render_target_video(
         masks = first[drawn][None, :] <= tk[:, None] + 1e-9  # (K, D)
         fk, di = np.nonzero(masks)
         video[fk, drawn[di]] = style.PATH
-    head = np.column_stack([np.interp(tk, t, P[:, 0]), np.interp(tk, t, P[:, 1])])
+    head = interpolate_positions(t, P, tk)
     hpix, hk = stamp_disks(head, cfg.head_radius(resolution), (H, W))
     video[hk, hpix] = style.HEAD
     return video.reshape(K, H, W, 3)

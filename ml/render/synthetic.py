@@ -18,6 +18,7 @@ from scipy.spatial import cKDTree
 from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile, choose_tile
 from ml.render.config import RenderConfig
+from ml.geo.track import interpolate_positions
 
 
 @dataclass
@@ -93,7 +94,7 @@ def drive_route(
     ts = np.arange(0.0, duration_s + 1e-9, step_s)
     if ts[-1] < duration_s:
         ts = np.append(ts, duration_s)
-    xy = np.column_stack([np.interp(ts, kt, kxy[:, 0]), np.interp(ts, kt, kxy[:, 1])])
+    xy = interpolate_positions(kt, kxy, ts)
     return xy, ts
 
 
@@ -122,7 +123,7 @@ def synthetic_windows(
         rt = rt[(rt >= 0) & (rt <= duration_s)]
         if len(rt) < 3:
             rt = np.sort(rng.uniform(0, duration_s, 3))
-        pos = np.column_stack([np.interp(rt, ts, xy[:, 0]), np.interp(rt, ts, xy[:, 1])])
+        pos = interpolate_positions(ts, xy, rt)
         _, nn = tree.query(pos, k=2)
         pick = np.where(rng.random(len(rt)) < 0.2, nn[:, 1], nn[:, 0])
         rec = towers[pick]

@@ -159,19 +159,13 @@ class TrajectoryReconstructor:
             xy = self._decode(video, layer, tile)
             if not np.isfinite(xy).all():
                 method = "fallback_mar"
-                fb = _interp_positions(rxy, rt, self.eval_t)
+                fb = interpolate_positions(rt, rxy, self.eval_t, "request records")
                 bad = ~np.isfinite(xy).all(axis=1)
                 xy[bad] = fb[bad]
             lonlat = self.proj.to_lonlat(xy)
             out.append(pd.DataFrame({idc: key, "ts": t0 + pd.to_timedelta(self.eval_t, unit="s"),
                                      "lon": lonlat[:, 0], "lat": lonlat[:, 1], "method": method}))
         return pd.concat(out, ignore_index=True)
-
-
-def _interp_positions(xy: np.ndarray, t: np.ndarray, eval_t: np.ndarray) -> np.ndarray:
-    """The MaR fallback: :func:`ml.geo.track.interpolate_positions` of the records (argument order kept for
-    tests/test_serving.py, which imports this name)."""
-    return interpolate_positions(t, xy, eval_t, "request records")
 
 
 class VideoTrajectoryModel(PythonModel):

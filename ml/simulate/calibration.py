@@ -8,6 +8,7 @@ import pandas as pd
 from ml.cities.network import RoadNetwork
 from ml.simulate.tables import ts_to_seconds
 from ml.simulate.towers import inter_site_distances
+from ml.geo.track import interpolate_positions
 
 CONNECTED_GAP_S = 30.0  # consecutive records this close are treated as one connected stretch
 
@@ -121,7 +122,7 @@ def calibration_report(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame
         rt, rc = rt[inside], rc[inside]
         if len(rt) == 0:
             continue
-        pos = np.column_stack([np.interp(rt, vt, vxy[:, 0]), np.interp(rt, vt, vxy[:, 1])])
+        pos = interpolate_positions(vt, vxy, rt)
         dist_all.append(np.hypot(*(pos - cell_xy[cell_index.loc[rc].to_numpy()]).T))
         close = (np.diff(rt) <= CONNECTED_GAP_S) & (np.diff(rt) > 0)
         n_ho += int(((rc[1:] != rc[:-1]) & close).sum())
@@ -142,7 +143,7 @@ def calibration_report(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame
             vt, vxy = g_t[a:b], g_xy[a:b]
             rt = ts_to_seconds(rows["ts"], epoch)
             rc = rows["cell_id"].to_numpy(np.int64)
-            pos = np.column_stack([np.interp(rt, vt, vxy[:, 0]), np.interp(rt, vt, vxy[:, 1])])
+            pos = interpolate_positions(vt, vxy, rt)
             step = np.diff(rt) <= 60.0
             n_ho += int(((rc[1:] != rc[:-1]) & step).sum())
             km += float(np.hypot(*np.diff(pos, axis=0).T)[step].sum() / 1000.0)

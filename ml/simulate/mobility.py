@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from ml.cities.network import RoadNetwork
+from ml.geo.track import interpolate_positions
 from ml.simulate.config import SimulationConfig
 
 MAJOR_CLASS_MAX = 3  # class index <= 3: motorway, trunk, primary, secondary
@@ -42,7 +43,7 @@ class Knots:
 
     def position(self, t: np.ndarray) -> np.ndarray:
         """(n, 2) positions at times ``t`` (clamped to the first / last knot)."""
-        return np.column_stack([np.interp(t, self.t, self.x), np.interp(t, self.t, self.y)])
+        return interpolate_positions(self.t, np.column_stack([self.x, self.y]), t, "knots")
 
     def speed(self, t: np.ndarray) -> np.ndarray:
         return np.interp(t, self.t, self.v)
@@ -51,7 +52,7 @@ class Knots:
         """The part between ``t0`` and ``t1`` with exact end knots."""
         inside = (self.t > t0) & (self.t < t1)
         t = np.concatenate([[t0], self.t[inside], [t1]])
-        xy = np.column_stack([np.interp(t, self.t, self.x), np.interp(t, self.t, self.y)])
+        xy = self.position(t)
         return Knots(t, xy[:, 0], xy[:, 1], np.interp(t, self.t, self.v))
 
     @property

@@ -144,6 +144,9 @@ class BestOnVal(L.Callback):
 #: SFTConfig fields that define the objective: a change makes a new run, not a resume
 OBJECTIVE_FIELDS = ("foreground_weight", "head_weight", "loss_space", "head_position_weight", "timestep_mean",
                     "timestep_std", "timestep_shift", "ema_decay")
+#: the training recipe's code (schedule, EMA, checkpoint contents): a change makes a new run, since the old
+#: checkpoints cannot be resumed by the new code
+TRAINING_RECIPE = "adamw+diffusers-cosine-warmup+swa_utils-ema"
 
 
 def _files_fingerprint(paths: Sequence[Path]) -> str:
@@ -162,7 +165,7 @@ def _run_key(cfg: SFTConfig, rendered_dir: str | Path, init: Path | None) -> dic
     rendered = Path(rendered_dir).resolve()
     return {"model": cfg.model.model_dump(mode="json"), "data": str(rendered),
             "data_files": _files_fingerprint([p for p in rendered.iterdir() if p.is_file()]),
-            "objective": {k: getattr(cfg, k) for k in OBJECTIVE_FIELDS},
+            "objective": {k: getattr(cfg, k) for k in OBJECTIVE_FIELDS}, "recipe": TRAINING_RECIPE,
             "init_checkpoint": cfg.init_checkpoint,
             "init_sha256": hashlib.sha256(init.read_bytes()).hexdigest()[:16] if init is not None else None}
 

@@ -28,6 +28,7 @@ import pandas as pd
 from ml.baselines.context import SampleContext, TowerTable
 from ml.cities.network import RoadNetwork
 from ml.geo import CityProjection
+from ml.geo.track import interpolate_positions
 
 
 @dataclass
@@ -141,7 +142,7 @@ def synthetic_mr_window(
     p0 = cfg.p0_dbm + cell_rng.normal(0, cfg.p0_spread_db, C)
     # report times and positions
     tr = np.arange(0.0, cfg.duration_s + 1e-9, cfg.report_s)
-    xy = np.column_stack([np.interp(tr, t1, xy1[:, 0]), np.interp(tr, t1, xy1[:, 1])])
+    xy = interpolate_positions(t1, xy1, tr)
     s = np.interp(tr, t1, s1)
     dvec = xy[:, None, :] - cells_xy[None, :, :]
     d = np.maximum(np.hypot(dvec[..., 0], dvec[..., 1]), 10.0)
@@ -172,7 +173,7 @@ def synthetic_mr_window(
             rows.append((tr[k], int(c), float(r)))
     mr = pd.DataFrame(rows, columns=["t", "cell_id", "rsrp_dbm"]).astype({"t": "float64", "cell_id": "int64", "rsrp_dbm": "float64"})
     eval_t = np.arange(0.0, cfg.duration_s + 1e-9, cfg.eval_step_s)
-    truth = np.column_stack([np.interp(eval_t, t1, xy1[:, 0]), np.interp(eval_t, t1, xy1[:, 1])])
+    truth = interpolate_positions(t1, xy1, eval_t)
     ser = mr.groupby("t", sort=True).first().reset_index()
     table = TowerTable(towers, net.crs)
     sxy = table(ser["cell_id"].to_numpy())
