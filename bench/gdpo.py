@@ -50,7 +50,7 @@ def _city_inputs(city: str) -> tuple[Path, Path]:
     from ml.paths import CityPaths
 
     cfg = stage_config("render", "demo", load_city(city))
-    paths = CityPaths(project_root(), city)
+    paths = CityPaths(project_root(), city, "demo")
     data, sft = paths.render_dir(cfg.resolution, cfg.frames), paths.checkpoints / "sft" / "model.pt"
     for p in (data / "index.parquet", sft):
         if not p.is_file():

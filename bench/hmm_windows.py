@@ -35,7 +35,7 @@ def run(city: str, split: str) -> tuple[dict[str, np.ndarray], dict]:
     from ml.metrics import point_errors_m
     from ml.paths import CityPaths
 
-    cp = CityPaths(ROOT, city)
+    cp = CityPaths(ROOT, city, "demo")
     net = load_road_network(load_city(city, ROOT), cache_dir=cp.roads_dir)
     ctxs = build_sample_contexts(read_table(cp.table("samples"), "samples"), read_table(cp.table("signaling"), "signaling"),
                                  read_table(cp.table("towers"), "towers"), net,

@@ -70,9 +70,9 @@ def _contexts(city: str, max_windows: int | None):
     from ml.io import read_table
     from ml.paths import CityPaths
 
-    cp = CityPaths(ROOT, city)
+    cp = CityPaths(ROOT, city, "demo")
     if not (cp.roads_dir / "roads.npz").is_file() or not cp.table("samples").is_file():
-        raise SystemExit(f"{city}: data/{city} is not materialised (road network and samples needed)")
+        raise SystemExit(f"{city}: data/{city}/demo is not materialised (road network and samples needed)")
     net = load_road_network(load_city(city, ROOT), cache_dir=cp.roads_dir)
     tabs = {k: read_table(cp.table(k), k) for k in ("samples", "signaling", "towers")}
     truth = read_table(cp.sample_truth, "sample_truth")

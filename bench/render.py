@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     root = project_root()
     city = load_city(args.city)
-    net = load_road_network(city, cache_dir=CityPaths(root, args.city).roads_dir)
+    net = load_road_network(city, cache_dir=CityPaths(root, args.city, "demo").roads_dir)
     cfg = RenderConfig(resolution=args.resolution, frames=args.frames, workers=args.workers)
     t = time.perf_counter()
     ws, towers = synthetic_windows(net, args.n, seed=1, cfg=cfg)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         ra = RenderedArrays(tmp / "r")
         from ml.evaluation.preview import write_previews
 
-        gallery = CityPaths(root, args.city).outputs / "render" / "gallery"
+        gallery = CityPaths(root, args.city, "demo").outputs / "render" / "gallery"
         write_previews(ra, gallery, net=net, n=4, snap=True)
         from ml.decode import decode_video_to_trajectory
 

@@ -90,7 +90,7 @@ def _windows(name: str, net, paths: CityPaths, n: int, cfg: RenderConfig, seed: 
 def run_city(name: str, net, n: int, resolutions, frames, cfg: RenderConfig, root: Path,
              duration_s: float | None = None, tag: str = "", window_s: float | None = None,
              stride_s: float | None = None, cut_seed: int | None = None, pick: str = "head") -> dict:
-    paths = CityPaths(root, name)
+    paths = CityPaths(root, name, "demo")
     t = time.perf_counter()
     ws, source, stats = _windows(name, net, paths, n, cfg, seed=7, duration_s=duration_s, window_s=window_s,
                                  stride_s=stride_s, cut_seed=cut_seed, pick=pick)
@@ -129,14 +129,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     root = project_root()
     cfg = RenderConfig() if args.zoom_sizes is None else RenderConfig(zoom_sizes_m=tuple(args.zoom_sizes))
     results = []
-    todo = [(c, lambda c=c: load_road_network(load_city(c), cache_dir=CityPaths(root, c).roads_dir)) for c in args.cities]
+    todo = [(c, lambda c=c: load_road_network(load_city(c), cache_dir=CityPaths(root, c, "demo").roads_dir)) for c in args.cities]
     for r in args.real:
         f = SHARED / REAL[r]
         if not f.is_file():
             print(f"skip {r}: {f} not available")
             continue
         city = CityConfig(name=r, roads=RoadSource(source="osm", path=str(f)))
-        todo.append((r, lambda city=city: load_road_network(city, cache_dir=CityPaths(root, city.name).roads_dir)))
+        todo.append((r, lambda city=city: load_road_network(city, cache_dir=CityPaths(root, city.name, "demo").roads_dir)))
     for name, load in todo:
         net = load()
         res = run_city(name, net, args.n, args.resolutions, args.frames, cfg, root, args.duration, args.tag,

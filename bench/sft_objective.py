@@ -149,7 +149,7 @@ def val_contexts(city: str, n: int):
     from ml.io import read_table
     from ml.paths import CityPaths
 
-    cp = CityPaths(ROOT, city)
+    cp = CityPaths(ROOT, city, "demo")
     net = load_road_network(load_city(city, ROOT), cache_dir=cp.roads_dir)
     ctxs = build_sample_contexts(read_table(cp.table("samples"), "samples"), read_table(cp.table("signaling"), "signaling"),
                                  read_table(cp.table("towers"), "towers"), net,

@@ -85,8 +85,8 @@ def cmd_demo(args: argparse.Namespace, root: Path) -> int:
 
     ok = run_city(args.city, selection="*", profile=args.profile, root=root)
     if ok:
-        print(evaluation_summary(args.city, root))
-    print(where_to_look(args.city, root))
+        print(evaluation_summary(args.city, root, args.profile))
+    print(where_to_look(args.city, root, args.profile))
     return 0 if ok else 1
 
 

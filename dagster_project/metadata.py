@@ -57,6 +57,14 @@ def table_metadata(rows: Sequence[Mapping[str, Any]], descriptions: Mapping[str,
     return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in records], schema=schema)
 
 
+def table_asset_metadata(df: pd.DataFrame, path: Path) -> dict[str, Any]:
+    """What Dagster shows for a table asset: ``dagster/row_count``, ``dagster/column_schema`` (the pandas
+    dtypes), the file and a preview of the first rows."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(str(c), str(t)) for c, t in df.dtypes.items()])
+    return {"dagster/row_count": len(df), "dagster/column_schema": schema,
+            "path": dg.MetadataValue.path(str(path)), "preview": frame_metadata(df)}
+
+
 def frame_metadata(df: pd.DataFrame, n: int = 5) -> dg.MetadataValue:
     """The first ``n`` rows of a DataFrame as table metadata (see :func:`table_metadata`)."""
     return table_metadata(df.head(n).to_dict("records"))
@@ -74,3 +82,16 @@ def flat_metadata(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         elif isinstance(v, (int, float, str)):
             out[key] = v
     return out
+
+
+def mlflow_link(uri: str, run_id: str | None) -> dict:
+    """The run's id and a link that opens it in the MLflow UI."""
+    if not run_id:
+        return {}
+    import mlflow
+
+    from ml.tracking import mlflow_run_url
+
+    experiment_id = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
+    return {"mlflow_run_id": run_id, "mlflow_tracking_uri": uri,
+            "mlflow_run": dg.MetadataValue.url(mlflow_run_url(uri, run_id, experiment_id))}

@@ -20,8 +20,9 @@ class PathsResource(dg.ConfigurableResource):
     def root_path(self) -> Path:
         return Path(self.root).resolve() if self.root else project_root()
 
-    def city(self, city: str) -> CityPaths:
-        return CityPaths(self.root_path, city)
+    def city(self, city: str, profile: str) -> CityPaths:
+        """The city's folders for ``profile`` (each profile has its own, see ``ml.paths.CityPaths``)."""
+        return CityPaths(self.root_path, city, profile)
 
 
 class MLflowResource(dg.ConfigurableResource):

@@ -18,14 +18,18 @@ def resources_for(profile: str, root: Path) -> dict:
 
 
 def parse_selection(selection: str) -> dg.AssetSelection:
-    """Dagster selection syntax, plus comma-separated lists as a union (``road_network,cell_towers``)."""
+    """Dagster selection syntax, plus comma-separated lists as a union (``road_network,cell_towers``).
+
+    An asset written together with another (``signaling_records`` and ``truth_links``, ``samples`` and
+    ``sample_truth``) brings the other along: one step writes both.
+    """
     parts = [p.strip() for p in selection.split(",") if p.strip()]
     if not parts:
         raise ValueError("empty asset selection")
     sel = dg.AssetSelection.from_string(parts[0])
     for p in parts[1:]:
         sel = sel | dg.AssetSelection.from_string(p)
-    return sel
+    return sel.required_multi_asset_neighbors()
 
 
 def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path | None = None,
@@ -35,15 +39,17 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
 
     The console shows Dagster's messages from ``console_level`` up (INFO: what the assets report, not the
     DEBUG event stream), then one line per step with its status and duration; the run's full event log,
-    every level, is written to ``outputs/<city>/logs/run_<id>.log``, whose path is printed.
+    every level, is written to ``outputs/<city>/<profile>/logs/run_<id>.log``, whose path is printed.
     """
     from ml.cities import load_city
     from ml.cities.config import project_root
+    from ml.paths import CityPaths
     from dagster_project.definitions import all_assets_and_checks
     from dagster_project.sensors import sync_city_partitions
 
     root = root or project_root()
     load_city(city, root)  # clear error for an unknown or invalid city before Dagster starts
+    paths = CityPaths(root, city, profile)
     instance = instance or dg.DagsterInstance.get()
     sync_city_partitions(instance)
     result = dg.materialize(
@@ -57,7 +63,7 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
         run_config={"loggers": {"console": {"config": {"log_level": console_level}}}},
     )
     print(step_summary(instance, result.run_id))
-    print(f"full log: {write_run_log(instance, result.run_id, root / 'outputs' / city / 'logs')}")
+    print(f"full log: {write_run_log(instance, result.run_id, paths.logs)}")
     mats = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
     print(f"run {result.run_id}: {'success' if result.success else 'FAILED'}; materialised {len(mats)}: {', '.join(mats)}")
     if not result.success:
@@ -92,11 +98,13 @@ def write_run_log(instance: dg.DagsterInstance, run_id: str, folder: Path) -> Pa
     return path
 
 
-def evaluation_summary(city: str, root: Path) -> str:
+def evaluation_summary(city: str, root: Path, profile: str) -> str:
     """The evaluation report's median errors per track and method (best first), or why there is none."""
     import json
 
-    path = root / "outputs" / city / "report" / "evaluation.json"
+    from ml.paths import CityPaths
+
+    path = CityPaths(root, city, profile).report / "evaluation.json"
     if not path.is_file():
         return f"(no evaluation report: {path} is missing)"
     report = json.loads(path.read_text())
@@ -109,14 +117,17 @@ def evaluation_summary(city: str, root: Path) -> str:
     return "\n".join(lines)
 
 
-def where_to_look(city: str, root: Path) -> str:
-    out = root / "outputs" / city
+def where_to_look(city: str, root: Path, profile: str) -> str:
+    from ml.paths import CityPaths
+
+    paths = CityPaths(root, city, profile)
+    out = paths.outputs
     return "\n".join([
         "",
         "Where to look:",
         "  Dagster UI:  make ui         -> http://127.0.0.1:3000 (assets, runs, checks, metadata)",
         "  MLflow UI:   make mlflow-ui  -> http://127.0.0.1:5000 (runs per stage, registered models)",
         f"  Reports:     {out}/report/evaluation.md and evaluation.json",
-        f"  Data:        {root}/data/{city}/ (Parquet tables, DVC-versioned)",
+        f"  Data:        {paths.data}/ (Parquet tables, DVC-versioned: {paths.data_version_file.name})",
         f"  Gallery:     {out}/render/gallery/",
     ])

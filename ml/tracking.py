@@ -34,21 +34,33 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
-def data_version(root: Path | None = None) -> str:
-    """The DVC hash of ``data/`` as recorded in ``data.dvc`` (``unversioned`` before the first ``dvc add``)."""
-    p = (root or project_root()) / "data.dvc"
+def data_version(version_file: Path) -> str:
+    """The DVC hash recorded in a pointer file (``data/<city>/<profile>.dvc``, see ``ml.paths.CityPaths``),
+    or ``unversioned`` before the first ``dvc add``."""
+    p = Path(version_file)
     if not p.is_file():
         return "unversioned"
     try:
         outs = (yaml.safe_load(p.read_text()) or {}).get("outs") or []
-    except yaml.YAMLError:
-        return "unversioned"
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p}: not a DVC pointer file ({exc})") from exc
     return str(outs[0].get("md5", "unversioned")) if outs else "unversioned"
 
 
-def run_tags(city: str, stage: str, root: Path | None = None, **extra: Any) -> dict[str, str]:
+def mlflow_run_url(tracking_uri: str, run_id: str, experiment_id: str) -> str:
+    """Where a person opens a run: the tracking server itself, or for a local ``sqlite:///`` store the
+    MLflow UI that ``make mlflow-ui`` starts (``SIG2GPS_MLFLOW_UI_URL`` overrides its address)."""
+    import os
+
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else \
+        os.environ.get("SIG2GPS_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def run_tags(city: str, stage: str, root: Path | None = None, data_version: str = "unversioned",
+             **extra: Any) -> dict[str, str]:
     """Tags put on every MLflow run: city, stage, data version, git commit, plus extras (e.g. dagster_run_id)."""
-    tags = {"city": city, "stage": stage, "data_version": data_version(root), "git_commit": git_commit(root)}
+    tags = {"city": city, "stage": stage, "data_version": data_version, "git_commit": git_commit(root)}
     tags.update({k: str(v) for k, v in extra.items() if v is not None})
     return tags
 

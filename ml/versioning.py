@@ -1,4 +1,4 @@
-"""DVC versioning of ``data/``: one serialised ``dvc add data`` and the resulting hash."""
+"""DVC versioning of a city's data folder: one serialised ``dvc add`` and the resulting hash."""
 
 from __future__ import annotations
 
@@ -47,13 +47,18 @@ def ensure_dvc_repo(root: Path) -> None:
     _dvc(root, "init", "-q", *([] if (root / ".git").exists() else ["--no-scm"]))
 
 
-def version_data(root: Path, push: bool = True) -> str:
-    """Run ``dvc add data`` (serialised), push to the default remote if one is set, return the hash."""
-    if not (root / "data").is_dir():
-        raise DataVersioningError(f"{root / 'data'}: nothing to version yet; materialise the raw assets first")
+def version_data(root: Path, data_dir: Path, push: bool = True) -> str:
+    """``dvc add`` one city's data folder (serialised across processes), push to the default remote if
+    one is set, and return its hash. The pointer file is written beside the folder
+    (``data/<city>/<profile>.dvc`` for ``data/<city>/<profile>/``)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataVersioningError(f"{data_dir}: nothing to version yet; materialise the raw assets first")
+    rel = data_dir.resolve().relative_to(Path(root).resolve())
     with _exclusive_lock(root / ".dvc_lock"):
         ensure_dvc_repo(root)
-        _dvc(root, "add", "-q", "data")
+        _dvc(root, "add", "-q", str(rel))
+        pointer = data_dir.with_name(data_dir.name + ".dvc")
         if push and _has_default_remote(root):
-            _dvc(root, "push", "-q", "data.dvc")
-    return data_version(root)
+            _dvc(root, "push", "-q", str(pointer.relative_to(root)))
+    return data_version(pointer)

@@ -22,7 +22,7 @@ for c in $CITIES; do $S run "$c" --select "*rendered_videos"; done
 .venv/bin/python - $CITIES <<'PY'
 import sys
 from ml.render.arrays import concat_rendered
-idx = concat_rendered([f"outputs/{c}/render/r64_k17" for c in sys.argv[1:]], "outputs/base/r64_k17")
+idx = concat_rendered([f"outputs/{c}/demo/render/r64_k17" for c in sys.argv[1:]], "outputs/base/r64_k17")
 print(idx["split"].value_counts().to_dict())
 PY
 .venv/bin/python -m ml.train sft --data outputs/base/r64_k17 --out runs/base --profile demo --from-scratch \

@@ -50,6 +50,42 @@ def test_definitions_load() -> None:
     # every Great Expectations gate is a blocking check, so a failed table stops its downstream assets
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == set(ALL_CHECKS)
     assert all(graph.get_check_spec(k).blocking for k in graph.asset_check_keys)
+    # tables written beside another are assets of their own (lineage), from the same step
+    assert {"truth_links", "sample_truth"} <= keys
+    # every asset has a code version that follows the library code it runs
+    versions = {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+    assert set(versions) == set(ALL_ASSETS) and all(v and len(v) == 12 for v in versions.values()), versions
+    assert versions["signaling_records"] == versions["truth_links"] != versions["road_network"]
+
+
+def test_code_version_changes_with_the_code_it_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster_project import code_versions
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(code_versions, "ML", tmp_path)
+    monkeypatch.setitem(code_versions.ASSET_CODE, "probe", ("pkg",))
+    code_versions.code_version.cache_clear()
+    before = code_versions.code_version("probe")
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    code_versions.code_version.cache_clear()
+    assert code_versions.code_version("probe") != before
+    code_versions.code_version.cache_clear()
+
+
+def test_each_profile_writes_its_own_folders(project: Path, instance: dg.DagsterInstance) -> None:
+    """A run with another profile never overwrites what an earlier profile's run materialised."""
+    from ml.paths import CityPaths
+    from dagster_project.runner import run_city
+
+    assert run_city("tinytown", selection="road_network,cell_towers", profile="ci", root=project, instance=instance,
+                    raise_on_error=True)
+    ci = CityPaths(project, "tinytown", "ci").table("towers")
+    before = ci.read_bytes()
+    assert run_city("tinytown", selection="cell_towers", profile="demo", root=project, instance=instance,
+                    raise_on_error=True)
+    demo = CityPaths(project, "tinytown", "demo").table("towers")
+    assert demo.is_file() and demo != ci and ci.read_bytes() == before
 
 
 def test_sensor_syncs_partitions_with_registry(project: Path, instance: dg.DagsterInstance) -> None:
@@ -94,8 +130,8 @@ def test_cli_city_add_and_list(project: Path, instance: dg.DagsterInstance, caps
     assert not (project / "cities" / "Bad-Name.toml").exists()
 
 
-ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "measurement_reports", "raw_pairs",
-              "samples", "dataset_version", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint", "predictions",
+ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "truth_links", "measurement_reports",
+              "raw_pairs", "samples", "sample_truth", "dataset_version", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint", "predictions",
               "evaluation_report"]
 
 
@@ -110,7 +146,11 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     for key in ALL_ASSETS:
         ev = instance.get_latest_materialization_event(dg.AssetKey(key))
         assert ev is not None and ev.asset_materialization.partition == "tinytown", key
-    out = project / "outputs" / "tinytown"
+    from ml.paths import CityPaths
+
+    paths = CityPaths(project, "tinytown", "ci")
+    out = paths.outputs
+    assert out == project / "outputs" / "tinytown" / "ci"  # keyed by profile
     ev = json.loads((out / "report" / "evaluation.json").read_text())
     assert ev["city"] == "tinytown" and ev["n_samples"] > 0
     sig = ev["tracks"]["signaling"]
@@ -122,8 +162,17 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     assert sig["video_sft"]["head_detect_rate"] >= 0.5, sig["video_sft"]
     assert {"mar", "wcl", "hmm_wcl", "msr", "hre", "hrea"} <= set(ev["tracks"]["mr"])
     assert (out / "report" / "evaluation.md").is_file()
+    # tables carry Dagster's standard table metadata; MLflow runs are linked
+    for key in ("cell_towers", "signaling_records", "truth_links", "samples", "sample_truth"):
+        md = instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
+        assert md["dagster/row_count"].value > 0, key
+        assert [c.name for c in md["dagster/column_schema"].schema.columns][:1], key
+    for key in ("sft_checkpoint", "gdpo_checkpoint", "evaluation_report"):
+        md = instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
+        assert md["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/"), key
+        assert md["mlflow_run"].value.endswith(md["mlflow_run_id"].value), key
     assert json.loads((out / "pairing.json").read_text())["n_pairs"] > 0
-    assert (project / "data.dvc").is_file()
+    assert paths.data_version_file == project / "data" / "tinytown" / "ci.dvc" and paths.data_version_file.is_file()
     # traceability: Dagster materialisation -> MLflow run -> data version, git commit, Dagster run, and back
     import mlflow
 
@@ -134,7 +183,7 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     tags = client.get_run(run_id).data.tags
     assert tags["dagster_run_id"] == mat.run_id
-    assert tags["data_version"] == data_version(project) != "unversioned"
+    assert tags["data_version"] == data_version(paths.data_version_file) != "unversioned"
     assert tags["city"] == "tinytown" and "git_commit" in tags
     assert set(client.get_registered_model("sig2gps-video-tinytown").aliases) >= {"sft", "gdpo"}
     # every GE check ran in this run and passed
@@ -156,7 +205,7 @@ def test_bad_input_stops_downstream_and_keeps_previous_materialisation(project: 
 
     assert run_city("tinytown", selection="road_network,cell_towers", profile="ci", root=project, instance=instance,
                     raise_on_error=True)
-    towers_path = project / "data" / "tinytown" / "towers.parquet"
+    towers_path = project / "data" / "tinytown" / "ci" / "towers.parquet"
     before = towers_path.read_bytes()
     good = ml.simulate.simulate_towers
 
@@ -170,7 +219,7 @@ def test_bad_input_stops_downstream_and_keeps_previous_materialisation(project: 
                   instance=instance)
     assert not ok
     assert towers_path.read_bytes() == before
-    assert not (project / "data" / "tinytown" / "signaling.parquet").exists()
+    assert not (project / "data" / "tinytown" / "ci" / "signaling.parquet").exists()
     bad_run, good_run = (r.run_id for r in instance.get_runs(limit=2))
     # the towers check ran in the bad run and failed, with the suite's report as metadata
     rec, evaluation = check_evaluation(instance, "cell_towers", "towers_contract")
@@ -203,5 +252,5 @@ def test_console_shows_info_and_a_step_table_the_full_log_goes_to_a_file(project
     assert "success" in step_line
     log_path = Path(next(ln for ln in out.out.splitlines() if ln.startswith("full log: ")).split(": ", 1)[1])
     text = log_path.read_text()
-    assert log_path.parent == project / "outputs" / "tinytown" / "logs"
+    assert log_path.parent == project / "outputs" / "tinytown" / "ci" / "logs"
     assert "DEBUG" in text and "Finished execution of step \"road_network\"" in text

@@ -10,7 +10,8 @@ import pandas as pd
 from ml.io import atomic_dir, read_table, write_json_atomic
 from ml.tracking import data_version, mlflow_run
 from dagster_project.assets.raw import CityContext, city_context
-from dagster_project.metadata import image_markdown, table_metadata
+from dagster_project.code_versions import code_version
+from dagster_project.metadata import image_markdown, mlflow_link, table_metadata
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
 
@@ -35,14 +36,14 @@ def _prediction_file(track: str, method: str) -> str:
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="evaluation",
-          deps=["samples", "measurement_reports", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint"],
-          kinds={"pandas", "pytorch"})
+          deps=["samples", "sample_truth", "measurement_reports", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint"],
+          kinds={"pandas", "pytorch"}, code_version=code_version("predictions"))
 def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> dg.MaterializeResult:
     """Trajectories of every method on the evaluation split, as ``outputs/<city>/predictions/<track>__<method>.parquet``."""
     from ml.baselines import MR_METHODS
     from ml.evaluation import predict_video_method, predictions_frame, run_method, signaling_methods
 
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     cfg = compute.stage_config("evaluation", cc.city)
     ctxs = _contexts(cc, cfg)
     log = context.log.info
@@ -78,7 +79,10 @@ def _finite(d: dict) -> dict:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
 
 
-@dg.asset(partitions_def=cities_partitions, group_name="evaluation", deps=["predictions"], kinds={"mlflow", "pandas"})
+# retried: the MLflow store (sqlite) can be locked for a moment by another process logging to it
+@dg.asset(partitions_def=cities_partitions, group_name="evaluation", deps=["predictions"], kinds={"mlflow", "pandas"},
+          code_version=code_version("evaluation_report"),
+          retry_policy=dg.RetryPolicy(max_retries=2, delay=5.0, backoff=dg.Backoff.EXPONENTIAL))
 def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                       compute: ComputeResource) -> dg.MaterializeResult:
     """Metrics per method and track, robustness to missing MR, figures and case studies; all logged to MLflow."""
@@ -87,7 +91,7 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
     from ml.report import (case_study, error_cdf, evaluation_json, per_sample_table, robustness_figure,
                            speed_profiles, write_markdown)
 
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     cfg = compute.stage_config("evaluation", cc.city)
     ctxs = _contexts(cc, cfg)
     pred_dir = cc.paths.predictions
@@ -132,7 +136,7 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
         failed = {f"{t}/{m}": s["n_failed"] for t, ms in summaries.items() for m, s in ms.items() if s["n_failed"]}
         if failed:
             notes.append(f"Windows with no output (scored as missing): {failed}")
-        version = data_version(paths.root_path)
+        version = data_version(cc.paths.data_version_file)
         write_json_atomic(evaluation, tmp / "evaluation.json")
         per_sample_table(per_sample_df).to_parquet(tmp / "per_sample.parquet", index=False)
         write_markdown(evaluation, tmp, figures, notes, data_version=version)
@@ -142,7 +146,7 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
     uri = mlflow.uri(paths.root_path)
     run_ids = {}
     with mlflow_run("evaluation", cc.city.name, uri, run_name=f"{cc.city.name}-evaluation", root=paths.root_path,
-                    dagster_run_id=context.run_id, profile=compute.profile) as parent:
+                    data_version=version, dagster_run_id=context.run_id, profile=compute.profile) as parent:
         import mlflow as mlf
 
         mlf.log_artifacts(str(report_dir), artifact_path="report")
@@ -159,7 +163,7 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
              for t, ms in evaluation["tracks"].items() for m, r in ms.items()]
     meta = {"report": dg.MetadataValue.path(str(report_dir / "evaluation.md")),
             "evaluation_json": dg.MetadataValue.path(str(report_dir / "evaluation.json")),
-            "comparison": table_metadata(table), "mlflow_run_id": parent_id, "mlflow_tracking_uri": uri,
+            "comparison": table_metadata(table), **mlflow_link(uri, parent_id),
             "data_version": version}
     for track in summaries:
         meta[f"error_cdf_{track}"] = image_markdown(report_dir / f"error_cdf_{track}.png")

@@ -15,7 +15,8 @@ from ml.io import read_table, write_json_atomic
 from ml.paths import CityPaths
 from ml.validation import ValidationContext
 from dagster_project.checks import ge_check_spec, validate_then_write
-from dagster_project.metadata import flat_metadata, frame_metadata
+from dagster_project.code_versions import code_version
+from dagster_project.metadata import flat_metadata, table_asset_metadata
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, PathsResource
 
@@ -42,24 +43,21 @@ class CityContext:
         return load_imported_tables(self.city, self.paths.root)
 
 
-def city_context(context: dg.AssetExecutionContext, paths: PathsResource) -> CityContext:
+def city_context(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> CityContext:
+    """The partition's city, its folders for the run's profile and its road network."""
     city = load_city(context.partition_key, paths.root_path)
-    cp = paths.city(city.name)
+    cp = paths.city(city.name, compute.profile)
     if not (cp.roads_dir / "roads.npz").is_file():
         raise dg.Failure(f"{cp.roads_dir}: road network of '{city.name}' not materialised; materialise road_network first")
     return CityContext(city, cp, load_road_network(city, cache_dir=cp.roads_dir))
 
 
-def _table_meta(df: pd.DataFrame, path) -> dict:
-    return {"rows": len(df), "path": dg.MetadataValue.path(str(path)),
-            "preview": frame_metadata(df)}
-
-
 @dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["road_network"],
+          code_version=code_version("raw"),
           check_specs=[ge_check_spec("cell_towers", "towers")], kinds={"pandas", "parquet"})
 def cell_towers(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
     """Cell towers: 3-sector macro sites placed by road density (or imported)."""
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     if cc.city.data_source == "import":
         towers = cc.imported()["towers"]
     else:
@@ -68,14 +66,15 @@ def cell_towers(context: dg.AssetExecutionContext, paths: PathsResource, compute
         towers = simulate_towers(cc.net, compute.stage_config("simulation", cc.city), seed=cc.seed("towers"))
     path = cc.paths.table("towers")
     yield from validate_then_write(context, [("towers", towers, path)], cc.validation_context())
-    yield dg.MaterializeResult(metadata={**_table_meta(towers, path), "sites": int(towers["site_id"].nunique())})
+    yield dg.MaterializeResult(metadata={**table_asset_metadata(towers, path), "sites": int(towers["site_id"].nunique())})
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["road_network"],
+          code_version=code_version("raw"),
           check_specs=[ge_check_spec("taxi_gps", "gps")], kinds={"pandas", "parquet"})
 def taxi_gps(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
     """Taxi fleet GPS: shifts of trips, stops and parking; noisy fixes every few seconds (or imported)."""
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     if cc.city.data_source == "import":
         gps = cc.imported()["gps"]
     else:
@@ -84,14 +83,21 @@ def taxi_gps(context: dg.AssetExecutionContext, paths: PathsResource, compute: C
         gps = simulate_taxi_gps(cc.net, compute.stage_config("simulation", cc.city), seed=cc.seed("gps"))
     path = cc.paths.table("gps")
     yield from validate_then_write(context, [("gps", gps, path)], cc.validation_context())
-    yield dg.MaterializeResult(metadata={**_table_meta(gps, path), "vehicles": int(gps["vehicle_id"].nunique())})
+    yield dg.MaterializeResult(metadata={**table_asset_metadata(gps, path), "vehicles": int(gps["vehicle_id"].nunique())})
 
 
-@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["cell_towers", "taxi_gps"],
-          check_specs=[ge_check_spec("signaling_records", "signaling")], kinds={"pandas", "parquet"})
+@dg.multi_asset(
+    specs=[dg.AssetSpec("signaling_records", deps=["cell_towers", "taxi_gps"], kinds={"pandas", "parquet"},
+                        description="Event-driven signaling of drivers' phones and decoy devices."),
+           dg.AssetSpec("truth_links", deps=["cell_towers", "taxi_gps"], kinds={"pandas", "parquet"}, skippable=True,
+                        description="Hidden simulator truth (device -> vehicle), written beside the signaling; read "
+                                    "only to score the pairing and calibrate. Absent for imported cities without one.")],
+    check_specs=[ge_check_spec("signaling_records", "signaling")], partitions_def=cities_partitions, group_name="raw",
+    code_version=code_version("raw"),
+)
 def signaling_records(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
     """Event-driven signaling of drivers' phones and decoy devices, with the simulator's calibration report."""
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     towers = read_table(cc.paths.table("towers"), "towers")
     gps = read_table(cc.paths.table("gps"), "gps")
     truth = None
@@ -108,12 +114,15 @@ def signaling_records(context: dg.AssetExecutionContext, paths: PathsResource, c
         items.append(("truth_links", truth, cc.paths.truth_links))
     vctx = cc.validation_context(tower_cell_ids=towers["cell_id"].to_numpy())
     yield from validate_then_write(context, items, vctx, checked=["signaling"])
-    meta = _table_meta(signaling, cc.paths.table("signaling"))
+    meta = table_asset_metadata(signaling, cc.paths.table("signaling"))
     meta["devices"] = int(signaling["device_id"].nunique())
-    yield dg.MaterializeResult(metadata=meta)
+    yield dg.MaterializeResult(asset_key="signaling_records", metadata=meta)
+    if truth is not None:
+        yield dg.MaterializeResult(asset_key="truth_links", metadata=table_asset_metadata(truth, cc.paths.truth_links))
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["signaling_records"],
+          code_version=code_version("raw"),
           check_specs=[ge_check_spec("measurement_reports", "mr")], kinds={"pandas", "parquet"})
 def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
     """RSRP of the serving cell and up to six neighbours at a fixed interval (the HRE track's input).
@@ -121,7 +130,7 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
     Also writes the simulator's calibration report (``outputs/<city>/calibration.json``): it needs
     the MR serving cells to count handovers per km without the bias of clustered handover records.
     """
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     towers = read_table(cc.paths.table("towers"), "towers")
     if cc.city.data_source == "import":
         mr = cc.imported().get("mr")
@@ -138,7 +147,7 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
     path = cc.paths.table("mr")
     vctx = cc.validation_context(tower_cell_ids=towers["cell_id"].to_numpy())
     yield from validate_then_write(context, [("mr", mr, path)], vctx)
-    meta = {**_table_meta(mr, path), "devices": int(mr["device_id"].nunique())}
+    meta = {**table_asset_metadata(mr, path), "devices": int(mr["device_id"].nunique())}
     if cc.paths.truth_links.is_file():
         from ml.simulate import calibration_report
 
@@ -152,12 +161,13 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["signaling_records", "taxi_gps"],
+          code_version=code_version("pairing"),
           check_specs=[ge_check_spec("raw_pairs", "pairs")], kinds={"pandas", "parquet"})
 def raw_pairs(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
     """(device, taxi) pairs by mobility, time coverage and distance consistency (paper section 4.1)."""
     from ml.pairing import pair_devices, pairing_quality
 
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     towers = read_table(cc.paths.table("towers"), "towers")
     gps = read_table(cc.paths.table("gps"), "gps")
     signaling = read_table(cc.paths.table("signaling"), "signaling")
@@ -168,7 +178,7 @@ def raw_pairs(context: dg.AssetExecutionContext, paths: PathsResource, compute: 
     path = cc.paths.table("pairs")
     vctx = cc.validation_context(device_ids=signaling["device_id"].unique(), vehicle_ids=gps["vehicle_id"].unique())
     yield from validate_then_write(context, [("pairs", pairs, path)], vctx)
-    meta = _table_meta(pairs, path)
+    meta = table_asset_metadata(pairs, path)
     if cc.paths.truth_links.is_file():
         quality = pairing_quality(pairs, pd.read_parquet(cc.paths.truth_links))
         write_json_atomic(quality, cc.paths.outputs / "pairing.json")
@@ -176,13 +186,19 @@ def raw_pairs(context: dg.AssetExecutionContext, paths: PathsResource, compute: 
     yield dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["raw_pairs", "measurement_reports"],
-          check_specs=[ge_check_spec("samples", "samples")], kinds={"pandas", "parquet"})
+@dg.multi_asset(
+    specs=[dg.AssetSpec("samples", deps=["raw_pairs", "measurement_reports"], kinds={"pandas", "parquet"},
+                        description="Fixed-duration windows of accepted pairs, split by (day, device), with their tiles."),
+           dg.AssetSpec("sample_truth", deps=["raw_pairs", "measurement_reports"], kinds={"pandas", "parquet"},
+                        description="Ground-truth positions of every window at the evaluation interval.")],
+    check_specs=[ge_check_spec("samples", "samples")], partitions_def=cities_partitions, group_name="raw",
+    code_version=code_version("pairing"),
+)
 def samples(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
     """Fixed-duration windows of accepted pairs, split by (day, device), with their tiles and ground truth."""
     from ml.pairing import cut_samples
 
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     towers = read_table(cc.paths.table("towers"), "towers")
     gps = read_table(cc.paths.table("gps"), "gps")
     signaling = read_table(cc.paths.table("signaling"), "signaling")
@@ -197,9 +213,10 @@ def samples(context: dg.AssetExecutionContext, paths: PathsResource, compute: Co
     yield from validate_then_write(context, [("samples", s, cc.paths.table("samples")),
                                              ("sample_truth", truth, cc.paths.sample_truth)], vctx, checked=["samples"])
     counts = s["split"].value_counts().to_dict()
-    yield dg.MaterializeResult(metadata={**_table_meta(s, cc.paths.table("samples")),
-                                         **{f"n_{k}": int(v) for k, v in counts.items()},
-                                         "tile_leave_share": tile_leave_share(s, truth, cc.net.projection)})
+    yield dg.MaterializeResult(asset_key="samples", metadata={
+        **table_asset_metadata(s, cc.paths.table("samples")), **{f"n_{k}": int(v) for k, v in counts.items()},
+        "tile_leave_share": tile_leave_share(s, truth, cc.net.projection)})
+    yield dg.MaterializeResult(asset_key="sample_truth", metadata=table_asset_metadata(truth, cc.paths.sample_truth))
 
 
 def tile_leave_share(samples_df: pd.DataFrame, truth: pd.DataFrame, projection) -> float:

@@ -6,16 +6,17 @@ from pathlib import Path
 import dagster as dg
 
 from ml.io import atomic_dir, read_table
+from dagster_project.code_versions import code_version
 from dagster_project.assets.raw import city_context
 from dagster_project.metadata import image_markdown
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, PathsResource
 
 
-@dg.asset(partitions_def=cities_partitions, group_name="video", deps=["samples", "dataset_version"],
-          kinds={"numpy", "scikitimage"})
+@dg.asset(partitions_def=cities_partitions, group_name="video", deps=["samples", "sample_truth", "dataset_version"],
+          kinds={"numpy", "scikitimage"}, code_version=code_version("rendered_videos"))
 def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> dg.MaterializeResult:
-    """Map-visual representation (DESIGN 7): sharded uint8 arrays under ``outputs/<city>/render/r<res>_k<K>/``.
+    """Map-visual representation (DESIGN 7): sharded uint8 arrays under ``outputs/<city>/<profile>/render/r<res>_k<K>/``.
 
     The folder is replaced atomically only when every sample rendered, so a failed run leaves the
     previous arrays in place.
@@ -23,7 +24,7 @@ def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, com
     from ml.render.dataset import render_samples
     from ml.evaluation.preview import write_previews
 
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     cfg = compute.stage_config("render", cc.city)
     samples = read_table(cc.paths.table("samples"), "samples")
     out = cc.paths.render_dir(cfg.resolution, cfg.frames)

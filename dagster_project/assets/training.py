@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from ml.tracking import run_tags
+from ml.tracking import data_version, run_tags
 from dagster_project.assets.raw import city_context
-from dagster_project.metadata import flat_metadata
+from dagster_project.code_versions import code_version
+from dagster_project.metadata import flat_metadata, mlflow_link
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
 
@@ -15,10 +16,6 @@ def _rendered_dir(cc, compute: ComputeResource):
     if not (d / "index.parquet").is_file():
         raise dg.Failure(f"{d}: no rendered arrays; materialise rendered_videos first")
     return d
-
-
-def _mlflow_link(uri: str, run_id: str | None) -> dict:
-    return {"mlflow_run_id": run_id, "mlflow_tracking_uri": uri} if run_id else {}
 
 
 def _register(context, cc, compute: ComputeResource, checkpoint, alias: str, run_id: str | None, uri: str,
@@ -39,16 +36,17 @@ def _register(context, cc, compute: ComputeResource, checkpoint, alias: str, run
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="video", deps=["rendered_videos"], pool="gpu",
-          kinds={"pytorch", "mlflow"})
+          kinds={"pytorch", "mlflow"}, code_version=code_version("training"))
 def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                    compute: ComputeResource) -> dg.MaterializeResult:
     """Supervised fine-tuning with the conditional flow-matching loss (resumes from ``last.ckpt``)."""
     from ml.train import train_sft
 
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     uri = mlflow.uri(paths.root_path)
     cfg = compute.stage_config("sft", cc.city)
-    tags = run_tags(cc.city.name, "sft", paths.root_path, dagster_run_id=context.run_id, profile=compute.profile)
+    tags = run_tags(cc.city.name, "sft", paths.root_path, data_version=data_version(cc.paths.data_version_file),
+                    dagster_run_id=context.run_id, profile=compute.profile)
     res = train_sft(_rendered_dir(cc, compute), cc.paths.checkpoints / "sft", cfg, tracking_uri=uri, tags=tags,
                     resume=True, road_network=cc.net)
     if res.resumed_from_step:
@@ -56,29 +54,30 @@ def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlfl
     meta = {"checkpoint": dg.MetadataValue.path(res.checkpoint_path), "global_step": res.global_step,
             "resumed_from_step": res.resumed_from_step or 0, "data_version": tags["data_version"],
             "selected_weights": res.selected,
-            **_mlflow_link(uri, res.mlflow_run_id),
+            **mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
     meta.update(_register(context, cc, compute, res.checkpoint_path, "sft", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="video", deps=["sft_checkpoint"], pool="gpu",
-          kinds={"pytorch", "mlflow"})
+          kinds={"pytorch", "mlflow"}, code_version=code_version("training"))
 def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                     compute: ComputeResource) -> dg.MaterializeResult:
     """Traj-GDPO: RL from verifiable rewards on the SFT model, KL-regularised to it."""
     from ml.train.gdpo import train_gdpo
 
-    cc = city_context(context, paths)
+    cc = city_context(context, paths, compute)
     uri = mlflow.uri(paths.root_path)
     sft = cc.paths.checkpoints / "sft" / "model.pt"
     if not sft.is_file():
         raise dg.Failure(f"{sft}: no SFT model; materialise sft_checkpoint first")
     cfg = compute.stage_config("gdpo", cc.city)
-    tags = run_tags(cc.city.name, "gdpo", paths.root_path, dagster_run_id=context.run_id, profile=compute.profile)
+    tags = run_tags(cc.city.name, "gdpo", paths.root_path, data_version=data_version(cc.paths.data_version_file),
+                    dagster_run_id=context.run_id, profile=compute.profile)
     res = train_gdpo(_rendered_dir(cc, compute), sft, cc.paths.checkpoints / "gdpo", cfg, tracking_uri=uri, tags=tags)
     meta = {"checkpoint": dg.MetadataValue.path(str(res.checkpoint_path)), "data_version": tags["data_version"],
-            "selected_weights": res.selected, **_mlflow_link(uri, res.mlflow_run_id),
+            "selected_weights": res.selected, **mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
     meta.update(_register(context, cc, compute, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)

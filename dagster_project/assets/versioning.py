@@ -1,13 +1,15 @@
-"""``dataset_version``: DVC snapshot of ``data/`` after the raw stages."""
+"""``dataset_version``: DVC snapshot of one city's data (for the run's profile) after the raw stages."""
 
 
 import dagster as dg
 
 from ml.versioning import version_data
+from dagster_project.code_versions import code_version
 from dagster_project.partitions import cities_partitions
-from dagster_project.resources import PathsResource
+from dagster_project.resources import ComputeResource, PathsResource
 
-RAW_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "measurement_reports", "raw_pairs", "samples"]
+RAW_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "measurement_reports", "raw_pairs", "samples",
+              "sample_truth"]
 
 
 @dg.asset(
@@ -16,9 +18,16 @@ RAW_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "m
     deps=[dg.AssetKey(k) for k in RAW_ASSETS],
     pool="dvc",
     kinds={"dvc"},
+    code_version=code_version("dataset_version"),
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=2.0, backoff=dg.Backoff.EXPONENTIAL),
 )
-def dataset_version(context: dg.AssetExecutionContext, paths: PathsResource) -> dg.MaterializeResult:
-    """``dvc add data`` in one serialised step; the hash is logged to every later MLflow run."""
-    version = version_data(paths.root_path)
-    context.log.info(f"data version {version}")
-    return dg.MaterializeResult(metadata={"data_version": version}, data_version=dg.DataVersion(version))
+def dataset_version(context: dg.AssetExecutionContext, paths: PathsResource,
+                    compute: ComputeResource) -> dg.MaterializeResult:
+    """``dvc add data/<city>/<profile>`` in one serialised step; the hash is logged to every later MLflow run
+    of the city. Retried: DVC can fail on a transient lock held by another tool."""
+    cp = paths.city(context.partition_key, compute.profile)
+    version = version_data(paths.root_path, cp.data)
+    context.log.info(f"{cp.data}: data version {version}")
+    return dg.MaterializeResult(metadata={"data_version": version, "profile": compute.profile,
+                                          "dvc_file": dg.MetadataValue.path(str(cp.data_version_file))},
+                                data_version=dg.DataVersion(version))

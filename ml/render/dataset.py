@@ -1,6 +1,6 @@
 """Render a city's samples into training arrays, and read them back memory-mapped.
 
-Layout (``docs/architecture.md``, "Rendered arrays"), in ``outputs/<city>/render/r<res>_k<K>/``:
+Layout (``docs/architecture.md``, "Rendered arrays"), in ``outputs/<city>/<profile>/render/r<res>_k<K>/``:
 
 - ``index.parquet``: sample_id, split, shard, row, tile_crs, tile_x0, tile_y0, tile_size_m,
   resolution, frames, duration_s (+ n_records: serving records drawn);

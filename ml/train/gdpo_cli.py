@@ -2,7 +2,7 @@
 
 Example::
 
-    python -m ml.train gdpo --data outputs/gridville/render/r64_k17 \\
+    python -m ml.train gdpo --data outputs/gridville/demo/render/r64_k17 \\
         --sft outputs/gridville/checkpoints/sft/model.pt --out outputs/gridville/checkpoints/gdpo \\
         --profile demo --tracking-uri sqlite:///$PWD/mlflow/mlflow.db
 

@@ -1,0 +1,38 @@
+"""``code_version`` of each asset: a hash of the library code it runs, so that Dagster's staleness
+("code version changed") follows real changes without anyone bumping a number by hand."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+
+ML = Path(__file__).resolve().parents[1] / "ml"
+
+#: the parts of ``ml/`` (packages or modules, relative to it) each asset runs; ``config.py`` holds the profiles
+ASSET_CODE: dict[str, tuple[str, ...]] = {
+    "road_network": ("cities", "geo"),
+    "raw": ("simulate", "ingest", "validation", "cities", "geo", "io.py", "config.py"),
+    "pairing": ("pairing", "validation", "geo", "io.py", "config.py"),
+    "dataset_version": ("versioning.py", "tracking.py"),
+    "rendered_videos": ("render", "evaluation/preview.py", "geo", "io.py", "config.py"),
+    "training": ("models", "train", "rewards", "decode", "serving", "tracking.py", "config.py"),
+    "predictions": ("baselines", "mapmatch", "decode", "evaluation", "models", "metrics", "rewards", "config.py"),
+    "evaluation_report": ("evaluation", "metrics", "report", "baselines", "tracking.py", "config.py"),
+}
+
+
+@cache
+def code_version(name: str) -> str:
+    """sha256 (first 12 hex digits) over the paths and contents of the ``.py`` files in ``ASSET_CODE[name]``."""
+    h = hashlib.sha256()
+    for part in ASSET_CODE[name]:
+        target = ML / part
+        if not target.exists():
+            raise FileNotFoundError(f"dagster_project/code_versions.py: ASSET_CODE['{name}'] names ml/{part}, "
+                                    "which does not exist")
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for f in files:
+            h.update(str(f.relative_to(ML)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
