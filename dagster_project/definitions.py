@@ -12,10 +12,6 @@ from dagster_project.sensors import city_registry_sensor
 ASSET_MODULES = [roads, raw, versioning, render, training, evaluation]
 
 
-def all_assets_and_checks() -> list:
-    return [*dg.load_assets_from_modules(ASSET_MODULES), *dg.load_asset_checks_from_modules(ASSET_MODULES)]
-
-
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),

@@ -44,7 +44,9 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     from ml.cities import load_city
     from ml.cities.config import project_root
     from ml.paths import CityPaths
-    from dagster_project.definitions import all_assets_and_checks
+    from dagster_project.console import asset_lines
+    from dagster_project.definitions import ASSET_MODULES
+    from dagster_project.partitions import cities_partitions
     from dagster_project.sensors import sync_city_partitions
 
     root = root or project_root()
@@ -52,15 +54,18 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     paths = CityPaths(root, city, profile)
     instance = instance or dg.DagsterInstance.get()
     sync_city_partitions(instance)
-    result = dg.materialize(
-        all_assets_and_checks(),
-        selection=parse_selection(selection),
+    job = dg.define_asset_job("sig2gps_run", selection=parse_selection(selection), partitions_def=cities_partitions)
+    defs = dg.Definitions(assets=dg.load_assets_from_modules(ASSET_MODULES),
+                          asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES), jobs=[job],
+                          resources=resources_for(profile, root),
+                          loggers={"console": dg.colored_console_logger, "asset_lines": asset_lines})
+    print(f"materialising {city} (profile {profile}); one line per asset as it finishes:")
+    result = defs.resolve_job_def("sig2gps_run").execute_in_process(
         partition_key=city,
         instance=instance,
-        resources=resources_for(profile, root),
         raise_on_error=raise_on_error,
         tags={"sig2gps/profile": profile, "sig2gps/launched_by": "cli"},
-        run_config={"loggers": {"console": {"config": {"log_level": console_level}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": console_level}}, "asset_lines": {}}},
     )
     print(step_summary(instance, result.run_id))
     print(f"full log: {write_run_log(instance, result.run_id, paths.logs)}")

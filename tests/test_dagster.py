@@ -248,6 +248,9 @@ def test_console_shows_info_and_a_step_table_the_full_log_goes_to_a_file(project
     out = capsys.readouterr()
     console = out.out + out.err
     assert "STEP_START" not in console and "DEBUG" not in console  # the event stream stays off the console
+    # a line per asset as it finishes, with its duration and key figure
+    live = next(ln for ln in out.out.splitlines() if ln.startswith("  done    road_network "))
+    assert "km of road" in live and float(live.split()[2]) >= 0.0, live
     step_line = next(ln for ln in out.out.splitlines() if ln.startswith("road_network "))
     assert "success" in step_line
     log_path = Path(next(ln for ln in out.out.splitlines() if ln.startswith("full log: ")).split(": ", 1)[1])

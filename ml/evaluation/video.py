@@ -52,6 +52,7 @@ def predict_video_method(
             run.latency_ms[ctx.sample_id] = float("nan")
     reward_rows = []
     bs = cfg.video_batch_size
+    started = time.perf_counter()
     for b in range(0, len(todo), bs):
         batch = todo[b : b + bs]
         rows = np.array([row_of[c.sample_id] for c in batch])
@@ -77,7 +78,10 @@ def predict_video_method(
                 run.failures[ctx.sample_id] = "; ".join(dec.issues) or "nothing decoded"
             reward_rows.append({"sample_id": ctx.sample_id, **{f"reward_{k}": float(v[j]) for k, v in rewards.items()},
                                 **{k: float(v[j]) for k, v in drawing.items()}, "decode_issues": "; ".join(dec.issues)})
-        if progress:
-            progress(f"{name}: {min(b + bs, len(todo))}/{len(todo)} samples")
+        if progress:  # a text progress bar, one log line per batch (the console shows it as it goes)
+            from tqdm import tqdm
+
+            progress(f"{name}: " + tqdm.format_meter(min(b + bs, len(todo)), len(todo), time.perf_counter() - started,
+                                                     ncols=80, unit="window"))
     run.extra["rewards"] = pd.DataFrame(reward_rows)
     return run
