@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -28,15 +29,21 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _dvc_env() -> dict[str, str]:
+    # no network at run time: DVC otherwise starts a daemon that sends usage analytics
+    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+
 def _dvc(root: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=_dvc_env())
     if proc.returncode != 0:
         raise DataVersioningError(f"`dvc {' '.join(args)}` failed in {root}:\n{proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
 
 
 def _has_default_remote(root: Path) -> bool:
-    proc = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=root, capture_output=True, text=True,
+                          env=_dvc_env())
     return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
