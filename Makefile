@@ -7,6 +7,11 @@ PYTEST_ARGS ?=
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
+# no telemetry from the servers either (the library sets these too, for its own processes)
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export DAGSTER_DISABLE_TELEMETRY := 1
 
 .PHONY: venv demo test ui mlflow-ui serve bench peers peers-valhalla clean-outputs
 
