@@ -51,5 +51,10 @@ def validate_then_write(
                 messages.append(str(exc))
         raise dg.Failure(description="\n\n".join(messages), metadata={"tables": ", ".join(r.table for r in failed)})
     for t, df, path in tables:
+        # an imported frame carries its source file in attrs (for messages): pandas would store attrs in
+        # the Parquet schema, so the dataset would depend on where the user kept their files
+        if df.attrs:
+            df = df.copy(deep=False)
+            df.attrs = {}
         write_parquet_atomic(df, path)
         context.log.info(f"{t}: {len(df):,} rows validated ({reports[t].n_rules} rules), written to {path}")

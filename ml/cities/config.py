@@ -81,6 +81,10 @@ class CityConfig(BaseModel):
         return self
 
 
+#: Sections of a city file checked key by key (unknown keys are errors): section name -> its model.
+_SECTION_MODELS: dict[str, type[BaseModel]] = {"roads": RoadSource, "imported": ImportedTables}
+
+
 def project_root() -> Path:
     """The repository root: the folder holding ``cities/`` (``SIG2GPS_ROOT`` overrides)."""
     import os
@@ -99,32 +103,57 @@ def cities_dir(root: Path | None = None) -> Path:
     return (root or project_root()) / "cities"
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys allowed beside the unknown key at ``loc`` (top level, or in [roads] / [imported])."""
+    model = _SECTION_MODELS.get(str(loc[0]), CityConfig) if len(loc) > 1 else CityConfig
+    return list(model.model_fields)
+
+
+def _format_validation_error(path: str, err: ValidationError) -> str:
     lines = [f"{path}: invalid city file"]
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "(file)"
-        lines.append(f"  field '{field}': {e['msg']}")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  field '{field}': unknown key (rule: only these keys are allowed here: "
+                         f"{', '.join(_allowed_keys(tuple(e['loc'])))})")
+        else:
+            lines.append(f"  field '{field}': {e['msg']}")
     return "\n".join(lines)
 
 
+def display_path(p: Path, root: Path | None = None) -> str:
+    """``p`` as a person would write it: relative to the repository root when inside it, else as is."""
+    try:
+        return str(Path(p).resolve().relative_to((root or project_root()).resolve()))
+    except ValueError:
+        return str(p)
+
+
 def load_city(name_or_path: str | Path, root: Path | None = None) -> CityConfig:
-    """Load and validate ``cities/<name>.toml`` (or a path to a TOML file)."""
+    """Load and validate ``cities/<name>.toml`` (or a path to a TOML file).
+
+    Errors name the file as the user gave it (a path as given; a city name as ``cities/<name>.toml``),
+    the field and the rule.
+    """
     p = Path(name_or_path)
     if p.suffix != ".toml":
         p = cities_dir(root) / f"{name_or_path}.toml"
+        shown = display_path(p, root)
+    else:
+        shown = str(name_or_path)
     if not p.is_file():
         known = ", ".join(list_cities(root)) or "none"
-        raise CityConfigError(f"{p}: no such city file (registered cities: {known})")
+        raise CityConfigError(f"{shown}: no such city file (registered cities: {known})")
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise CityConfigError(f"{p}: not valid TOML: {exc}") from exc
+        raise CityConfigError(f"{shown}: not valid TOML: {exc}") from exc
     try:
         cfg = CityConfig.model_validate(raw)
     except ValidationError as exc:
-        raise CityConfigError(_format_validation_error(p, exc)) from None
+        raise CityConfigError(_format_validation_error(shown, exc)) from None
     if cfg.name != p.stem:
-        raise CityConfigError(f"{p}: field 'name' is '{cfg.name}' but must equal the file name '{p.stem}'")
+        raise CityConfigError(f"{shown}: field 'name' is '{cfg.name}' but must equal the file name '{p.stem}'")
     return cfg
 
 

@@ -46,16 +46,18 @@ def is_drivable(tags: dict[str, str]) -> bool:
     return True
 
 
-def clean_osm_to_xml(src: Path, dst: Path) -> dict[str, int]:
+def clean_osm_to_xml(src: Path, dst: Path, display: str | None = None) -> dict[str, int]:
     """Read any OSM file with pyosmium, keep drivable ways, split them at missing nodes, write XML.
 
     Returns counts: ``ways_read``, ``ways_kept``, ``dropped_refs`` (node references not in the
-    file), ``dropped_ways`` (ways left with fewer than two nodes), ``nodes_written``.
+    file), ``dropped_ways`` (ways left with fewer than two nodes), ``nodes_written``. ``display``
+    names the file in messages (default: ``src``).
     """
     import osmium
 
+    shown = display or str(src)
     if not src.is_file():
-        raise RoadNetworkError(f"{src}: OSM file not found")
+        raise RoadNetworkError(f"{shown}: OSM file not found")
     locs: dict[int, tuple[float, float]] = {}
     ways: list[tuple[int, list[int], dict[str, str]]] = []
     ways_read = 0
@@ -70,7 +72,8 @@ def clean_osm_to_xml(src: Path, dst: Path) -> dict[str, int]:
                 if is_drivable(tags):
                     ways.append((obj.id, [n.ref for n in obj.nodes], {k: tags[k] for k in _KEPT_TAGS if k in tags}))
     except RuntimeError as exc:  # pyosmium raises RuntimeError on corrupt input
-        raise RoadNetworkError(f"{src}: cannot read OSM data: {exc}") from exc
+        raise RoadNetworkError(f"{shown}: cannot read OSM data (rule: a complete, uncorrupted OSM file; "
+                               f"truncated or damaged?): {str(exc).replace(str(src), shown)}") from None
 
     dropped_refs = dropped_ways = 0
     pieces: list[tuple[int, list[int], dict[str, str]]] = []
@@ -131,15 +134,19 @@ def finish_graph(G: nx.MultiDiGraph) -> nx.MultiDiGraph:
     return ox.projection.project_graph(G, to_crs=crs)
 
 
-def graph_from_osm_file(path: Path) -> tuple[nx.MultiDiGraph, dict[str, int]]:
-    """Build the projected drivable graph from a local OSM file of any supported format."""
+def graph_from_osm_file(path: Path, display: str | None = None) -> tuple[nx.MultiDiGraph, dict[str, int]]:
+    """Build the projected drivable graph from a local OSM file of any supported format.
+
+    ``display`` names the file in messages (the path as the city file gives it; default ``path``).
+    """
     import osmnx as ox
 
+    shown = display or str(path)
     with tempfile.TemporaryDirectory() as tmp:
         clean = Path(tmp) / "drivable.osm"
-        counts = clean_osm_to_xml(Path(path), clean)
+        counts = clean_osm_to_xml(Path(path), clean, shown)
         if counts["ways_kept"] == 0:
-            raise RoadNetworkError(f"{path}: no drivable ways (read {counts['ways_read']} ways)")
+            raise RoadNetworkError(f"{shown}: no drivable ways (read {counts['ways_read']} ways)")
         G = ox.graph_from_xml(clean, simplify=True, retain_all=True, bidirectional=False)
     return finish_graph(G), counts
 
@@ -184,7 +191,7 @@ def load_road_network(city: CityConfig, cache_dir: Path | None = None, refresh: 
     counts: dict[str, int] = {"dropped_refs": 0, "dropped_ways": 0}
     src = city.roads
     if src.source == "osm":
-        G, counts = graph_from_osm_file(resolve_path(src.path))
+        G, counts = graph_from_osm_file(resolve_path(src.path), f"cities/{city.name}.toml: roads.path '{src.path}'")
     elif src.source == "synthetic":
         from ml.cities.synthetic import write_synthetic_osm
 

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ml.cities.config import CityConfig, resolve_path
-from ml.ingest.pseudonym import _STR_DTYPE, key_from_env, pseudonymise
-from ml.validation.contract import PSEUDONYMISED_COLUMNS, TABLE_COLUMNS, Kind
+from ml.ingest.pseudonym import _STR_DTYPE, PseudonymKeyError, key_from_env, pseudonymise
+from ml.validation.contract import PSEUDONYMISED_COLUMNS, SOURCE_ATTR, SOURCE_ROW_INDEX, TABLE_COLUMNS, Kind
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +35,31 @@ class IngestError(ValueError):
     """An imported file cannot be read or coerced; the message names file, column, rule and rows."""
 
 
-def read_table_file(path: Path) -> pd.DataFrame:
-    """Read a CSV (every column as text, nulls from empty/NA cells) or a Parquet file."""
+def read_table_file(path: Path, display: str | None = None) -> pd.DataFrame:
+    """Read a CSV (every column as text, nulls from empty/NA cells) or a Parquet file.
+
+    ``display`` is how messages name the file (the path as the user gave it; default ``path``).
+    """
+    shown = display or str(path)
     name = path.name.lower()
     if not path.is_file():
-        raise IngestError(f"{path}: file not found")
+        raise IngestError(f"{shown}: file not found")
+    if not name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
+        raise IngestError(f"{shown}: unsupported file type (use {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})")
+    if path.stat().st_size == 0:
+        raise IngestError(f"{shown}: the file is empty (rule: a header row naming the columns, then at least one data row)")
     try:
         if name.endswith(CSV_SUFFIXES):
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=_NA_STRINGS)
-        if name.endswith(PARQUET_SUFFIXES):
-            return pd.read_parquet(path)
+        return pd.read_parquet(path)
+    except pd.errors.EmptyDataError as exc:
+        raise IngestError(f"{shown}: no columns to read (rule: a header row naming the columns): {exc}") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise IngestError(f"{path.name}: cannot be read: {exc}") from exc
-    raise IngestError(f"{path.name}: unsupported file type (use {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})")
+        # pyarrow's errors (ArrowInvalid is a ValueError, ArrowIOError an OSError) say why: truncated, not
+        # Parquet, ...; they name the resolved path, which the message replaces by the path as given
+        why = str(exc).replace(str(path), shown)
+        raise IngestError(f"{shown}: cannot be read as {'CSV' if name.endswith(CSV_SUFFIXES) else 'Parquet'} "
+                          f"(truncated or not in that format?): {why}") from None
 
 
 def _rows_text(mask: np.ndarray, series: pd.Series, show_values: bool) -> str:
@@ -91,9 +103,25 @@ def _as_str(s: pd.Series) -> pd.Series:
     return values.astype(_STR_DTYPE)
 
 
+def _wrong_dtype(s: pd.Series, expected: str, bad: tuple[str, ...]) -> str | None:
+    """A message when the (Parquet) column's own dtype cannot hold ``expected`` values, else None."""
+    dtype = s.dtype
+    kinds = {
+        "booleans": pd.api.types.is_bool_dtype(dtype),
+        "timestamps": pd.api.types.is_datetime64_any_dtype(dtype),
+        "durations": pd.api.types.is_timedelta64_dtype(dtype),
+        "categories": isinstance(dtype, pd.CategoricalDtype),
+    }
+    for label in bad:
+        if kinds[label]:
+            return f"expected {expected}, got {label} (dtype {dtype})"
+    return None
+
+
 def _to_int(s: pd.Series, source: str, column: str, problems: list[str], show: bool) -> pd.Series:
-    if pd.api.types.is_bool_dtype(s.dtype):
-        problems.append(f"{source}: column '{column}': expected integers, got booleans")
+    wrong = _wrong_dtype(s, "integers (int64)", ("booleans", "timestamps", "durations"))
+    if wrong:
+        problems.append(f"{source}: column '{column}': wrong dtype: {wrong}")
         return s
     s = _blank_to_na(s)
     na = s.isna().to_numpy()
@@ -114,8 +142,9 @@ def _to_int(s: pd.Series, source: str, column: str, problems: list[str], show: b
 
 
 def _to_float(s: pd.Series, source: str, column: str, problems: list[str], show: bool) -> pd.Series:
-    if pd.api.types.is_bool_dtype(s.dtype):
-        problems.append(f"{source}: column '{column}': expected numbers, got booleans")
+    wrong = _wrong_dtype(s, "numbers (float64)", ("booleans", "timestamps", "durations"))
+    if wrong:
+        problems.append(f"{source}: column '{column}': wrong dtype: {wrong}")
         return s
     s = _blank_to_na(s)
     num = s if pd.api.types.is_numeric_dtype(s.dtype) else pd.to_numeric(s, errors="coerce")
@@ -128,6 +157,10 @@ def _to_float(s: pd.Series, source: str, column: str, problems: list[str], show:
 
 def _to_ts(s: pd.Series, source: str, column: str, problems: list[str], show: bool) -> pd.Series:
     """UTC ``datetime64[ns]``: tz-aware converted, naive taken as UTC, numbers as Unix seconds, text as ISO 8601."""
+    wrong = _wrong_dtype(s, "timestamps (datetime, ISO 8601 text or Unix seconds)", ("booleans", "durations"))
+    if wrong:
+        problems.append(f"{source}: column '{column}': wrong dtype: {wrong}")
+        return s
     s = _blank_to_na(s)
     try:
         if isinstance(s.dtype, pd.DatetimeTZDtype):
@@ -184,7 +217,7 @@ def coerce_table(table: str, raw: pd.DataFrame, source: str) -> pd.DataFrame:
         show = column not in PSEUDONYMISED_COLUMNS
         out[column] = _as_str(s) if kind == "str" else _COERCE[kind](s, source, column, problems, show)
     if problems:
-        raise IngestError("cannot import; fix these problems:\n  " + "\n  ".join(problems))
+        raise IngestError(f"{source}: cannot import table '{table}'; fix these problems:\n  " + "\n  ".join(problems))
     return pd.DataFrame(out).reset_index(drop=True)
 
 
@@ -204,11 +237,23 @@ def load_imported_tables(
 
     Returns ``{"towers", "gps", "signaling"}`` plus ``"mr"`` and ``"truth_links"`` when configured,
     in contract dtypes, sorted in contract order when ``sort``. ``key`` defaults to the
-    ``SIG2GPS_PSEUDONYM_KEY`` environment variable (checked before any file is read).
+    ``SIG2GPS_PSEUDONYM_KEY`` environment variable (checked before any file is read; there is no
+    default key).
+
+    Messages name each file as the city file gives it. Each frame remembers where it came from, so
+    that validation can name the file and its rows too: ``df.attrs[SOURCE_ATTR]`` is that path and
+    the index (named ``SOURCE_ROW_INDEX``) holds each row's 0-based data-row position in the file
+    (rows are re-ordered by the contract sort). Writers drop both (``index=False``, no attrs).
     """
+    city_file = f"cities/{city.name}.toml"
     if city.imported is None:
-        raise IngestError(f"city '{city.name}': data_source is '{city.data_source}' and there is no [imported] section")
-    key = key_from_env() if key is None else key
+        raise IngestError(f"{city_file}: city '{city.name}': data_source is '{city.data_source}' "
+                          "and there is no [imported] section")
+    if key is None:
+        try:
+            key = key_from_env()
+        except PseudonymKeyError as exc:
+            raise PseudonymKeyError(f"{city_file} [imported]: cannot import: {exc}") from None
     tables: dict[str, pd.DataFrame] = {}
     for table in IMPORTABLE_TABLES:
         rel = getattr(city.imported, table)
@@ -216,11 +261,13 @@ def load_imported_tables(
             continue
         path = resolve_path(rel, Path(root))
         if not path.is_file():
-            raise IngestError(f"{path}: file not found (cities/{city.name}.toml, [imported].{table})")
-        df = coerce_table(table, read_table_file(path), path.name)
+            raise IngestError(f"{rel}: file not found ({city_file}, [imported].{table})")
+        df = coerce_table(table, read_table_file(path, rel), rel)
         df = pseudonymise_table(df, key)
+        df.index = pd.RangeIndex(len(df), name=SOURCE_ROW_INDEX)
         if sort and table in SORT_KEYS:
-            df = df.sort_values(SORT_KEYS[table], kind="mergesort", na_position="last").reset_index(drop=True)
+            df = df.sort_values(SORT_KEYS[table], kind="mergesort", na_position="last")
+        df.attrs = {SOURCE_ATTR: rel}
         tables[table] = df
-        log.info("imported %s: %d rows from %s", table, len(df), path.name)
+        log.info("imported %s: %d rows from %s", table, len(df), rel)
     return tables

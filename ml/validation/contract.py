@@ -45,6 +45,11 @@ TABLE_COLUMNS: dict[str, dict[str, Kind]] = {
     "truth_links": {"device_id": "str", "vehicle_id": "str", "kind": "str"},
 }
 
+#: ``df.attrs`` key of an imported frame: the file it was read from, as the city file names it.
+SOURCE_ATTR = "sig2gps_source"
+#: Index name of an imported frame whose index holds each row's 0-based data-row position in that file.
+SOURCE_ROW_INDEX = "source_row"
+
 #: Columns holding personal identifiers, pseudonymised on import (namespace per column).
 PSEUDONYMISED_COLUMNS: dict[str, str] = {"device_id": "device", "vehicle_id": "vehicle"}
 

@@ -63,6 +63,13 @@ class ValidationReport:
     failures: list[RuleFailure] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    #: The file an imported table was read from, as the city file names it (None for derived tables).
+    source: str | None = None
+
+    @property
+    def where(self) -> str:
+        """``table 'signaling'``, or ``table 'signaling' (file incoming/signaling.csv)`` for imported tables."""
+        return f"table '{self.table}'" + (f" (file {self.source})" if self.source else "")
 
     @property
     def success(self) -> bool:
@@ -72,10 +79,12 @@ class ValidationReport:
     def summary(self) -> str:
         """Multi-line text: a headline and one line per failure."""
         if self.success:
-            head = f"table '{self.table}': {self.n_rules} rules passed on {self.n_rows} rows"
+            head = f"{self.where}: {self.n_rules} rules passed on {self.n_rows} rows"
             return head + (f" (skipped: {', '.join(self.skipped)})" if self.skipped else "")
         lines = [
-            f"table '{self.table}' failed {len(self.failures)} of {self.n_rules} rules on {self.n_rows} rows:"
+            f"{self.where} failed {len(self.failures)} of {self.n_rules} rules on {self.n_rows} rows"
+            + (" (file rows count data rows from 1, after the header)"
+               if any("file_row" in e for f in self.failures for e in f.examples) else "") + ":"
         ]
         lines += [f"  - {f.describe()}" for f in self.failures]
         return "\n".join(lines)
@@ -84,6 +93,7 @@ class ValidationReport:
         """JSON-safe dict for Dagster asset-check (or MLflow) metadata."""
         return {
             "table": self.table,
+            **({"source": self.source} if self.source else {}),
             "success": self.success,
             "n_rows": int(self.n_rows),
             "n_rules": int(self.n_rules),
@@ -103,7 +113,13 @@ class ValidationReport:
 
 
 def _format_example(example: dict[str, Any]) -> str:
-    inner = ", ".join(f"{k}={v!r}" for k, v in example.items() if k != "row")
+    """``row 3: cell_id=999, ...``; for imported tables the row of the user's file: ``file row 17: ...``."""
+    hidden = ("row", "file_row", "previous_row", "previous_file_row") if "file_row" in example else ("row",)
+    inner = ", ".join(f"{k}={v!r}" for k, v in example.items() if k not in hidden)
+    if "file_row" in example:
+        if "previous_file_row" in example:
+            inner += f", previous file row {example['previous_file_row']}"
+        return f"file row {example['file_row']}: {inner}"
     return f"row {example.get('row')}: {inner}" if "row" in example else inner
 
 

@@ -8,13 +8,14 @@ Expectations suite, foreign keys and per-id time order vectorised in numpy; all 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from ml.validation.context import ValidationContext
-from ml.validation.contract import KIND_LABEL, TABLE_COLUMNS, dtype_matches
+from ml.validation.contract import KIND_LABEL, SOURCE_ATTR, SOURCE_ROW_INDEX, TABLE_COLUMNS, dtype_matches
 from ml.validation.report import MAX_EXAMPLES, RuleFailure, ValidationReport, example_rows, json_safe
 
 #: Column identifying the entity of a row, shown in every example.
@@ -170,6 +171,8 @@ def validate_table(name: str, df: pd.DataFrame, context: ValidationContext) -> V
     from ml.validation.suites import FOREIGN_KEYS, build_suite, run_suite
 
     start = time.perf_counter()
+    source = df.attrs.get(SOURCE_ATTR) if isinstance(df.attrs.get(SOURCE_ATTR), str) else None
+    file_rows = df.index.to_numpy() if source and df.index.name == SOURCE_ROW_INDEX else None
     df = _positional(df)
     id_col = ID_COLUMN[name]
     usable, failures, n_rules = _check_schema(name, df)
@@ -198,8 +201,25 @@ def validate_table(name: str, df: pd.DataFrame, context: ValidationContext) -> V
         failure = _check_monotonic(name, df, by)
         if failure is not None:
             failures.append(failure)
+    if file_rows is not None:
+        failures = [_with_file_rows(f, file_rows) for f in failures]
     return ValidationReport(table=name, n_rows=len(df), n_rules=n_rules, failures=failures,
-                            skipped=skipped, elapsed_s=time.perf_counter() - start)
+                            skipped=skipped, elapsed_s=time.perf_counter() - start, source=source)
+
+
+def _with_file_rows(failure: RuleFailure, file_rows: np.ndarray) -> RuleFailure:
+    """Examples of an imported table also name the row of the user's file (1-based data row, as ingest does)."""
+    if not failure.examples:
+        return failure
+    examples = []
+    for ex in failure.examples:
+        ex = dict(ex)
+        if isinstance(ex.get("row"), int) and 0 <= ex["row"] < len(file_rows):
+            ex["file_row"] = int(file_rows[ex["row"]]) + 1
+        if isinstance(ex.get("previous_row"), int) and 0 <= ex["previous_row"] < len(file_rows):
+            ex["previous_file_row"] = int(file_rows[ex["previous_row"]]) + 1
+        examples.append(ex)
+    return replace(failure, examples=examples)
 
 
 def validate_tables(
