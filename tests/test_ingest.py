@@ -212,3 +212,15 @@ def test_pseudonymise_many_rows_is_vectorised():
     ids = pd.Series(np.char.add("dev", rng.integers(0, 2000, 300_000).astype(str)))
     out = pseudonymise(ids, b"k" * 32, "device")
     assert out.nunique() == ids.nunique() and len(out) == len(ids)
+
+
+def test_only_the_tables_asked_for_are_read(tmp_path, key_env):
+    """An asset imports only its own table: a bad file elsewhere does not fail it."""
+    city = write_city(tmp_path, "csv")
+    (tmp_path / "incoming" / "signaling.csv").write_text("not,a,signaling\ntable,at,all\n")
+    towers = load_imported_tables(city, tmp_path, only=["towers"])
+    assert list(towers) == ["towers"] and len(towers["towers"]) == 6
+    with pytest.raises(IngestError, match=r"incoming/signaling.csv: missing required column"):
+        load_imported_tables(city, tmp_path, only=["signaling", "truth_links"])
+    with pytest.raises(ValueError, match="unknown table"):
+        load_imported_tables(city, tmp_path, only=["trips"])

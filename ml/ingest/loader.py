@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -231,12 +231,13 @@ def pseudonymise_table(df: pd.DataFrame, key: bytes) -> pd.DataFrame:
 
 
 def load_imported_tables(
-    city: CityConfig, root: Path, key: bytes | None = None, sort: bool = True
+    city: CityConfig, root: Path, key: bytes | None = None, sort: bool = True, only: Sequence[str] | None = None
 ) -> dict[str, pd.DataFrame]:
     """Read, coerce and pseudonymise the tables listed in ``city.imported`` (paths relative to ``root``).
 
     Returns ``{"towers", "gps", "signaling"}`` plus ``"mr"`` and ``"truth_links"`` when configured,
-    in contract dtypes, sorted in contract order when ``sort``. ``key`` defaults to the
+    in contract dtypes, sorted in contract order when ``sort``. ``only`` restricts the import to
+    those tables (an asset reads just its own file, so one bad file fails one asset, once). ``key`` defaults to the
     ``SIG2GPS_PSEUDONYM_KEY`` environment variable (checked before any file is read; there is no
     default key).
 
@@ -254,8 +255,13 @@ def load_imported_tables(
             key = key_from_env()
         except PseudonymKeyError as exc:
             raise PseudonymKeyError(f"{city_file} [imported]: cannot import: {exc}") from None
+    unknown = sorted(set(only or ()) - set(IMPORTABLE_TABLES))
+    if unknown:
+        raise ValueError(f"load_imported_tables: unknown table(s) {', '.join(unknown)} (known: {', '.join(IMPORTABLE_TABLES)})")
     tables: dict[str, pd.DataFrame] = {}
     for table in IMPORTABLE_TABLES:
+        if only is not None and table not in only:
+            continue
         rel = getattr(city.imported, table)
         if rel is None:
             continue
