@@ -17,7 +17,9 @@ ASSET_CODE: dict[str, tuple[str, ...]] = {
     "dataset_version": ("versioning.py", "tracking.py"),
     "rendered_videos": ("render", "evaluation/preview.py", "geo", "io.py", "config.py"),
     "training": ("models", "train", "rewards", "decode", "serving", "tracking.py", "config.py"),
-    "predictions": ("baselines", "mapmatch", "decode", "evaluation", "models", "metrics", "rewards", "config.py"),
+    "seq2seq": ("seq2seq", "train/seq2seq.py", "baselines", "serving/registry.py", "tracking.py", "config.py"),
+    "predictions": ("baselines", "mapmatch", "decode", "evaluation", "models", "seq2seq", "metrics", "rewards",
+                    "config.py"),
     "evaluation_report": ("evaluation", "metrics", "report", "baselines", "tracking.py", "config.py"),
 }
 

@@ -27,6 +27,7 @@ STAGE_CONFIGS: dict[str, str] = {
     "model": "ml.models.config:ModelConfig",
     "sft": "ml.models.config:SFTConfig",
     "gdpo": "ml.models.config:GDPOConfig",
+    "seq2seq": "ml.seq2seq.config:Seq2SeqConfig",
     "evaluation": "ml.evaluation:EvaluationConfig",
 }
 
@@ -35,6 +36,7 @@ STAGE_CONFIGS: dict[str, str] = {
 STAGE_PROFILE_FACTORIES: dict[str, str] = {
     "sft": "ml.models.config:sft_profile",
     "gdpo": "ml.models.config:gdpo_profile",
+    "seq2seq": "ml.seq2seq.config:seq2seq_profile",
 }
 
 # Size overrides only, for the other stages. Keys must be fields of the stage's config.

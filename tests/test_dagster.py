@@ -131,8 +131,8 @@ def test_cli_city_add_and_list(project: Path, instance: dg.DagsterInstance, caps
 
 
 ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "truth_links", "measurement_reports",
-              "raw_pairs", "samples", "sample_truth", "dataset_version", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint", "predictions",
-              "evaluation_report"]
+              "raw_pairs", "samples", "sample_truth", "dataset_version", "rendered_videos", "sft_checkpoint",
+              "gdpo_checkpoint", "seq2seq_checkpoint", "predictions", "evaluation_report"]
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     ev = json.loads((out / "report" / "evaluation.json").read_text())
     assert ev["city"] == "tinytown" and ev["n_samples"] > 0
     sig = ev["tracks"]["signaling"]
-    assert {"mar", "industrial_hmm", "video_sft", "video_gdpo"} <= set(sig)
+    assert {"mar", "industrial_hmm", "video_sft", "video_gdpo", "seq2seq"} <= set(sig)
     assert {"median_error_m", "rmse_m", "tme_pct", "route_f1", "road_adherence", "latency_ms", "n"} <= set(sig["mar"])
     assert "reward_distance" in sig["video_sft"]
     # the video model draws: most windows decode to a trajectory (failures are counted, never hidden)
@@ -167,7 +167,7 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
         md = instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
         assert md["dagster/row_count"].value > 0, key
         assert [c.name for c in md["dagster/column_schema"].schema.columns][:1], key
-    for key in ("sft_checkpoint", "gdpo_checkpoint", "evaluation_report"):
+    for key in ("sft_checkpoint", "gdpo_checkpoint", "seq2seq_checkpoint", "evaluation_report"):
         md = instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
         assert md["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/"), key
         assert md["mlflow_run"].value.endswith(md["mlflow_run_id"].value), key
@@ -186,6 +186,7 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     assert tags["data_version"] == data_version(paths.data_version_file) != "unversioned"
     assert tags["city"] == "tinytown" and "git_commit" in tags
     assert set(client.get_registered_model("sig2gps-video-tinytown").aliases) >= {"sft", "gdpo"}
+    assert "best_val" in client.get_registered_model("sig2gps-seq2seq-tinytown").aliases
     # every GE check ran in this run and passed
     run_id = instance.get_runs(limit=1)[0].run_id
     for asset, check in ALL_CHECKS:

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ml.io import atomic_dir, read_table, write_json_atomic
+from ml.io import atomic_dir, write_json_atomic
 from ml.tracking import data_version, mlflow_run
 from dagster_project.assets.raw import CityContext, city_context
 from dagster_project.code_versions import code_version
@@ -19,13 +19,7 @@ VIDEO_CHECKPOINTS = {"video_sft": ("sft", "model.pt"), "video_gdpo": ("gdpo", "g
 
 
 def _contexts(cc: CityContext, cfg):
-    from ml.baselines import build_sample_contexts
-
-    samples = read_table(cc.paths.table("samples"), "samples")
-    mr = read_table(cc.paths.table("mr"), "mr") if cc.paths.table("mr").is_file() else None
-    ctxs = build_sample_contexts(samples, read_table(cc.paths.table("signaling"), "signaling"),
-                                 read_table(cc.paths.table("towers"), "towers"), cc.net,
-                                 sample_truth=read_table(cc.paths.sample_truth, "sample_truth"), mr=mr, split=cfg.split)
+    ctxs = cc.sample_contexts(cfg.split, with_mr=True)
     if not ctxs:
         raise dg.Failure(f"{cc.city.name}: no samples in split '{cfg.split}' to evaluate")
     return ctxs[: cfg.max_samples] if cfg.max_samples else ctxs
@@ -36,12 +30,14 @@ def _prediction_file(track: str, method: str) -> str:
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="evaluation",
-          deps=["samples", "sample_truth", "measurement_reports", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint"],
+          deps=["samples", "sample_truth", "measurement_reports", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint",
+                "seq2seq_checkpoint"],
           kinds={"pandas", "pytorch"}, code_version=code_version("predictions"))
 def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> dg.MaterializeResult:
     """Trajectories of every method on the evaluation split, as ``outputs/<city>/predictions/<track>__<method>.parquet``."""
     from ml.baselines import MR_METHODS
-    from ml.evaluation import predict_video_method, predictions_frame, run_method, signaling_methods
+    from ml.evaluation import (predict_seq2seq_method, predict_video_method, predictions_frame, run_method,
+                               signaling_methods)
 
     cc = city_context(context, paths, compute)
     cfg = compute.stage_config("evaluation", cc.city)
@@ -61,6 +57,11 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
             runs.append(predict_video_method(method, ckpt, rendered, ctxs, cfg, device=compute.torch_device(), progress=log))
         else:
             context.log.warning(f"{method}: no checkpoint at {ckpt}; method skipped")
+    seq2seq = cc.paths.checkpoints / "seq2seq" / "model.pt"
+    if seq2seq.is_file():
+        runs.append(predict_seq2seq_method(seq2seq, ctxs, device=compute.torch_device(), progress=log))
+    else:
+        context.log.warning(f"seq2seq: no checkpoint at {seq2seq}; method skipped")
     with atomic_dir(cc.paths.predictions) as tmp:
         meta: dict = {"samples": len(ctxs), "split": cfg.split, "skipped_peers": ", ".join(skipped) or "none"}
         for run in runs:

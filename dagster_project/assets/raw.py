@@ -37,10 +37,22 @@ class CityContext:
         ctx = ValidationContext.from_road_network(self.net)
         return ctx.with_references(**refs) if refs else ctx
 
-    def imported(self) -> dict[str, pd.DataFrame]:
+    def sample_contexts(self, split: str, with_mr: bool = False) -> list:
+        """The windows of ``split`` as the methods see them (``ml.baselines.SampleContext``), with their truth."""
+        from ml.baselines import build_sample_contexts
+
+        mr = read_table(self.paths.table("mr"), "mr") if with_mr and self.paths.table("mr").is_file() else None
+        return build_sample_contexts(read_table(self.paths.table("samples"), "samples"),
+                                     read_table(self.paths.table("signaling"), "signaling"),
+                                     read_table(self.paths.table("towers"), "towers"), self.net,
+                                     sample_truth=read_table(self.paths.sample_truth, "sample_truth"), mr=mr, split=split)
+
+    def imported(self, *tables: str) -> dict[str, pd.DataFrame]:
+        """The city's own ``tables`` (pseudonymised): each asset reads just its file, so a bad file fails that
+        asset once, with one message."""
         from ml.ingest import load_imported_tables
 
-        return load_imported_tables(self.city, self.paths.root)
+        return load_imported_tables(self.city, self.paths.root, only=list(tables))
 
 
 def city_context(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> CityContext:
@@ -59,7 +71,7 @@ def cell_towers(context: dg.AssetExecutionContext, paths: PathsResource, compute
     """Cell towers: 3-sector macro sites placed by road density (or imported)."""
     cc = city_context(context, paths, compute)
     if cc.city.data_source == "import":
-        towers = cc.imported()["towers"]
+        towers = cc.imported("towers")["towers"]
     else:
         from ml.simulate import simulate_towers
 
@@ -76,7 +88,7 @@ def taxi_gps(context: dg.AssetExecutionContext, paths: PathsResource, compute: C
     """Taxi fleet GPS: shifts of trips, stops and parking; noisy fixes every few seconds (or imported)."""
     cc = city_context(context, paths, compute)
     if cc.city.data_source == "import":
-        gps = cc.imported()["gps"]
+        gps = cc.imported("gps")["gps"]
     else:
         from ml.simulate import simulate_taxi_gps
 
@@ -102,7 +114,7 @@ def signaling_records(context: dg.AssetExecutionContext, paths: PathsResource, c
     gps = read_table(cc.paths.table("gps"), "gps")
     truth = None
     if cc.city.data_source == "import":
-        tables = cc.imported()
+        tables = cc.imported("signaling", "truth_links")
         signaling, truth = tables["signaling"], tables.get("truth_links")
     else:
         from ml.simulate import simulate_signaling
@@ -133,7 +145,7 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
     cc = city_context(context, paths, compute)
     towers = read_table(cc.paths.table("towers"), "towers")
     if cc.city.data_source == "import":
-        mr = cc.imported().get("mr")
+        mr = cc.imported("mr").get("mr")
         if mr is None:
             raise dg.Failure(f"cities/{cc.city.name}.toml: [imported] has no 'mr' table; the MR track needs one")
     else:

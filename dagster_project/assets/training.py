@@ -81,3 +81,31 @@ def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlf
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
     meta.update(_register(context, cc, compute, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "dataset_version"],
+          kinds={"pytorch", "mlflow"}, code_version=code_version("seq2seq"))
+def seq2seq_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
+                       compute: ComputeResource) -> dg.MaterializeResult:
+    """The learned coordinate baseline (``ml.seq2seq``): trained on the train windows, early-stopped on val,
+    registered as ``sig2gps-seq2seq-<city>``."""
+    from ml.serving.registry import log_seq2seq_model
+    from ml.train.seq2seq import train_seq2seq
+
+    cc = city_context(context, paths, compute)
+    uri = mlflow.uri(paths.root_path)
+    cfg = compute.stage_config("seq2seq", cc.city)
+    tags = run_tags(cc.city.name, "seq2seq", paths.root_path, data_version=data_version(cc.paths.data_version_file),
+                    dagster_run_id=context.run_id, profile=compute.profile)
+    train, val = cc.sample_contexts("train"), cc.sample_contexts("val")
+    res = train_seq2seq(train, val, cfg, cc.paths.checkpoints / "seq2seq", tracking_uri=uri, tags=tags)
+    if res.skipped:
+        context.log.warning(f"seq2seq: {len(res.skipped)} windows without records were left out")
+    logged = log_seq2seq_model(res.checkpoint_path, cc.city.name, uri, res.mlflow_run_id)
+    context.log.info(f"registered {logged.name} version {logged.version} as {logged.alias_uri}")
+    return dg.MaterializeResult(metadata={
+        "checkpoint": dg.MetadataValue.path(res.checkpoint_path), "best_step": res.best_step,
+        "global_step": res.global_step, "n_train": res.n_train, "n_val": res.n_val, "skipped_windows": len(res.skipped),
+        "data_version": tags["data_version"], "registered_model": logged.name, "model_version": logged.version,
+        "model_uri": logged.alias_uri, **mlflow_link(uri, res.mlflow_run_id),
+        **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}})

@@ -166,3 +166,34 @@ def reconstruct_file(model_uri: str | None, city: str, signaling_path: str | Pat
     else:
         res.to_parquet(out, index=False)
     return out
+
+
+def seq2seq_registered_name(city: str) -> str:
+    """Registry name of a city's seq2seq baseline."""
+    return f"sig2gps-seq2seq-{city}"
+
+
+def log_seq2seq_model(checkpoint_path: str | Path, city: str, tracking_uri: str, run_id: str,
+                      alias: str = "best_val") -> LoggedModel:
+    """Log the seq2seq network (MLflow's PyTorch flavour) into its training run and register it as
+    ``sig2gps-seq2seq-<city>`` with ``alias`` on the new version, beside the video model.
+
+    It is the network itself (inputs: the arrays of ``ml.seq2seq.window_batch``); the evaluation reads
+    the checkpoint file (``ml.evaluation.seq2seq``), which is logged in the same run.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.train.seq2seq import load_seq2seq
+
+    model, _ = load_seq2seq(checkpoint_path)
+    mlflow.set_tracking_uri(tracking_uri)
+    name = seq2seq_registered_name(city)
+    with mlflow.start_run(run_id=run_id):
+        # pickled module (its class is sig2gps's): the traced pt2 format cannot export the masked attention
+        info = mlflow.pytorch.log_model(model, name="seq2seq", registered_model_name=name, pip_requirements=["sig2gps"],
+                                        serialization_format="pickle")
+    version = str(info.registered_model_version)
+    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)
+    log.info("registered %s version %s alias %s", name, version, alias)
+    return LoggedModel(run_id=run_id, model_uri=info.model_uri, name=name, version=version, alias=alias)

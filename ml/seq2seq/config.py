@@ -1,0 +1,53 @@
+"""Typed configuration of the seq2seq baseline and its profiles (sizes only)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Seq2SeqConfig(BaseModel):
+    """Model, training and snapping settings (defaults: the ``demo`` profile, CPU)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # model
+    d_model: int = Field(64, ge=8, description="size: width of the transformer")
+    n_heads: int = Field(4, ge=1)
+    encoder_layers: int = Field(3, ge=1, description="size: self-attention layers over the records")
+    decoder_layers: int = Field(2, ge=1, description="size: layers of the evaluation-time queries")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    n_freqs: int = Field(6, ge=1, description="Fourier frequencies of positions and times")
+    max_records: int = Field(64, ge=2, description="records per window (longer traces are subsampled evenly)")
+    scale_m: float = Field(1000.0, gt=0.0, description="metres per model unit (positions are relative to the "
+                           "window's mean observation position)")
+    # training
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_steps: int = Field(50, ge=0)
+    max_steps: int = Field(3000, ge=1, description="size: optimiser steps at most (early stopping ends sooner)")
+    val_every_n_steps: int = Field(100, ge=1)
+    patience: int = Field(8, ge=1, description="validations without improvement of val/loss before stopping")
+    augment_rotation: bool = Field(True, description="rotate each training window by a random angle (records, "
+                                   "priors and truth together): the model sees shapes, not the city's orientation")
+    seed: int = 0
+    accelerator: str = "auto"
+    progress_bar: bool = True
+    experiment_name: str = "sig2gps-seq2seq"
+    # snapping of the regressed positions (ml.decode.snap_route, the video decoder's road snapping)
+    snap: bool = True
+    snap_sigma_m: float = Field(60.0, gt=0.0, description="emission sigma of the snapping HMM")
+
+
+def seq2seq_profile(name: str, **overrides) -> Seq2SeqConfig:
+    """The Seq2SeqConfig of a profile (``ci``, ``demo``, ``gpu``) plus field overrides."""
+    table: dict[str, dict] = {
+        "ci": dict(d_model=32, encoder_layers=1, decoder_layers=1, max_steps=30, val_every_n_steps=10, batch_size=8,
+                   warmup_steps=0, progress_bar=False),
+        "demo": {},
+        "gpu": dict(d_model=256, n_heads=8, encoder_layers=6, decoder_layers=4, batch_size=256, max_steps=20000,
+                    val_every_n_steps=500, warmup_steps=500),
+    }
+    if name not in table:
+        raise ValueError(f"unknown seq2seq profile '{name}' (choose one of {', '.join(table)})")
+    return Seq2SeqConfig.model_validate({**table[name], **overrides})

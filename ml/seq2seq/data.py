@@ -1,0 +1,92 @@
+"""Windows (``SampleContext``) as the arrays the seq2seq model reads.
+
+Positions are in model units: metres relative to the window's mean observation position, divided by
+``Seq2SeqConfig.scale_m``, so the model sees the shape of a trace, not where the city is. Each record
+sits where the industrial pipeline's observation model puts it (``ml.baselines.signaling.record_positions``:
+the cell's coverage centre, a handover on the cell boundary), the same positions the video model's
+prior and record tokens use. Each evaluation time gets the *prior*: those positions interpolated in
+time (MaR on coverage centres); the model predicts a correction to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ml.baselines.context import SampleContext
+from ml.baselines.signaling import record_positions
+from ml.geo.track import interpolate_positions
+from ml.render.arrays import subsample_evenly
+from ml.seq2seq.config import Seq2SeqConfig
+from ml.validation.contract import EVENTS
+
+#: event id of a name outside the data contract's vocabulary
+EVENT_UNKNOWN = len(EVENTS)
+_EVENT_ID = {e: i for i, e in enumerate(EVENTS)}
+
+
+@dataclass
+class WindowBatch:
+    """Arrays of ``N`` windows with ``R`` record slots and ``Q`` evaluation-time slots."""
+
+    records: np.ndarray  # (N, R, 4) float32: x, y (model units), time fraction, event id
+    record_mask: np.ndarray  # (N, R) bool
+    query_t: np.ndarray  # (N, Q) float32: evaluation time as a fraction of the window
+    query_prior: np.ndarray  # (N, Q, 2) float32: the prior position (model units)
+    query_mask: np.ndarray  # (N, Q) bool
+    target: np.ndarray | None  # (N, Q, 2) float32 true positions (model units), None without truth
+    centre: np.ndarray  # (N, 2) float64: metres of the model units' origin
+    sample_ids: list[str]
+    skipped: dict[str, str]  # windows left out (no records): sample id -> why
+    scale_m: float = 1000.0  # metres per model unit
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def to_metres(self, xy_units: np.ndarray) -> np.ndarray:
+        """(N, Q, 2) model units -> projected metres."""
+        return np.asarray(xy_units, dtype=np.float64) * self.scale_m + self.centre[:, None, :]
+
+
+def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_target: bool = True) -> WindowBatch:
+    """The arrays of ``contexts``; windows without records are left out and listed in ``skipped``."""
+    keep, skipped = [], {}
+    for ctx in contexts:
+        if len(ctx.records) == 0:
+            skipped[ctx.sample_id] = "no signaling records in the window"
+        elif with_target and ctx.truth_xy is None:
+            raise ValueError(f"window {ctx.sample_id}: no ground truth to train on (truth_xy is None)")
+        else:
+            keep.append(ctx)
+    R, Q = cfg.max_records, max((c.n_eval for c in keep), default=1)
+    n = len(keep)
+    records = np.zeros((n, R, 4), np.float32)
+    record_mask = np.zeros((n, R), bool)
+    query_t = np.zeros((n, Q), np.float32)
+    query_prior = np.zeros((n, Q, 2), np.float32)
+    query_mask = np.zeros((n, Q), bool)
+    target = np.zeros((n, Q, 2), np.float32) if with_target else None
+    centre = np.zeros((n, 2), np.float64)
+    for i, ctx in enumerate(keep):
+        rec = ctx.records
+        obs = record_positions(rec["cell_id"].to_numpy(), rec["site_id"].to_numpy(), rec["event"].to_numpy(),
+                               ctx.towers_xy)
+        t = rec["t"].to_numpy(np.float64)
+        centre[i] = obs.mean(axis=0)
+        dur = max(float(ctx.duration_s), 1e-6)
+        idx = subsample_evenly(len(t), R)
+        m = len(idx)
+        records[i, :m, :2] = (obs[idx] - centre[i]) / cfg.scale_m
+        records[i, :m, 2] = np.clip(t[idx] / dur, 0.0, 1.0)
+        records[i, :m, 3] = [_EVENT_ID.get(str(e), EVENT_UNKNOWN) for e in rec["event"].to_numpy()[idx]]
+        record_mask[i, :m] = True
+        q = ctx.n_eval
+        query_t[i, :q] = np.clip(np.asarray(ctx.eval_t, np.float64) / dur, 0.0, 1.0)
+        query_prior[i, :q] = (interpolate_positions(t, obs, ctx.eval_t, "record positions") - centre[i]) / cfg.scale_m
+        query_mask[i, :q] = True
+        if target is not None:
+            target[i, :q] = (np.asarray(ctx.truth_xy, np.float64) - centre[i]) / cfg.scale_m
+    return WindowBatch(records, record_mask, query_t, query_prior, query_mask, target, centre,
+                       [c.sample_id for c in keep], skipped, scale_m=cfg.scale_m)

@@ -1,0 +1,208 @@
+"""Training of the seq2seq baseline (``ml.seq2seq``): Lightning, val-based early stopping, MLflow.
+
+``train_seq2seq(train, val, cfg, out_dir)`` fits :class:`ml.seq2seq.RecordsToPositions` on the train
+windows with a Huber loss on positions, validates every ``val_every_n_steps`` on the val windows,
+stops after ``patience`` validations without a better ``val/loss`` and exports the best weights to
+``out_dir/model.pt``. Nothing here reads test windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from torch.utils.data import DataLoader, TensorDataset
+
+from ml.baselines.context import SampleContext
+from ml.seq2seq import RecordsToPositions, Seq2SeqConfig, WindowBatch, window_batch
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sig2gps-seq2seq-v1"
+#: metres of the Huber loss's quadratic zone: errors below it count as squared, above as absolute
+HUBER_DELTA_M = 50.0
+
+
+def _tensors(b: WindowBatch) -> TensorDataset:
+    return TensorDataset(*(torch.from_numpy(a) for a in (b.records, b.record_mask, b.query_t, b.query_prior,
+                                                        b.query_mask, b.target)))
+
+
+def rotate_windows(batch: Sequence[torch.Tensor], angle: torch.Tensor) -> list[torch.Tensor]:
+    """Each window's positions (records, priors, truth) rotated by ``angle[i]`` about its origin."""
+    records, rmask, qt, prior, qmask, target = batch
+    c, s = angle.cos()[:, None], angle.sin()[:, None]  # (B, 1): one angle per window
+
+    def rot(xy: torch.Tensor) -> torch.Tensor:
+        return torch.stack([c * xy[..., 0] - s * xy[..., 1], s * xy[..., 0] + c * xy[..., 1]], dim=-1)
+
+    records = torch.cat([rot(records[..., :2]), records[..., 2:]], dim=-1)
+    return [records, rmask, qt, rot(prior), qmask, rot(target)]
+
+
+class Seq2SeqModule(L.LightningModule):
+    def __init__(self, cfg: dict[str, Any] | Seq2SeqConfig) -> None:
+        super().__init__()
+        cfg = cfg if isinstance(cfg, Seq2SeqConfig) else Seq2SeqConfig.model_validate(cfg)
+        self.save_hyperparameters({"cfg": cfg.model_dump(mode="json")})
+        self.cfg = cfg
+        self.model = RecordsToPositions(cfg)
+
+    def _loss(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        records, rmask, qt, prior, qmask, target = batch
+        pred = self.model(records, rmask, qt, prior, qmask)
+        delta = HUBER_DELTA_M / self.cfg.scale_m
+        per = torch.nn.functional.huber_loss(pred, target, delta=delta, reduction="none").sum(-1)
+        loss = (per * qmask).sum() / qmask.sum().clamp(min=1)
+        se = ((pred - target) ** 2).sum(-1) * (self.cfg.scale_m ** 2)
+        return loss, (se * qmask).sum() / qmask.sum().clamp(min=1)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.cfg.augment_rotation:
+            batch = rotate_windows(batch, torch.rand(len(batch[0]), device=batch[0].device) * (2 * math.pi))
+        loss, _ = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[0]))
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        loss, mse = self._loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch[0]))
+        self.log("val/mse_m2", mse, batch_size=len(batch[0]))
+
+    def on_validation_epoch_end(self) -> None:
+        mse = self.trainer.callback_metrics.get("val/mse_m2")
+        if mse is not None:
+            self.log("val/rmse_m", torch.sqrt(mse))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        c = self.cfg
+        opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=c.warmup_steps, num_training_steps=c.max_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@dataclass
+class Seq2SeqResult:
+    checkpoint_path: str
+    best_step: int
+    global_step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    n_train: int = 0
+    n_val: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def save_seq2seq(path: Path, model: RecordsToPositions, cfg: Seq2SeqConfig, meta: dict[str, Any]) -> Path:
+    """``model.pt``: weights, config and metadata (what :func:`load_seq2seq` reads)."""
+    from ml.io import atomic_file
+
+    with atomic_file(path) as tmp:
+        torch.save({"format": FORMAT, "config": cfg.model_dump(mode="json"), "state_dict": model.state_dict(),
+                    "meta": meta}, tmp)
+    return path
+
+
+def load_seq2seq(path: str | Path, device: str = "cpu") -> tuple[RecordsToPositions, Seq2SeqConfig]:
+    """The model of a ``model.pt`` written by :func:`train_seq2seq`, in eval mode."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path}: not a readable seq2seq checkpoint ({type(exc).__name__}: {exc}); "
+                         "train it again (materialise seq2seq_checkpoint)") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a seq2seq checkpoint (format {obj.get('format') if isinstance(obj, dict) else '?'}"
+                         f", expected {FORMAT})")
+    cfg = Seq2SeqConfig.model_validate(obj["config"])
+    model = RecordsToPositions(cfg)
+    model.load_state_dict(obj["state_dict"])
+    return model.to(device).eval(), cfg
+
+
+def train_seq2seq(
+    train: Sequence[SampleContext],
+    val: Sequence[SampleContext],
+    cfg: Seq2SeqConfig,
+    out_dir: str | Path,
+    tracking_uri: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Seq2SeqResult:
+    """Fit on ``train``, stop early on ``val``, export the best weights to ``out_dir/model.pt``."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not val:
+        raise ValueError("train_seq2seq: no val windows; early stopping and model choice need them")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tb, vb = window_batch(train, cfg), window_batch(val, cfg)
+    if len(tb) == 0 or len(vb) == 0:
+        raise ValueError(f"train_seq2seq: {len(tb)} train and {len(vb)} val windows with records; need both")
+    skipped = {**tb.skipped, **vb.skipped}
+    if skipped:
+        log.warning("seq2seq: %d windows without records left out of training and validation", len(skipped))
+    g = torch.Generator().manual_seed(cfg.seed)
+    train_dl = DataLoader(_tensors(tb), batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(tb) > cfg.batch_size)
+    val_dl = DataLoader(_tensors(vb), batch_size=max(cfg.batch_size, 64))
+    module = Seq2SeqModule(cfg)
+    ckpt_dir = out_dir / "checkpoints"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
+                           save_last=False, enable_version_counter=False)
+    stop = EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience, check_finite=True)
+    logger = None
+    if tracking_uri:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        from ml.tracking import artifact_location_for
+
+        logger = MLFlowLogger(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri, tags=tags,
+                              artifact_location=artifact_location_for(tracking_uri))
+        logger.log_hyperparams(cfg.model_dump(mode="json"))
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, max_steps=cfg.max_steps, max_epochs=-1,
+                        val_check_interval=cfg.val_every_n_steps, check_val_every_n_epoch=None,
+                        num_sanity_val_steps=0, logger=logger if logger is not None else False,
+                        callbacks=[best, stop], enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
+                        default_root_dir=str(out_dir), log_every_n_steps=10, gradient_clip_val=1.0)
+    t0 = time.time()
+    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    train_s = time.time() - t0
+    if not best.best_model_path:
+        raise RuntimeError(f"{out_dir}: no validation was scored; nothing to export")
+    ck = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(ck["state_dict"])
+    best_step = int(ck.get("global_step", 0))
+    metrics = {"val/loss": float(best.best_model_score), "train_seconds": train_s, "best_step": float(best_step),
+               "global_step": float(trainer.global_step), "stopped_early": float(stop.stopped_epoch > 0
+                                                                                 or trainer.global_step < cfg.max_steps)}
+    with torch.no_grad():
+        module.model.eval()
+        pred = np.concatenate([module.model(*b[:5]).numpy() for b in val_dl])
+    err = np.linalg.norm((pred - vb.target) * cfg.scale_m, axis=-1)[vb.query_mask]
+    prior_err = np.linalg.norm((vb.query_prior - vb.target) * cfg.scale_m, axis=-1)[vb.query_mask]
+    metrics.update({"val/rmse_m": float(np.sqrt(np.mean(err ** 2))), "val/median_m": float(np.median(err)),
+                    "val/prior_median_m": float(np.median(prior_err))})
+    meta = {"metrics": metrics, "tags": dict(tags or {}), "n_train": len(tb), "n_val": len(vb)}
+    path = save_seq2seq(out_dir / "model.pt", module.model, cfg, meta)
+    run_id = None
+    if logger is not None:
+        run_id = logger.run_id
+        client = logger.experiment
+        for k, v in metrics.items():
+            client.log_metric(run_id, k.replace("/", "_") if k.startswith("val/") else k, v)
+        client.log_artifact(run_id, str(path), artifact_path="model")
+        logger.finalize("success")
+    log.info("seq2seq: best val/loss %.4f at step %d of %d (val median %.1f m, prior %.1f m)", metrics["val/loss"],
+             best_step, trainer.global_step, metrics["val/median_m"], metrics["val/prior_median_m"])
+    return Seq2SeqResult(str(path), best_step, int(trainer.global_step), metrics, run_id, len(tb), len(vb), skipped)

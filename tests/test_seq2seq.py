@@ -1,0 +1,93 @@
+"""The seq2seq baseline: window arrays, the network's starting point, augmentation, learning, prediction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from ml.baselines.context import build_sample_contexts, synthetic_signaling_tables  # noqa: E402
+from ml.baselines.signaling import record_positions  # noqa: E402
+from ml.seq2seq import RecordsToPositions, seq2seq_profile, window_batch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def contexts(grid_net):
+    t = synthetic_signaling_tables(grid_net, 40, seed=5, duration_s=300.0)
+    return build_sample_contexts(t["samples"], t["signaling"], t["towers"], grid_net, sample_truth=t["sample_truth"])
+
+
+def test_window_batch_places_records_by_the_observation_model(contexts):
+    cfg = seq2seq_profile("ci")
+    b = window_batch(contexts[:3], cfg)
+    assert len(b) == 3 and not b.skipped
+    ctx = contexts[0]
+    obs = record_positions(ctx.records["cell_id"].to_numpy(), ctx.records["site_id"].to_numpy(),
+                           ctx.records["event"].to_numpy(), ctx.towers_xy)
+    n = len(obs)
+    np.testing.assert_allclose(b.records[0, :n, :2] * cfg.scale_m + b.centre[0], obs, atol=1e-2)
+    assert b.record_mask[0].sum() == n and np.all(np.diff(b.records[0, :n, 2]) >= 0)
+    np.testing.assert_allclose(b.to_metres(b.target)[0, : ctx.n_eval], ctx.truth_xy, atol=1e-2)
+    empty = ctx.__class__(**{**ctx.__dict__, "sample_id": "empty", "records": ctx.records.iloc[:0]})
+    assert window_batch([empty, ctx], cfg).skipped == {"empty": "no signaling records in the window"}
+
+
+def test_untrained_network_predicts_the_prior_and_ignores_padding(contexts):
+    cfg = seq2seq_profile("ci")
+    b = window_batch(contexts[:2], cfg)
+    model = RecordsToPositions(cfg).eval()
+    args = [torch.from_numpy(a) for a in (b.records, b.record_mask, b.query_t, b.query_prior, b.query_mask)]
+    with torch.no_grad():
+        torch.testing.assert_close(model(*args), args[3])  # zero-initialised output layer
+        torch.nn.init.normal_(model.out.weight, std=0.1)
+        out = model(*args)
+        padded = args[0].clone()
+        padded[~args[1]] = 7.0  # garbage in the padding rows
+        torch.testing.assert_close(model(padded, *args[1:]), out)
+
+
+def test_rotation_turns_every_position_of_a_window_together():
+    from ml.train.seq2seq import rotate_windows
+
+    rec = torch.tensor([[[1.0, 0.0, 0.5, 2.0]]])
+    prior, target = torch.tensor([[[0.0, 1.0]]]), torch.tensor([[[1.0, 1.0]]])
+    out = rotate_windows([rec, None, None, prior, None, target], torch.tensor([math.pi / 2]))
+    torch.testing.assert_close(out[0], torch.tensor([[[0.0, 1.0, 0.5, 2.0]]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[3], torch.tensor([[[-1.0, 0.0]]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[5], torch.tensor([[[-1.0, 1.0]]]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_seq2seq_learns_what_the_prior_misses_and_predicts_on_roads(contexts, tmp_path):
+    """A learning test: the truth is moved 200 m east of every window's true path, which no prior knows;
+    training must learn the offset (val error well under the prior's), and prediction snaps to roads."""
+    from ml.evaluation.seq2seq import predict_seq2seq_method
+    from ml.train.seq2seq import load_seq2seq, train_seq2seq
+
+    shifted = [c.__class__(**{**c.__dict__, "truth_xy": c.truth_xy + np.array([200.0, 0.0])}) for c in contexts]
+    cfg = seq2seq_profile("ci", max_steps=150, val_every_n_steps=25, lr=3e-3, augment_rotation=False, patience=6,
+                          dropout=0.0)
+    res = train_seq2seq(shifted[:30], shifted[30:], cfg, tmp_path / "s2s")
+    m = res.metrics
+    assert m["val/median_m"] < 0.5 * m["val/prior_median_m"], m
+    model, loaded_cfg = load_seq2seq(res.checkpoint_path)
+    assert loaded_cfg == cfg
+    run = predict_seq2seq_method(res.checkpoint_path, contexts[30:])
+    assert not run.failures and set(run.predictions) == {c.sample_id for c in contexts[30:]}
+    # snapped: every predicted position lies on a road of the grid
+    xy = np.concatenate(list(run.predictions.values()))
+    d = contexts[0].net.edge_candidates(xy, radius_m=5.0, max_per_point=1)
+    assert len(np.unique(d.point)) == len(xy)
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
+    from ml.train.seq2seq import load_seq2seq
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable seq2seq checkpoint"):
+        load_seq2seq(bad)
