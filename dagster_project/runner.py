@@ -43,6 +43,7 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     """
     from ml.cities import load_city
     from ml.cities.config import project_root
+    from ml.io import remove_stale_temps
     from ml.paths import CityPaths
     from dagster_project.console import asset_lines
     from dagster_project.definitions import ASSET_MODULES
@@ -52,6 +53,12 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     root = root or project_root()
     load_city(city, root)  # clear error for an unknown or invalid city before Dagster starts
     paths = CityPaths(root, city, profile)
+    # a run killed mid-write (SIGKILL, OOM, power) leaves hidden temporaries; they are never read as output,
+    # but DVC would version those under data/, so they go before anything runs (live writers' are kept)
+    stale = remove_stale_temps(root / "data" / city, root / "outputs" / city)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) left by an interrupted run: "
+              f"{', '.join(str(q.relative_to(root)) for q in stale[:5])}{' ...' if len(stale) > 5 else ''}")
     instance = instance or dg.DagsterInstance.get()
     sync_city_partitions(instance)
     job = dg.define_asset_job("sig2gps_run", selection=parse_selection(selection), partitions_def=cities_partitions)
@@ -75,8 +82,23 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
         for ev in result.all_events:
             if ev.is_step_failure:
                 err = ev.step_failure_data.error
-                print(f"step {ev.step_key} failed: {err.message.strip() if err else ''}")
+                print(f"step {ev.step_key} failed: {failure_message(err)}")
     return result.success
+
+
+def failure_message(err) -> str:
+    """What went wrong, in the words of the code that raised it: the innermost cause of a step's error
+    (Dagster wraps an asset's exception in ``DagsterExecutionStepExecutionError: Error occurred while
+    executing op ...``), with its class name but not its module path."""
+    if err is None:
+        return ""
+    while getattr(err, "cause", None) is not None and (err.cls_name or "").startswith("Dagster"):
+        err = err.cause  # through Dagster's wrappers to the asset's own exception (not to what caused that)
+    msg = (err.message or "").strip()
+    head, sep, rest = msg.partition(": ")
+    if sep and err.cls_name and head.split(".")[-1] == err.cls_name:
+        msg = f"{err.cls_name}: {rest}"
+    return msg
 
 
 def step_summary(instance: dg.DagsterInstance, run_id: str) -> str:

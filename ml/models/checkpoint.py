@@ -12,7 +12,8 @@ Format (one ``torch.save`` file, loadable with ``weights_only=True``)::
 
 from __future__ import annotations
 
-import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,55 @@ def save_video_model(path: str | Path, model: VideoFlowModel, cfg: ModelConfig |
           for k, v in sd.items()}
     obj = {"format": FORMAT, "version": VERSION, "config": cfg.model_dump(mode="json"), "partial": model.latent,
            "state_dict": sd, "meta": dict(meta or {})}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    return torch_save_atomic(obj, path)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read (truncated by a full disk or a killed copy, or
+    corrupted); the message names the file, what is wrong and what to do."""
+
+
+#: what torch.load raises on a truncated or corrupted file
+LOAD_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+               IndexError, TypeError)
+
+MODEL_REMEDY = ("write it again: `sig2gps run <city> --select sft_checkpoint` re-exports checkpoints/sft/model.pt "
+                "(`--select gdpo_checkpoint` checkpoints/gdpo/gdpo.pt), or restore it from the MLflow run's "
+                "artifacts")
+
+
+def torch_save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a hidden temporary sibling, then one rename (:func:`ml.io.atomic_file`): a reader
+    sees the previous file or the complete new one; a full disk is a clear :class:`ml.io.OutputWriteError`."""
+    import errno
+
+    from ml.io import atomic_file, write_error
+
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch reports a failed write (full disk) as a RuntimeError
+            raise write_error(path, OSError(errno.EIO, f"torch.save failed ({str(exc).splitlines()[0]}); is the "
+                                                       f"disk full?")) from exc
     return path
+
+
+def torch_load_checked(path: str | Path, what: str, remedy: str, **kwargs: Any) -> Any:
+    """``torch.load(path)`` with one clear :class:`CheckpointError` (file, what is wrong, ``remedy``) for a
+    truncated or corrupted file, instead of torch's zip or pickle internals."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", **kwargs)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except LOAD_ERRORS as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+        if "Weights only load failed" in str(exc):
+            raise CheckpointError(f"{path}: not a {what} (it holds objects a weights-only load refuses: "
+                                  f"{detail}); {remedy}") from exc
+        raise CheckpointError(f"{path}: the {what} cannot be read: the file ({path.stat().st_size} bytes) is "
+                              f"truncated or corrupted ({type(exc).__name__}: {detail}); {remedy}") from exc
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -47,7 +93,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video model checkpoint '{path}' does not exist")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch_load_checked(path, f"{FORMAT} checkpoint", MODEL_REMEDY, weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"'{path}' is not a {FORMAT} file (a Lightning .ckpt? use ml.models.lightning_sft.export_from_lightning)")
     if int(obj.get("version", 0)) > VERSION:

@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from ml.geo.tile import Tile
 
 INDEX_COLUMNS = ("sample_id", "split", "shard", "row")
+SHARD_KINDS = ("cond", "video", "tokens")
+REMEDY = ("render the folder again: `sig2gps run <city> --select rendered_videos` (or `python -m ml.render` for a "
+          "folder made outside Dagster)")
+
+
+class RenderedArraysError(ValueError):
+    """A rendered-arrays folder is incomplete or damaged (a truncated or unreadable shard, fewer rows than
+    ``index.parquet`` lists); the message names the file, what is wrong and what to do."""
 
 
 def subsample_evenly(n: int, m: int) -> np.ndarray:
@@ -47,6 +55,15 @@ class RenderedArrays:
         self._cache: dict[tuple[str, int], np.ndarray | None] = {}
         self._shard = self.index["shard"].to_numpy()
         self._row = self.index["row"].to_numpy()
+        self._rows_needed = (self.index.groupby("shard")["row"].max() + 1).to_dict() if len(self.index) else {}
+        self.check()
+
+    def check(self) -> None:
+        """Open every shard that ``index.parquet`` lists (memory-mapped: headers and sizes only), so a missing,
+        truncated or short shard is one clear :class:`RenderedArraysError` before any training or sampling."""
+        for shard in self._rows_needed:
+            for kind in SHARD_KINDS:
+                self._arr(kind, int(shard), required=kind != "tokens")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -65,10 +82,19 @@ class RenderedArrays:
             p = self.path / f"{kind}_{shard:04d}.npy"
             if not p.is_file():
                 if required:
-                    raise FileNotFoundError(f"{p}: shard listed in index.parquet is missing")
+                    raise FileNotFoundError(f"{p}: shard listed in index.parquet is missing; {REMEDY}")
                 self._cache[key] = None
             else:
-                self._cache[key] = np.load(p, mmap_mode="r")
+                try:
+                    arr = np.load(p, mmap_mode="r")
+                except (ValueError, OSError, EOFError) as exc:
+                    raise RenderedArraysError(f"{p}: rendered-array shard is truncated or corrupted ({p.stat().st_size} "
+                                              f"bytes; numpy: {exc}); {REMEDY}") from exc
+                need = int(self._rows_needed.get(shard, 0))
+                if arr.ndim == 0 or arr.shape[0] < need:
+                    raise RenderedArraysError(f"{p}: rendered-array shard has {arr.shape[0] if arr.ndim else 0} rows, "
+                                              f"index.parquet lists {need}; {REMEDY}")
+                self._cache[key] = arr
         return self._cache[key]
 
     def cond(self, i: int) -> np.ndarray:

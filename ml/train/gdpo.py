@@ -1,8 +1,10 @@
 """``train_gdpo``: Traj-GDPO fine-tuning of an SFT video model on the train windows of a rendered-arrays folder.
 
 Writes under ``out_dir``: ``gdpo.pt`` (``ml.models.checkpoint`` format, the file evaluation and serving
-load) and ``gdpo_metrics.json`` (metrics, per-iteration history, validations). With ``select_checkpoint =
-'best_val'`` the exported weights are those of the validation with the highest reward total on the val
+load), ``gdpo_metrics.json`` (metrics, per-iteration history, validations) and ``checkpoints/resume.pt``
+(the training state after every iteration, written atomically: a run stopped at any point, even by
+SIGKILL, continues from its last completed iteration when started again with the same inputs). With
+``select_checkpoint = 'best_val'`` the exported weights are those of the validation with the highest reward total on the val
 windows if it beats the SFT weights (scored at iteration 0) by ``select_min_gain``, else the SFT weights.
 The ``selected/*`` scores are measured on the windows that chose them, so they lean high; the evaluation
 report's test windows give the unbiased figure. With a tracking URI the run is logged to MLflow
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, default_collate
 
+from ml.io import write_text_atomic
 from ml.models.config import GDPOConfig
 from ml.models.lightning_gdpo import GDPOModule, RewardFn
 
@@ -41,6 +44,86 @@ class GDPOResult:
     metrics: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     selected: str = "last"  # which weights gdpo.pt holds: 'last', 'start' (the SFT model) or 'best:<iteration>'
+    resumed_from_iteration: int | None = None  # the completed iterations a resumed run started from
+
+
+RESUME_FILE = Path("checkpoints") / "resume.pt"
+#: GDPOConfig fields that do not change what is trained (a change keeps the run resumable)
+_NOT_IN_RUN_KEY = ("progress_bar", "log_every_n_steps", "experiment_name", "run_name", "accelerator", "precision")
+
+
+def _run_key(cfg: GDPOConfig, rendered_dir: Path, sft_checkpoint: Path, reward_fn: Any, head_decoder: Any) -> dict:
+    """What makes a run the same run (so that it can be resumed): the config, the data's files, the SFT
+    weights' content and any custom reward or decoder."""
+    import hashlib
+
+    from ml.train.sft import _files_fingerprint
+
+    rendered = Path(rendered_dir).resolve()
+    name = lambda f: None if f is None else getattr(f, "__qualname__", type(f).__qualname__)  # noqa: E731
+    return {"cfg": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_IN_RUN_KEY},
+            "data": rendered.name, "data_files": _files_fingerprint([q for q in rendered.iterdir() if q.is_file()]),
+            "sft_sha256": hashlib.sha256(Path(sft_checkpoint).read_bytes()).hexdigest()[:16],
+            "reward_fn": name(reward_fn), "head_decoder": name(head_decoder)}
+
+
+def _load_resume_state(path: Path, key: dict) -> dict[str, Any] | None:
+    """The saved state of the same run, or None (no state, or another run's, which is then replaced)."""
+    from ml.models.checkpoint import torch_load_checked
+
+    if not path.is_file():
+        return None
+    state = torch_load_checked(path, "GDPO training state to resume from",
+                               f"delete {path} to train GDPO from the start", weights_only=False)
+    if state.get("key") != key:
+        log.warning("%s: the config, data or SFT model changed since this state was saved: starting a new GDPO run",
+                    path)
+        return None
+    return state
+
+
+class _ResumableGDPOModule(GDPOModule):
+    """GDPOModule that skips the iterations a resumed run has done (the loader replays the same sampled
+    conditions, so iteration numbers and the validation schedule stay those of an uninterrupted run) and
+    restores the optimizer's state."""
+
+    skip: int = 0
+    optimizer_state: dict[str, Any] | None = None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        opt = super().configure_optimizers()
+        if self.optimizer_state is not None:
+            opt.load_state_dict(self.optimizer_state)
+        return opt
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if batch_idx < self.skip:
+            return None
+        return super().training_step(batch, batch_idx)
+
+
+class _SaveResumeState(L.Callback):
+    """After every ``every`` iterations (and the last), write the whole training state to ``path``
+    atomically (policy, optimizer, rollout generator, histories, best weights so far)."""
+
+    def __init__(self, path: Path, key: dict, every: int, extra: Callable[[], dict[str, Any]]) -> None:
+        self.path, self.key, self.every, self.extra = Path(path), key, max(1, int(every)), extra
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        from ml.models.checkpoint import torch_save_atomic
+
+        it = batch_idx + 1
+        if batch_idx < pl_module.skip or (it % self.every and it != trainer.num_training_batches):
+            return
+        gen = pl_module._generator
+        state = {"key": self.key, "iteration": it,
+                 "policy": {k: v.detach().cpu() for k, v in pl_module.policy.state_dict().items()},
+                 "optimizer": trainer.optimizers[0].state_dict(),
+                 "generator": None if gen is None else gen.get_state(), "history": pl_module.history,
+                 "val_history": pl_module.val_history, "best_total": pl_module.best_total,
+                 "best_iteration": pl_module.best_iteration, "best_state": pl_module.best_state, **self.extra()}
+        torch_save_atomic(state, self.path)
 
 
 @torch.no_grad()
@@ -93,6 +176,8 @@ def train_gdpo(
     tags: dict[str, str] | None = None,
     reward_fn: RewardFn | None = None,
     head_decoder: Callable[[np.ndarray], np.ndarray] | None = None,
+    resume: bool = True,
+    ckpt_every_n_steps: int = 1,
 ) -> GDPOResult:
     """Fine-tune an SFT video model with Traj-GDPO on the train split of ``rendered_dir``; see the module doc.
 
@@ -100,6 +185,10 @@ def train_gdpo(
     ``n_eval`` windows of ``eval_split``, before training and for the exported weights), ``final/<metric>``
     (mean over the last quarter of the iterations), ``time/<part>_s`` (total seconds per part of the
     iterations: rollout, reward, reference, update) and ``train_s``. ``tracking_uri`` None: no MLflow run.
+
+    With ``resume`` and a ``checkpoints/resume.pt`` of the same run (config, data, SFT weights) training
+    continues after its last saved iteration (``resumed_from_iteration``; also the metric of that name);
+    the state is saved every ``ckpt_every_n_steps`` iterations.
     """
     import pandas as pd
 
@@ -136,9 +225,26 @@ def train_gdpo(
         out["total"] = float(sum(out[k] for k in cfg.rewards))
         return out
 
-    module = GDPOModule(policy.to(dev), cfg, reference, rfn, validate=validate)
-    start = module.score(0)
+    key = _run_key(cfg, Path(rendered_dir), Path(sft_checkpoint), reward_fn, head_decoder)
+    resume_path = out_dir / RESUME_FILE
+    saved = _load_resume_state(resume_path, key) if resume else None
     start_state = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()}
+    module = _ResumableGDPOModule(policy.to(dev), cfg, reference, rfn, validate=validate)
+    prior_train_s, run_id_saved = 0.0, None
+    if saved is None:
+        start = module.score(0)
+    else:
+        policy.load_state_dict(saved["policy"])
+        module.skip, module.optimizer_state = int(saved["iteration"]), saved["optimizer"]
+        module.history, module.val_history = list(saved["history"]), list(saved["val_history"])
+        module.best_total, module.best_iteration = float(saved["best_total"]), saved["best_iteration"]
+        module.best_state = saved["best_state"]
+        if saved["generator"] is not None:
+            module._generator = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
+            module._generator.set_state(saved["generator"])
+        start = next(v for v in module.val_history if v["iteration"] == 0)
+        prior_train_s, run_id_saved = float(saved.get("train_s", 0.0)), saved.get("mlflow_run_id")
+        log.info("GDPO: resuming from %s after iteration %d of %d", resume_path, module.skip, cfg.steps)
     sampler = RandomSampler(train_ds, replacement=True, num_samples=cfg.steps * cfg.conditions_per_step,
                             generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(train_ds, batch_size=cfg.conditions_per_step, sampler=sampler, num_workers=0)
@@ -148,25 +254,39 @@ def train_gdpo(
         from lightning.pytorch.loggers import MLFlowLogger
 
         from ml.tracking import ensure_experiment
+        from ml.train.sft import init_mlflow_store
 
+        init_mlflow_store(tracking_uri)
         ensure_experiment(cfg.experiment_name, tracking_uri)
+        if run_id_saved is not None:  # a resumed run logs into its MLflow run when the store still has it
+            from mlflow.exceptions import MlflowException
+            from mlflow.tracking import MlflowClient
+
+            try:
+                MlflowClient(tracking_uri).get_run(run_id_saved)
+            except MlflowException:
+                run_id_saved = None
         logger = MLFlowLogger(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri,
-                              run_name=cfg.run_name, tags=dict(tags or {}))
-        logger.log_hyperparams({**cfg.model_dump(mode="json"), "sft_checkpoint": str(sft_checkpoint),
-                                "rendered_dir": str(rendered_dir)})
-        logger.log_metrics({f"val/{k}": v for k, v in start.items() if k != "iteration"}, step=0)
+                              run_name=cfg.run_name, tags=dict(tags or {}), run_id=run_id_saved)
+        if run_id_saved is None:
+            logger.log_hyperparams({**cfg.model_dump(mode="json"), "sft_checkpoint": str(sft_checkpoint),
+                                    "rendered_dir": str(rendered_dir)})
+            logger.log_metrics({f"val/{k}": v for k, v in start.items() if k != "iteration"}, step=0)
 
     precision = cfg.precision or ("bf16-mixed" if dev.type == "cuda" else "32-true")
     trainer = L.Trainer(max_epochs=1, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
                         logger=logger if logger is not None else False, enable_checkpointing=False,
                         log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=cfg.progress_bar,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                        default_root_dir=str(out_dir))
+                        default_root_dir=str(out_dir),
+                        callbacks=[_SaveResumeState(resume_path, key, ckpt_every_n_steps, lambda: {
+                            "train_s": prior_train_s + time.perf_counter() - t0,
+                            "mlflow_run_id": logger.run_id if logger is not None else None})])
     # GDPO keeps the policy in eval mode on purpose (no dropout: an unchanged policy has ratio 1)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
-    train_s = time.perf_counter() - t0
+    train_s = prior_train_s + time.perf_counter() - t0
 
     selected, chosen = "last", module.val_history[-1]
     if cfg.select_checkpoint == "best_val":
@@ -180,7 +300,8 @@ def train_gdpo(
             selected, chosen = "start", start
             log.info("GDPO: no validation beat the SFT weights by %.3f (best gain %.4f); exporting the SFT weights",
                      cfg.select_min_gain, gain)
-    metrics: dict[str, float] = {"train_s": train_s, "iterations": float(len(module.history))}
+    metrics: dict[str, float] = {"train_s": train_s, "iterations": float(len(module.history)),
+                                 "resumed_from_iteration": float(module.skip)}
     metrics.update({f"start/{k}": v for k, v in start.items() if k != "iteration"})
     metrics.update({f"selected/{k}": v for k, v in chosen.items()})
     metrics.update({f"last/{k}": v for k, v in module.val_history[-1].items()})
@@ -195,9 +316,9 @@ def train_gdpo(
     ckpt = save_video_model(out_dir / "gdpo.pt", policy, model_cfg,
                             meta={"stage": "gdpo", "sft_checkpoint": str(sft_checkpoint), "selected": selected,
                                   "gdpo": cfg.model_dump(mode="json"), "metrics": metrics})
-    (out_dir / "gdpo_metrics.json").write_text(json.dumps(
+    write_text_atomic(json.dumps(
         {"metrics": metrics, "selected": selected, "history": module.history, "validations": module.val_history},
-        indent=2))
+        indent=2), out_dir / "gdpo_metrics.json")
     run_id = None
     if logger is not None:
         run_id = logger.run_id
@@ -207,4 +328,5 @@ def train_gdpo(
                 client.log_metric(run_id, k.replace("/", "_"), v)
         client.set_tag(run_id, "selected_weights", selected)
         client.log_artifact(run_id, str(out_dir / "gdpo_metrics.json"))
-    return GDPOResult(checkpoint_path=Path(ckpt), metrics=metrics, mlflow_run_id=run_id, selected=selected)
+    return GDPOResult(checkpoint_path=Path(ckpt), metrics=metrics, mlflow_run_id=run_id, selected=selected,
+                      resumed_from_iteration=module.skip if saved is not None else None)

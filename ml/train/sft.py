@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,9 @@ from typing import Any, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ml.io import write_text_atomic
 from ml.models.config import SFTConfig
 from ml.models.data import RenderedVideoDataModule
 from ml.models.lightning_sft import SFTModule, model_config_for_data
@@ -28,6 +29,31 @@ from ml.models.lightning_sft import SFTModule, model_config_for_data
 log = logging.getLogger(__name__)
 
 LAST_CKPT = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints (``last.ckpt``, the periodic ones, ``best.ckpt``) written to a hidden temporary
+    sibling and renamed into place, so a process killed mid-write never leaves a truncated checkpoint
+    that a resume would read (Lightning's own writer opens the final path and streams into it)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        from ml.models.checkpoint import torch_save_atomic
+
+        torch_save_atomic(checkpoint, Path(path))
+
+
+def read_resume_checkpoint(path: Path) -> dict[str, Any]:
+    """``last.ckpt``, loaded, or one clear error: the file, that it is truncated or corrupted, and what to do
+    (resume from the newest periodic checkpoint instead, or start over)."""
+    from ml.models.checkpoint import torch_load_checked
+
+    periodic = sorted(path.parent.glob("step*.ckpt"))
+    if periodic:
+        remedy = (f"to resume from the newest periodic checkpoint instead, copy it over: `cp {periodic[-1]} {path}`; "
+                  f"to train from the start, delete {path.parent}")
+    else:
+        remedy = f"delete {path} (or its folder {path.parent}) to train from the start"
+    return torch_load_checked(path, "Lightning checkpoint to resume training from", remedy, weights_only=False)
 
 
 @dataclass
@@ -53,11 +79,36 @@ def default_precision() -> str:
     return "32-true"
 
 
+def init_mlflow_store(tracking_uri: str) -> None:
+    """Create (or upgrade) a local ``sqlite:///`` MLflow store under a file lock.
+
+    MLflow builds the schema of a new sqlite store with alembic migrations when a client first opens it;
+    two processes doing that at once (two cities materialised together on a fresh project) break each
+    other's migration (``KeyError: 'dimension_attributes'``). Serialised, the second finds the schema
+    at its head and does nothing. Other stores (a tracking server) are left alone.
+    """
+    import fcntl
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.init.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri)  # opening the store creates or upgrades its schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags: dict[str, str] | None,
                    resuming: bool = False):
     """An MLFlowLogger; a resumed run keeps logging into its MLflow run, a new run opens a new one."""
     if not tracking_uri:
         return None
+    init_mlflow_store(tracking_uri)
     from lightning.pytorch.loggers import MLFlowLogger  # a tracking URI needs mlflow (a core dependency)
     run_file = out_dir / "mlflow_run_id.txt"
     run_id = run_file.read_text().strip() if (resuming and run_file.is_file()) else None
@@ -126,7 +177,9 @@ class BestOnVal(L.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         step, score = int(trainer.global_step), self._score(trainer)
         if trainer.state.fn == "validate" and step == 0:
-            torch.save(pl_module.model.state_dict(), self.start_path)
+            from ml.models.checkpoint import torch_save_atomic
+
+            torch_save_atomic(pl_module.model.state_dict(), self.start_path)
         elif trainer.state.fn != "fit":
             return
         better = all(score <= v for v in self.scores.values())
@@ -160,10 +213,11 @@ def _files_fingerprint(paths: Sequence[Path]) -> str:
 
 
 def _run_key(cfg: SFTConfig, rendered_dir: str | Path, init: Path | None) -> dict:
-    """What makes a run the same run: the model, the objective, the data (its files, not only its path) and
-    the starting weights (their content), not step counts."""
+    """What makes a run the same run: the model, the objective, the data (its folder's name and its files'
+    names, sizes and times, not its absolute path: a copied or moved project still resumes) and the
+    starting weights (their content), not step counts."""
     rendered = Path(rendered_dir).resolve()
-    return {"model": cfg.model.model_dump(mode="json"), "data": str(rendered),
+    return {"model": cfg.model.model_dump(mode="json"), "data": rendered.name,
             "data_files": _files_fingerprint([p for p in rendered.iterdir() if p.is_file()]),
             "objective": {k: getattr(cfg, k) for k in OBJECTIVE_FIELDS}, "recipe": TRAINING_RECIPE,
             "init_checkpoint": cfg.init_checkpoint,
@@ -210,9 +264,10 @@ def _select_weights(module: SFTModule, best_cb: BestOnVal, metrics: dict[str, fl
 
 def _load_init(module: SFTModule, init: str | Path) -> None:
     """Initialise the model weights from a ``save_video_model`` file or a Lightning SFT checkpoint."""
-    from ml.models.checkpoint import FORMAT
+    from ml.models.checkpoint import FORMAT, torch_load_checked
 
-    obj = torch.load(init, map_location="cpu", weights_only=False)
+    obj = torch_load_checked(init, "initial checkpoint (init_checkpoint)", "restore the file (models/ ships the base "
+                             "checkpoints) or set init_checkpoint to None", weights_only=False)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         sd = obj["state_dict"]
     elif isinstance(obj, dict) and "state_dict" in obj:
@@ -282,11 +337,11 @@ def train_sft(
         log.warning("%s: the model config or data changed since the last run: starting a new run; the old "
                     "checkpoints are in %s", out_dir, kept)
         ckpt_dir.mkdir(parents=True)
-    key_file.write_text(json.dumps(run_key, indent=1))
+    write_text_atomic(json.dumps(run_key, indent=1), key_file)
     ckpt_path = str(last) if (resume and last.is_file()) else None
     resumed_from = None
     if ckpt_path:
-        resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("global_step", 0))
+        resumed_from = int(read_resume_checkpoint(last).get("global_step", 0))
         log.info("resuming from %s (step %d)", ckpt_path, resumed_from)
 
     module = SFTModule(cfg, preview_dir=str(out_dir / "previews"))
@@ -296,7 +351,7 @@ def train_sft(
 
     logger = _mlflow_logger(out_dir, cfg, tracking_uri, tags, resuming=ckpt_path is not None)
     if logger is not None:  # written now, so that a run stopped before its end resumes into the same MLflow run
-        (out_dir / "mlflow_run_id.txt").write_text(str(logger.run_id))
+        write_text_atomic(str(logger.run_id), out_dir / "mlflow_run_id.txt")
     cbs: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False, save_last=True,
                         every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=cfg.keep_checkpoints, monitor=None),
@@ -321,7 +376,7 @@ def train_sft(
         gradient_clip_val=cfg.grad_clip, accumulate_grad_batches=cfg.accumulate_grad_batches,
         log_every_n_steps=cfg.log_every_n_steps, logger=logger if logger is not None else False,
         callbacks=cbs, enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
-        default_root_dir=str(out_dir), deterministic=False,
+        default_root_dir=str(out_dir), deterministic=False, plugins=[AtomicCheckpointIO()],
     )
     if select and ckpt_path is None:
         if cfg.select_metric == "val/traj_err_m" and road_network is None:
@@ -356,7 +411,7 @@ def train_sft(
     run_id = None
     if logger is not None:
         run_id = logger.run_id
-        (out_dir / "mlflow_run_id.txt").write_text(str(run_id))
+        write_text_atomic(str(run_id), out_dir / "mlflow_run_id.txt")
         try:
             client = logger.experiment
             client.log_artifact(run_id, str(model_path), artifact_path="model")
@@ -372,7 +427,5 @@ def train_sft(
     result = SFTResult(checkpoint_path=str(model_path), metrics=metrics, mlflow_run_id=run_id,
                        lightning_checkpoint=str(last), resumed_from_step=resumed_from,
                        global_step=int(trainer.global_step), selected=selected)
-    tmp = out_dir / ".sft_result.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), indent=2))
-    os.replace(tmp, out_dir / "sft_result.json")
+    write_text_atomic(json.dumps(result.to_dict(), indent=2), out_dir / "sft_result.json")
     return result
