@@ -12,7 +12,8 @@ import time
 
 from bench.common import ROOT
 
-BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "peers", "hre", "sft_step", "sft", "sft_objective",
+BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "peers", "hre", "hre_paper", "sft_step", "sft",
+              "sft_objective",
               "sampling_steps", "memory", "gdpo"]  # base_curve needs a training run (models/train_base.sh)
 
 

@@ -5,7 +5,7 @@ Entry points (docs/architecture.md): :func:`simulate_towers`, :func:`simulate_ta
 """
 
 from ml.simulate.calibration import calibration_report
-from ml.simulate.config import DECOY_KINDS, SimulationConfig
+from ml.simulate.config import DECOY_KINDS, SCENARIOS, SimulationConfig
 from ml.simulate.mr import simulate_measurement_reports
 from ml.simulate.phones import simulate_signaling
 from ml.simulate.taxis import simulate_taxi_gps
@@ -13,6 +13,7 @@ from ml.simulate.towers import simulate_towers
 
 __all__ = [
     "DECOY_KINDS",
+    "SCENARIOS",
     "SimulationConfig",
     "simulate_towers",
     "simulate_taxi_gps",

@@ -99,9 +99,19 @@ class SimulationConfig(BaseModel):
     mr_interval_s: float = Field(5.0, gt=0, le=60)
     mr_neighbours: int = Field(6, ge=0, le=16)
     mr_min_rsrp_dbm: float = Field(-124.0, description="neighbours below this are not reported")
+    mr_per_site: bool = Field(
+        False, description="one RSS per base station, its strongest beam (sector), instead of one per cell "
+                           "(5G NR SS-RSRP of the best beam, as in the HRE paper); serving + mr_neighbours sites")
 
     # ------------------------------------------------------------------ calibration
     pingpong_window_s: float = Field(10.0, gt=0, description="A->B->A within this counts as ping-pong")
+
+    @classmethod
+    def for_scenario(cls, name: str, **overrides) -> "SimulationConfig":
+        """The named scenario of :data:`SCENARIOS` (fields it does not set keep the defaults), plus ``overrides``."""
+        if name not in SCENARIOS:
+            raise ValueError(f"simulation scenario {name!r} unknown (known: {sorted(SCENARIOS)})")
+        return cls(**{**SCENARIOS[name], **overrides})
 
     @model_validator(mode="after")
     def _check(self) -> "SimulationConfig":
@@ -124,3 +134,40 @@ class SimulationConfig(BaseModel):
         if self.isd_dense_m > self.isd_sparse_m:
             raise ValueError("simulation.isd_dense_m must not exceed isd_sparse_m")
         return self
+
+
+# Named scenarios: field overrides of SimulationConfig (``SimulationConfig.for_scenario(name)``).
+# Sizes (n_taxis, shift_hours, ...) are set by the caller; a scenario fixes the physics and behaviour.
+SCENARIOS: dict[str, dict] = {
+    # The regime of Xing & Zhao, "Trajectory Map-Matching in Urban Road Networks Based on RSS
+    # Measurements" (HRE, HREA; ../shared/papers/hre-rss-map-matching.txt), section V-A: a phone in a
+    # car records the RSS of the strongest beam of every 5G NR base station it hears, serving + 6
+    # neighbours ("one primary cell and six neighbouring cells, a total of seven RSS measurements"),
+    # every delta = 0.2 s, along 142-161 km drives of 2.9-3.5 h at 13.3-13.8 m/s mean speed with peaks of
+    # 105.7-110.5 km/h (above the 80 km/h = 22.2 m/s limit), on urban (46-58 %), national/provincial
+    # (21-24 %), highway (12-25 %) and rural (4-9 %) roads (Table II), in cities with "tens of thousands
+    # of 5G NR BSs". The paper gives no inter-site distance; tens of thousands of sites over an urban
+    # core of ~1,000-2,000 km^2 is ~10-30 sites/km^2, a hexagonal ISD of ~200-340 m: 250 m where roads
+    # are densest, up to 500 m where they are sparsest. Sweep the interval with mr_interval_s (0.2, 1, 5 s).
+    "hre_paper": {
+        "isd_dense_m": 250.0,
+        "isd_sparse_m": 500.0,
+        "site_height_m": (15.0, 30.0),
+        "tx_power_dbm": (46.0, 49.0),
+        "carrier_ghz": 3.5,  # NR band n78
+        "n_subcarriers": 3276,  # 100 MHz at 30 kHz SCS: 273 PRB x 12 (SS-RSRP is per resource element)
+        "n_candidate_sites": 9,
+        "mr_interval_s": 0.2,
+        "mr_neighbours": 6,
+        "mr_per_site": True,
+        # long drives: chained trips of 3-9 km straight line, short stops, no parking breaks
+        "trip_distance_m": (3000.0, 9000.0),
+        "stop_s": (5.0, 30.0),
+        "break_probability": 0.0,
+        # per-trip fraction of the limit: motorways (120 km/h here) peak at ~114 km/h = 31.7 m/s, the
+        # paper's 105.7-110.5 km/h peaks; 100 km/h national roads at up to 26 m/s (> 22.2 m/s)
+        "speed_factor": (0.8, 0.95),
+        "gps_interval_s": 1.0,  # ground truth every second
+        "gps_noise_m": 3.0,
+    },
+}

@@ -16,13 +16,31 @@ RSRP_REPORT_MIN_DBM = -140.0  # 3GPP TS 36.133 RSRP reporting range
 RSRP_REPORT_MAX_DBM = -44.0
 
 
+def per_site_best_beam(cells: np.ndarray, rsrp: np.ndarray, serving: np.ndarray,
+                       n_sectors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Collapse (n, k * n_sectors) site-major cell columns to one column per site: its strongest sector.
+
+    The serving site keeps the serving cell's id (so it stays first in the report) with the RSS of
+    the site's strongest beam; other sites report their strongest sector's id. (``cfg.mr_per_site``.)
+    """
+    n = len(cells)
+    c3 = cells.reshape(n, -1, n_sectors)
+    r3 = rsrp.reshape(n, -1, n_sectors)
+    best = np.argmax(np.where(c3 >= 0, r3, -np.inf), axis=2)[..., None]
+    site_cell = np.take_along_axis(c3, best, axis=2)[..., 0]
+    site_rsrp = np.take_along_axis(r3, best, axis=2)[..., 0]
+    serves = (c3 == serving[:, None, None]).any(axis=2)
+    return np.where(serves, serving[:, None], site_cell), site_rsrp
+
+
 def simulate_measurement_reports(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame,
                                  signaling: pd.DataFrame, truth_links: pd.DataFrame, cfg: SimulationConfig,
                                  seed: int) -> pd.DataFrame:
     """MR table (contract table ``mr``) for the drivers' phones during their taxi shifts.
 
     Every ``mr_interval_s`` one row for the serving cell (first) and one for each of up to
-    ``mr_neighbours`` strongest other cells above ``mr_min_rsrp_dbm``. The radio state is rebuilt
+    ``mr_neighbours`` strongest other cells above ``mr_min_rsrp_dbm`` (with ``mr_per_site``: sites,
+    each with the RSS of its strongest beam, :func:`per_site_best_beam`). The radio state is rebuilt
     with the same model and the same per-device random streams as :func:`simulate_signaling`
     (same ``seed``), so the serving cell here is the one the signaling records show. Reports are
     produced for the shifts (the windows evaluated later); decoys get none (too costly, not needed).
@@ -37,6 +55,8 @@ def simulate_measurement_reports(net: RoadNetwork, towers: pd.DataFrame, gps: pd
         mr_t = np.arange(np.ceil(a / cfg.mr_interval_s), np.floor(b / cfg.mr_interval_s) + 1) * cfg.mr_interval_s
         rows = np.searchsorted(trace.t, mr_t)
         cells, rsrp, serving = trace.cells[rows], trace.rsrp[rows], trace.serving[rows]
+        if cfg.mr_per_site:
+            cells, rsrp = per_site_best_beam(cells, rsrp, serving, model.max_sectors)
         is_serving = cells == serving[:, None]
         ok = np.isfinite(np.where(is_serving, rsrp, -np.inf).max(axis=1))  # serving measurable
         neighbour = (~is_serving) & (cells >= 0) & (rsrp >= cfg.mr_min_rsrp_dbm)

@@ -15,7 +15,8 @@ Model
   per cell a ridge fit shrunk towards the pooled one (``ridge_p0``, ``ridge_n`` pseudo-counts) so
   that cells seen a few times, or over a narrow distance range, stay sane. ``sigma_db`` is the
   residual spread (floored at ``min_sigma_db``).
-* Transition: Gaussian on the speed v = (road distance) / dt with zero mean and sigma chosen so
+* Transition: Gaussian on the speed v = (road distance) / dt with mean ``v_mean_mps`` (default 0;
+  the paper's v_avr) and sigma chosen so
   that its density at ``v_max`` equals ``rho``: 1 / (sqrt(2 pi) s) exp(-v_max^2 / (2 s^2)) = rho,
   solved in closed form with the Lambert W function (branch -1, the solution with v_max in the
   tail). Transitions beyond ``v_max * dt`` (density below rho) are pruned, which leaves a sparse
@@ -68,6 +69,11 @@ class HREConfig:
 
     v_max_mps: float = DEFAULT_V_MAX_MPS
     rho: float = 2e-3  # density (per m/s) of the speed Gaussian at v_max
+    v_mean_mps: float = 0.0  # mean of HRE's speed Gaussian (the paper's v_avr; 0 = centred at standstill)
+    # hard speed bound of the transitions (the paper's K "slightly larger" than v_max delta / gamma);
+    # None = v_max_mps. Must exceed the fastest true speed: beyond it no path exists and Viterbi
+    # places the whole window wherever the bound allows (a motorway at 38 m/s: 1.9 km RMSE)
+    v_prune_mps: float | None = None
     gamma_coarse_m: float = 60.0
     gamma_fine_m: float = 20.0
     corridor_m: float = 150.0
@@ -264,9 +270,15 @@ class _SpeedModel:
     group: np.ndarray  # (T-1,) group of each step
 
 
+def _prune(cfg: HREConfig) -> float:
+    """Hard speed bound of the transitions (``v_prune_mps``, default ``v_max_mps``)."""
+    return float(cfg.v_prune_mps) if cfg.v_prune_mps is not None else float(cfg.v_max_mps)
+
+
 def _hre_speed(T: int, cfg: HREConfig) -> _SpeedModel:
-    s = speed_sigma_for_density(cfg.v_max_mps, cfg.rho)
-    return _SpeedModel(np.array([0.0]), np.array([s]), np.array([cfg.v_max_mps]), np.zeros(max(T - 1, 0), np.int64))
+    s = speed_sigma_for_density(cfg.v_max_mps, cfg.rho, cfg.v_mean_mps)
+    return _SpeedModel(np.array([float(cfg.v_mean_mps)]), np.array([s]), np.array([_prune(cfg)]),
+                       np.zeros(max(T - 1, 0), np.int64))
 
 
 def _decode(g: _Graph, emis: np.ndarray, dt: float, sm: _SpeedModel, v_max: float) -> np.ndarray:
@@ -291,7 +303,7 @@ def run_hre(net: RoadNetwork, m: MRMatrix, g: SlotGrid, x0: np.ndarray, cfg: HRE
             adaptive: bool = False) -> HREResult:
     """Alternate path-loss fitting and coarse-to-fine Viterbi decoding from the initial slots ``x0``."""
     T = len(g.t)
-    reach = cfg.v_max_mps * g.dt
+    reach = _prune(cfg) * g.dt
     region = _bbox(x0, cfg.region_margin_m)
     coarse = _graph(net, cfg.gamma_coarse_m, region, reach + cfg.gamma_coarse_m)
     fine_all: _Graph | None = None  # built on first use, over the region, then restricted per iteration
@@ -306,7 +318,7 @@ def run_hre(net: RoadNetwork, m: MRMatrix, g: SlotGrid, x0: np.ndarray, cfg: HRE
         model = fit_pathloss(X[obs], g.rsrp[obs], m.tower_xy, cfg, az)
         if adaptive:
             sm = _adaptive_speed(X, g, cfg)
-        pc = _decode(coarse, _emission(coarse, m, g.rsrp, model, cfg), g.dt, sm, cfg.v_max_mps)
+        pc = _decode(coarse, _emission(coarse, m, g.rsrp, model, cfg), g.dt, sm, _prune(cfg))
         xc = coarse.states.xy[pc]
         if fine_all is None:
             fine_all = _graph(net, cfg.gamma_fine_m, region, reach + cfg.gamma_fine_m)
@@ -314,7 +326,7 @@ def run_hre(net: RoadNetwork, m: MRMatrix, g: SlotGrid, x0: np.ndarray, cfg: HRE
         if fine_all.logd is None:
             fine_all.geometry(m, cfg)
         fine = fine_all.subset(np.isfinite(near))
-        pf = _decode(fine, _emission(fine, m, g.rsrp, model, cfg), g.dt, sm, cfg.v_max_mps)
+        pf = _decode(fine, _emission(fine, m, g.rsrp, model, cfg), g.dt, sm, _prune(cfg))
         Xn = fine.states.xy[pf]
         change = float(np.mean(np.hypot(*(Xn - X).T)))
         hist.append(change)
@@ -351,9 +363,10 @@ def _adaptive_speed(X: np.ndarray, g: SlotGrid, cfg: HREConfig) -> _SpeedModel:
     grp[ok] = 1 + np.searchsorted(np.asarray(cfg.group_edges), nd[ok])
     v = np.hypot(*np.diff(X, axis=0).T) / g.dt
     G = 1 + len(cfg.group_edges) + 1
-    mean = np.zeros(G)
+    mean = np.full(G, float(base.mean[0]))
     sigma = np.full(G, base.sigma[0])
-    vmax = np.full(G, cfg.v_max_mps)
+    vmax = np.full(G, _prune(cfg))
+    vcap = _prune(cfg)
     # Guards (see module docstring): speeds measured on a decoded path of states gamma_fine apart
     # are only known to +-gamma_fine / dt, so no group may be sharper than that; the mean is kept
     # at least that far below v_max (a group at the speed limit otherwise gets delta -> 0 and a
@@ -364,13 +377,13 @@ def _adaptive_speed(X: np.ndarray, g: SlotGrid, cfg: HREConfig) -> _SpeedModel:
         if len(sel) < max(cfg.min_group_slots, 3):
             grp[grp == k] = 0
             continue
-        mu = float(min(np.median(sel), cfg.v_max_mps - floor))
+        mu = float(min(np.median(sel), vcap - floor))
         hi = float(np.quantile(sel, 0.9))
-        vm = float(np.clip(max(hi + 0.5 * (hi - mu), mu + 3.0), 3.0, cfg.v_max_mps))
+        vm = float(np.clip(max(hi + 0.5 * (hi - mu), mu + 3.0), 3.0, vcap))
         sk = max(speed_sigma_for_density(vm, cfg.rho, mu), floor)
         mean[k] = mu
         sigma[k] = sk
-        vmax[k] = float(min(max(vm, mu + 3.0 * sk), cfg.v_max_mps))
+        vmax[k] = float(min(max(vm, mu + 3.0 * sk), vcap))
     return _SpeedModel(mean, sigma, vmax, grp)
 
 

@@ -81,8 +81,14 @@ def msr_smooth(
     rho: float = 1.0,
     max_iter: int = 2000,
     tol_m: float = 0.05,
+    loss: str = "sq",
 ) -> np.ndarray:
     """Maximum-speed-constrained smoothing of positions ``z`` (T, 2) at times ``t`` (T,).
+
+    ``loss="sq"`` (default): ``min sum ||x_t - z_t||^2``. ``loss="norm"``: ``min sum ||x_t - z_t||``
+    (the unsquared distances of the paper's section IV-F and eq. 27: a robust fit, a jump of ``z``
+    to a far tower pulls the trajectory by a bounded amount instead of in proportion to its
+    length); solved by ADMM with the extra split ``w = x - z`` (prox: vector soft-threshold).
 
     Solves ``min ||x - z||^2`` s.t. ``||x_{k+1} - x_k|| <= v_max (t_{k+1} - t_k)``.
     ``solver="admm"`` (default, numpy, stops when primal and dual residuals are below ``tol_m``
@@ -95,15 +101,20 @@ def msr_smooth(
     if T < 2:
         return z.copy()
     radius = v_max * np.maximum(np.diff(t), 0.0)
+    if loss not in ("sq", "norm"):
+        raise ValueError(f"msr: unknown loss {loss!r} (sq or norm)")
     if solver == "clarabel":
         import cvxpy as cp
 
         x = cp.Variable((T, 2))
         cons = [cp.norm(x[1:] - x[:-1], 2, axis=1) <= radius]
-        cp.Problem(cp.Minimize(cp.sum_squares(x - z)), cons).solve(solver=cp.CLARABEL)
+        obj = cp.sum_squares(x - z) if loss == "sq" else cp.sum(cp.norm(x - z, 2, axis=1))
+        cp.Problem(cp.Minimize(obj), cons).solve(solver=cp.CLARABEL)
         return np.asarray(x.value, dtype=np.float64)
     if solver != "admm":
         raise ValueError(f"msr: unknown solver {solver!r} (admm or clarabel)")
+    if loss == "norm":
+        return _msr_norm_admm(z, radius, rho, max_iter, tol_m)
     # Scale so rho ~ 1 is well conditioned regardless of units.
     # (I + rho D^T D) is tridiagonal SPD: upper banded form for solveh_banded.
     diag = np.full(T, 1.0 + 2.0 * rho)
@@ -135,10 +146,60 @@ def msr_smooth(
     return x
 
 
-def msr(ctx: Any, v_max: float = DEFAULT_V_MAX_MPS, solver: str = "admm") -> np.ndarray:
-    """MSR: WCL positions smoothed under the maximum-speed constraint, interpolated to ``eval_t``."""
-    t, z = wcl_positions(mr_matrix(ctx))
-    return interp_xy(t, msr_smooth(t, z, v_max, solver=solver), eval_times(ctx))
+def _msr_norm_admm(z: np.ndarray, radius: np.ndarray, rho: float, max_iter: int, tol_m: float) -> np.ndarray:
+    """ADMM for ``min sum ||x_t - z_t||`` s.t. ``||x_{t+1} - x_t|| <= radius_t``.
+
+    Splits ``w = x - z`` (prox of the norm: vector soft-threshold by 1/rho_eff) and ``y = D x`` (disc
+    projection); the x-step solves ``(I + D^T D) x = z + w - u + D^T (y - v)`` (tridiagonal, factored
+    by ``solveh_banded``). ``rho_eff = rho / scale`` with scale the median distance of z to its mean,
+    so the soft threshold is of the order of the data's spread whatever the units.
+    """
+    T = len(z)
+    scale = max(float(np.median(np.hypot(*(z - z.mean(axis=0)).T))), 1.0)
+    thr = scale / rho
+    ab = np.zeros((2, T))
+    ab[0, 1:] = -1.0
+    ab[1] = 3.0
+    ab[1, 0] = ab[1, -1] = 2.0
+
+    def DT(q: np.ndarray) -> np.ndarray:
+        out = np.zeros((T, 2))
+        out[:-1] -= q
+        out[1:] += q
+        return out
+
+    x = z.copy()
+    w = np.zeros_like(z)
+    u = np.zeros_like(z)
+    y = _project_discs(np.diff(x, axis=0), radius)
+    v = np.zeros_like(y)
+    for _ in range(max_iter):
+        x = solveh_banded(ab, z + w - u + DT(y - v), check_finite=False)
+        a = x - z + u
+        na = np.hypot(a[:, 0], a[:, 1])
+        w_old = w
+        w = a * (np.maximum(na - thr, 0.0) / np.maximum(na, 1e-12))[:, None]
+        Dx = np.diff(x, axis=0)
+        y_old = y
+        y = _project_discs(Dx + v, radius)
+        r1 = x - z - w
+        r2 = Dx - y
+        u = u + r1
+        v = v + r2
+        prim = max(np.sqrt((r1**2).sum(axis=1).max()), np.sqrt((r2**2).sum(axis=1).max()))
+        dual = max(np.sqrt(((w - w_old) ** 2).sum(axis=1).max()), np.sqrt((DT(y - y_old) ** 2).sum(axis=1).max()))
+        if prim < tol_m and dual < tol_m:
+            break
+    return x
+
+
+def msr(ctx: Any, v_max: float = DEFAULT_V_MAX_MPS, solver: str = "admm", init: str = "wcl",
+        loss: str = "sq") -> np.ndarray:
+    """MSR: WCL (``init="wcl"``) or strongest-tower (``"mar"``, the paper's section IV-F z_t) positions
+    smoothed under the maximum-speed constraint (``loss``: see :func:`msr_smooth`), at ``eval_t``."""
+    m = mr_matrix(ctx)
+    t, z = wcl_positions(m) if init == "wcl" else mar_positions(m)
+    return interp_xy(t, msr_smooth(t, z, v_max, solver=solver, loss=loss), eval_times(ctx))
 
 
 # ---------------------------------------------------------------------------------- HMM on WCL
