@@ -111,6 +111,38 @@ def cmd_reconstruct(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
+def cmd_transfer(args: argparse.Namespace, root: Path) -> int:
+    """Cross-city transfer matrix (``ml.evaluation.transfer``), logged to MLflow (``sig2gps-transfer``)."""
+    from ml.config import stage_config
+    from ml.evaluation.transfer import city_windows, transfer_matrix
+    from ml.tracking import default_tracking_uri, ensure_experiment
+
+    source_sets = [[c for c in s.split(",") if c] for s in args.train]
+    targets = [c for c in args.test.split(",") if c]
+    try:
+        cities = {c: city_windows(root, c, args.profile) for c in dict.fromkeys([*sum(source_sets, []), *targets])}
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else root / "outputs" / "transfer" / args.profile
+    df = transfer_matrix(cities, source_sets, targets, out, stage_config("seq2seq", args.profile),
+                         finetune_steps=args.finetune_steps, max_test=args.max_test, progress=print)
+    import mlflow
+
+    uri = os.environ.get("SIG2GPS_MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=ensure_experiment("sig2gps-transfer", uri),
+                          run_name=f"{'|'.join(args.train)}->{args.test}",
+                          tags={"sources": ";".join(args.train), "targets": args.test, "profile": args.profile}):
+        for r in df.to_dict("records"):
+            key = f"{r['method']}.{r['source_set']}.{r['target']}.{r['regime'].split(' (')[0]}".replace("+", "_")
+            mlflow.log_metric(key.replace(" ", "_").replace(";", ""), r["median_error_m"])
+        mlflow.log_artifacts(str(out), artifact_path="transfer")
+    print((out / "transfer.md").read_text())
+    print(f"transfer report: {out}/transfer.md, transfer.json, transfer.png (MLflow experiment sig2gps-transfer)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sig2gps", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", required=True, help="output CSV or Parquet of ts, lon, lat")
     rec.add_argument("--tracking-uri", default=None, help="default: the repository's mlflow/ store")
     rec.set_defaults(func=cmd_reconstruct)
+
+    tr = sub.add_parser("transfer", help="score models trained on source cities on unseen target cities")
+    tr.add_argument("--train", action="append", required=True,
+                    help="a comma-separated source set (repeat for several sets), e.g. --train gridville,ringtown")
+    tr.add_argument("--test", required=True, help="comma-separated target cities, e.g. krems,bayreuth")
+    tr.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
+    tr.add_argument("--finetune-steps", type=int, default=200, help="fine-tune budget on each target (steps)")
+    tr.add_argument("--max-test", type=int, default=100, help="test windows per target (first ones)")
+    tr.add_argument("--out", default=None, help="default: outputs/transfer/<profile>/")
+    tr.set_defaults(func=cmd_transfer)
     return p
 
 

@@ -138,8 +138,13 @@ def train_seq2seq(
     out_dir: str | Path,
     tracking_uri: str | None = None,
     tags: dict[str, str] | None = None,
+    init_checkpoint: str | Path | None = None,
 ) -> Seq2SeqResult:
-    """Fit on ``train``, stop early on ``val``, export the best weights to ``out_dir/model.pt``."""
+    """Fit on ``train``, stop early on ``val``, export the best weights to ``out_dir/model.pt``.
+
+    ``init_checkpoint`` (a ``model.pt`` of this trainer) starts from trained weights: a fine-tune, e.g.
+    of a model trained on other cities (its architecture fields must equal ``cfg``'s).
+    """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     out_dir = Path(out_dir)
@@ -157,6 +162,13 @@ def train_seq2seq(
     train_dl = DataLoader(_tensors(tb), batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(tb) > cfg.batch_size)
     val_dl = DataLoader(_tensors(vb), batch_size=max(cfg.batch_size, 64))
     module = Seq2SeqModule(cfg)
+    if init_checkpoint is not None:
+        init_model, init_cfg = load_seq2seq(init_checkpoint)
+        arch = ("d_model", "n_heads", "encoder_layers", "decoder_layers", "n_freqs", "scale_m")
+        differ = [k for k in arch if getattr(init_cfg, k) != getattr(cfg, k)]
+        if differ:
+            raise ValueError(f"init checkpoint {init_checkpoint}: {differ} differ from the config being trained")
+        module.model.load_state_dict(init_model.state_dict())
     ckpt_dir = out_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
                            save_last=False, enable_version_counter=False)
@@ -193,7 +205,8 @@ def train_seq2seq(
     prior_err = np.linalg.norm((vb.query_prior - vb.target) * cfg.scale_m, axis=-1)[vb.query_mask]
     metrics.update({"val/rmse_m": float(np.sqrt(np.mean(err ** 2))), "val/median_m": float(np.median(err)),
                     "val/prior_median_m": float(np.median(prior_err))})
-    meta = {"metrics": metrics, "tags": dict(tags or {}), "n_train": len(tb), "n_val": len(vb)}
+    meta = {"metrics": metrics, "tags": dict(tags or {}), "n_train": len(tb), "n_val": len(vb),
+            "init_checkpoint": str(init_checkpoint) if init_checkpoint else None}
     path = save_seq2seq(out_dir / "model.pt", module.model, cfg, meta)
     run_id = None
     if logger is not None:
