@@ -37,7 +37,10 @@ def test_transfer_matrix_rows_and_report(cities, tmp_path):
     assert (df["n"] == 3).all() and df["median_error_m"].between(0, 5000).all() and df["decoded_share"].between(0, 1).all()
     saved = json.loads((tmp_path / "transfer.json").read_text())
     assert len(saved["rows"]) == len(df) and saved["settings"]["targets"] == ["radial"]
-    assert "| seq2seq | grid_a+grid_b | zero-shot |" in (tmp_path / "transfer.md").read_text()
+    table = [ln for ln in (tmp_path / "transfer.md").read_text().splitlines() if ln.startswith("|")]
+    assert table[0] == "| method | sources | regime | radial |" and len(table) == 2 + len(df)
+    assert all(ln.count("|") == table[0].count("|") for ln in table), table
+    assert "| seq2seq | grid_a+grid_b | zero-shot |" in "\n".join(table)
     assert (tmp_path / "transfer.png").stat().st_size > 1000
 
 

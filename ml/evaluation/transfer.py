@@ -133,8 +133,8 @@ def write_transfer_report(df: pd.DataFrame, out_dir: Path, settings: dict) -> No
     df = df.assign(row=df["method"] + " | " + df["source_set"] + " | " + df["regime"].str.split(" \\(").str[0])
     med = df.pivot_table(index="row", columns="target", values="median_error_m", aggfunc="first")
     dec = df.pivot_table(index="row", columns="target", values="decoded_share", aggfunc="first")
-    lines = ["| method, sources, regime | " + " | ".join(med.columns) + " |",
-             "|---|" + "---|" * len(med.columns)]
+    lines = ["| method | sources | regime | " + " | ".join(med.columns) + " |",
+             "|---|---|---|" + "---|" * len(med.columns)]
     for r in med.index:
         cells = [f"{med.loc[r, c]:.1f} m ({dec.loc[r, c]:.0%})" for c in med.columns]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
