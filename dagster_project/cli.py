@@ -39,6 +39,13 @@ def cmd_city_add(args: argparse.Namespace, root: Path) -> int:
         if not str(osm).lower().endswith(OSM_SUFFIXES):
             print(f"error: --osm {osm}: must end with one of {', '.join(OSM_SUFFIXES)}", file=sys.stderr)
             return 2
+        from ml.cities.osm import check_osm_file
+
+        try:
+            check_osm_file(osm, display=f"--osm {args.osm}")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         # store paths relative to the repository root when possible, so the registry is portable
         path = os.path.relpath(osm.resolve(), root)
         roads = RoadSource(source="osm", path=path)

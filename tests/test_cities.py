@@ -212,3 +212,17 @@ def test_km_by_class_counts_two_way_streets_once(grid_net) -> None:
     km = sum(grid_net.km_by_class().values())
     assert km < grid_net.edge_length_m.sum() / 1000.0
     assert km > 0.45 * grid_net.edge_length_m.sum() / 1000.0
+
+
+def test_a_truncated_compressed_extract_is_refused_when_the_city_is_added(tmp_path):
+    import gzip
+
+    from ml.cities.osm import check_osm_file
+
+    good = tmp_path / "x.osm.gz"
+    good.write_bytes(gzip.compress(b"<osm>" + b"<node/>" * 20000 + b"</osm>"))
+    check_osm_file(good)
+    bad = tmp_path / "cut.osm.gz"
+    bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(ValueError, match=r"--osm cut.osm.gz: the compressed OSM extract is truncated"):
+        check_osm_file(bad, display="--osm cut.osm.gz")

@@ -35,6 +35,29 @@ class RoadNetworkError(RuntimeError):
     """The road network could not be loaded; the message names the source and the reason."""
 
 
+def check_osm_file(path: Path, display: str | None = None) -> None:
+    """Raise ``ValueError`` naming the file when a compressed extract (``.gz``, ``.bz2``) is truncated or damaged.
+
+    Reads the compressed stream to its end (seconds for a city extract), so that ``sig2gps city add`` rejects
+    the file at once instead of the first ``road_network`` run. Plain ``.osm`` and ``.osm.pbf`` files are
+    checked when they are parsed.
+    """
+    import bz2
+    import gzip
+
+    name = str(path).lower()
+    opener = gzip.open if name.endswith(".gz") else bz2.open if name.endswith(".bz2") else None
+    if opener is None:
+        return
+    try:
+        with opener(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (EOFError, OSError) as exc:
+        raise ValueError(f"{display or path}: the compressed OSM extract is truncated or damaged ({exc}); "
+                         "rule: a complete OSM file (download or copy it again)") from exc
+
+
 def is_drivable(tags: dict[str, str]) -> bool:
     hw = tags.get("highway")
     if not hw or hw in _EXCLUDED_HIGHWAY:
