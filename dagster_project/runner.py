@@ -60,7 +60,7 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
         print(f"removed {len(stale)} temporary file(s) left by an interrupted run: "
               f"{', '.join(str(q.relative_to(root)) for q in stale[:5])}{' ...' if len(stale) > 5 else ''}")
     instance = instance or dg.DagsterInstance.get()
-    sync_city_partitions(instance)
+    _sync_partitions(instance, sync_city_partitions)
     job = dg.define_asset_job("sig2gps_run", selection=parse_selection(selection), partitions_def=cities_partitions)
     defs = dg.Definitions(assets=dg.load_assets_from_modules(ASSET_MODULES),
                           asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES), jobs=[job],
@@ -84,6 +84,24 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
                 err = ev.step_failure_data.error
                 print(f"step {ev.step_key} failed: {failure_message(err)}")
     return result.success
+
+
+def _sync_partitions(instance: dg.DagsterInstance, sync, attempts: int = 5) -> None:
+    """Add the registry's cities as partitions. Two runs started together (two cities at once) both add the
+    missing partitions, and the second insert breaks the instance's unique key: the partition is there
+    then, so the sync is read again rather than failing the run."""
+    import time
+
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(attempts):
+        try:
+            sync(instance)
+            return
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def failure_message(err) -> str:
