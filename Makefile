@@ -13,7 +13,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: venv demo test ui mlflow-ui serve bench peers peers-valhalla clean-outputs
+.PHONY: venv demo test test-ui ui-browser ui mlflow-ui serve bench peers peers-valhalla clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -35,6 +35,25 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# the browser suite (tests/test_ui.py, marker ui; `make test` deselects it): the Dagster and MLflow UIs over a
+# tiny materialised city in headless Chromium, screenshots in outputs/ui/. Playwright (the `ui` extra) drives
+# Debian's chromium, installed with apt when no Chromium is found (SIG2GPS_CHROMIUM names one); Playwright never
+# downloads a browser. Installing the extra re-resolves the project: the same antlr fix as for the venv follows.
+test-ui: venv $(VENV)/.ui-installed ui-browser
+	$(PY) -m pytest -q -m ui tests/test_ui.py $(PYTEST_ARGS)
+
+$(VENV)/.ui-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[dev,ui]"
+	$(PY) -m pip uninstall -q -y hydra-core omegaconf
+	$(PY) -m pip install -q --no-deps "antlr4-python3-runtime==4.13.2"
+	touch $@
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ui-browser:
+	@if [ -n "$${SIG2GPS_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; \
+	  then :; else echo "test-ui: installing Debian's chromium"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
 
 ui: venv
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -m dagster_project.definitions
