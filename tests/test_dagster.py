@@ -185,6 +185,12 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     assert tags["dagster_run_id"] == mat.run_id
     assert tags["data_version"] == data_version(paths.data_version_file) != "unversioned"
     assert tags["city"] == "tinytown" and "git_commit" in tags
+    assert client.get_run(run_id).info.run_name == "tinytown-sft"
+    # the evaluation's per-method runs live in its experiment, tagged like every other run
+    ev_exp = client.get_experiment_by_name("sig2gps-evaluation").experiment_id
+    children = client.search_runs([ev_exp], filter_string="tags.method = 'industrial_hmm'")
+    assert children and all(r.data.tags["data_version"] == tags["data_version"] and "git_commit" in r.data.tags
+                            for r in children)
     assert set(client.get_registered_model("sig2gps-video-tinytown").aliases) >= {"sft", "gdpo"}
     assert "best_val" in client.get_registered_model("sig2gps-seq2seq-tinytown").aliases
     # every GE check ran in this run and passed

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ml.io import atomic_dir, write_json_atomic
-from ml.tracking import data_version, mlflow_run
+from ml.tracking import data_version, mlflow_run, run_tags
 from dagster_project.assets.raw import CityContext, city_context
 from dagster_project.code_versions import code_version
 from dagster_project.metadata import image_markdown, mlflow_link, table_metadata
@@ -153,9 +153,12 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
         mlf.log_artifacts(str(report_dir), artifact_path="report")
         for track, methods in evaluation["tracks"].items():
             for method, row in methods.items():
+                # in the parent's experiment (MLflow would put a nested run in the default one), with the same tags
                 with mlf.start_run(run_name=f"{cc.city.name}-{track}-{method}", nested=True,
-                                   tags={"city": cc.city.name, "track": track, "method": method,
-                                         "data_version": version, "dagster_run_id": context.run_id}) as child:
+                                   experiment_id=parent.info.experiment_id,
+                                   tags=run_tags(cc.city.name, "evaluation", paths.root_path, data_version=version,
+                                                 track=track, method=method, dagster_run_id=context.run_id,
+                                                 profile=compute.profile)) as child:
                     mlf.log_metrics(_finite(row))
                     run_ids[f"{track}/{method}"] = child.info.run_id
         parent_id = parent.info.run_id

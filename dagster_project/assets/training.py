@@ -44,7 +44,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlfl
 
     cc = city_context(context, paths, compute)
     uri = mlflow.uri(paths.root_path)
-    cfg = compute.stage_config("sft", cc.city)
+    cfg = compute.stage_config("sft", cc.city, run_name=f"{cc.city.name}-sft")
     tags = run_tags(cc.city.name, "sft", paths.root_path, data_version=data_version(cc.paths.data_version_file),
                     dagster_run_id=context.run_id, profile=compute.profile)
     res = train_sft(_rendered_dir(cc, compute), cc.paths.checkpoints / "sft", cfg, tracking_uri=uri, tags=tags,
@@ -72,7 +72,7 @@ def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlf
     sft = cc.paths.checkpoints / "sft" / "model.pt"
     if not sft.is_file():
         raise dg.Failure(f"{sft}: no SFT model; materialise sft_checkpoint first")
-    cfg = compute.stage_config("gdpo", cc.city)
+    cfg = compute.stage_config("gdpo", cc.city, run_name=f"{cc.city.name}-gdpo")
     tags = run_tags(cc.city.name, "gdpo", paths.root_path, data_version=data_version(cc.paths.data_version_file),
                     dagster_run_id=context.run_id, profile=compute.profile)
     res = train_gdpo(_rendered_dir(cc, compute), sft, cc.paths.checkpoints / "gdpo", cfg, tracking_uri=uri, tags=tags)
@@ -94,7 +94,7 @@ def seq2seq_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, 
 
     cc = city_context(context, paths, compute)
     uri = mlflow.uri(paths.root_path)
-    cfg = compute.stage_config("seq2seq", cc.city)
+    cfg = compute.stage_config("seq2seq", cc.city, run_name=f"{cc.city.name}-seq2seq")
     tags = run_tags(cc.city.name, "seq2seq", paths.root_path, data_version=data_version(cc.paths.data_version_file),
                     dagster_run_id=context.run_id, profile=compute.profile)
     train, val = cc.sample_contexts("train"), cc.sample_contexts("val")

@@ -179,7 +179,8 @@ def train_seq2seq(
 
         from ml.tracking import artifact_location_for
 
-        logger = MLFlowLogger(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri, tags=tags,
+        logger = MLFlowLogger(experiment_name=cfg.experiment_name, run_name=cfg.run_name, tracking_uri=tracking_uri,
+                              tags=tags,
                               artifact_location=artifact_location_for(tracking_uri))
         logger.log_hyperparams(cfg.model_dump(mode="json"))
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, max_steps=cfg.max_steps, max_epochs=-1,
