@@ -59,7 +59,7 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     if stale:
         print(f"removed {len(stale)} temporary file(s) left by an interrupted run: "
               f"{', '.join(str(q.relative_to(root)) for q in stale[:5])}{' ...' if len(stale) > 5 else ''}")
-    instance = instance or dg.DagsterInstance.get()
+    instance = instance or _local_instance()
     _sync_partitions(instance, sync_city_partitions)
     job = dg.define_asset_job("sig2gps_run", selection=parse_selection(selection), partitions_def=cities_partitions)
     defs = dg.Definitions(assets=dg.load_assets_from_modules(ASSET_MODULES),
@@ -84,6 +84,25 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
                 err = ev.step_failure_data.error
                 print(f"step {ev.step_key} failed: {failure_message(err)}")
     return result.success
+
+
+def _local_instance() -> dg.DagsterInstance:
+    """``DagsterInstance.get()`` under a file lock in ``DAGSTER_HOME``: opening a fresh sqlite instance creates
+    its schema, and two processes doing that at once (two cities started together on a new checkout) fail
+    with ``table alembic_version already exists``."""
+    import fcntl
+    import os
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.get()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    with open(Path(home) / ".sig2gps_instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return dg.DagsterInstance.get()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _sync_partitions(instance: dg.DagsterInstance, sync, attempts: int = 5) -> None:

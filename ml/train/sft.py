@@ -127,9 +127,33 @@ def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags
     from ml.tracking import artifact_location_for
 
     artifact_location = artifact_location_for(tracking_uri)
-    logger = MLFlowLogger(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri, tags=tags,
-                          run_name=cfg.run_name, run_id=run_id, artifact_location=artifact_location)
+    cls = _resumed_logger_class() if run_id else MLFlowLogger
+    logger = cls(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri, tags=tags,
+                 run_name=cfg.run_name, run_id=run_id, artifact_location=artifact_location)
     return logger
+
+
+def _resumed_logger_class():
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class ResumedMLFlowLogger(MLFlowLogger):
+        """The MLflow logger of a resumed training: MLflow refuses to change a logged param, so params the run
+        already has are not logged again (one that differs, a setting outside the run key such as run_name,
+        keeps its first value, with a warning)."""
+
+        def log_hyperparams(self, params: Any) -> None:
+            from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+
+            flat = _flatten_dict(_convert_params(params))
+            have = self.experiment.get_run(self.run_id).data.params
+            changed = sorted(k for k, v in flat.items() if k in have and have[k] != str(v)[:250])
+            if changed:
+                log.warning("resumed MLflow run %s keeps the first values of params %s", self.run_id, changed[:10])
+            new = {k: v for k, v in flat.items() if k not in have}
+            if new:
+                super().log_hyperparams(new)
+
+    return ResumedMLFlowLogger
 
 
 class SaveLastOnException(L.Callback):
