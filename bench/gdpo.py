@@ -73,7 +73,7 @@ def run(cities: list[str], seeds: list[int], variants: list[str], steps: int | N
                     over["steps"] = steps
                 cfg = gdpo_profile("demo", **over)
                 t0 = time.perf_counter()
-                res = train_gdpo(data, sft, out_root / city / f"{name}_seed{seed}", cfg)
+                res = train_gdpo(data, sft, out_root / city / f"{name}_seed{seed}", cfg, resume=False)  # a fresh timed run
                 m = res.metrics
                 row = {"city": city, "seed": seed, "variant": name, "seconds": round(time.perf_counter() - t0, 1),
                        "iterations": cfg.steps, "n_val": m["start/n"],

@@ -22,6 +22,30 @@ def default_tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{d.resolve() / 'mlflow.db'}"
 
 
+def init_mlflow_store(tracking_uri: str) -> None:
+    """Create (or upgrade) a local ``sqlite:///`` MLflow store under a file lock.
+
+    MLflow builds the schema of a new sqlite store with alembic migrations when a client first opens it;
+    two processes doing that at once (two cities materialised together on a fresh project) break each
+    other's migration (``KeyError: 'dimension_attributes'``). Serialised, the second finds the schema
+    at its head and does nothing. Other stores (a tracking server) are left alone.
+    """
+    import fcntl
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.init.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri)  # opening the store creates or upgrades its schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def git_commit(root: Path | None = None) -> str:
     """The checked-out commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
     root = root or project_root()
@@ -79,6 +103,7 @@ def ensure_experiment(name: str, tracking_uri: str) -> str:
     """Create the experiment (artifacts beside a local store) if needed; return its id."""
     import mlflow
 
+    init_mlflow_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:

@@ -47,11 +47,20 @@ def _has_default_remote(root: Path) -> bool:
     return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
+#: what DVC never versions: the temporaries of a write in progress (``ml.io``'s atomic writers)
+DVC_IGNORE = (".*.tmp-*", ".*.old-*")
+
+
 def ensure_dvc_repo(root: Path) -> None:
-    """``dvc init`` if the folder is not a DVC repository yet (``--no-scm`` outside git)."""
-    if (root / ".dvc").is_dir():
-        return
-    _dvc(root, "init", "-q", *([] if (root / ".git").exists() else ["--no-scm"]))
+    """``dvc init`` if the folder is not a DVC repository yet (``--no-scm`` outside git), and a ``.dvcignore``
+    that keeps the temporaries of writes in progress out of the versioned data."""
+    if not (root / ".dvc").is_dir():
+        _dvc(root, "init", "-q", *([] if (root / ".git").exists() else ["--no-scm"]))
+    ignore = root / ".dvcignore"
+    have = ignore.read_text().splitlines() if ignore.is_file() else []
+    missing = [p for p in DVC_IGNORE if p not in have]
+    if missing:
+        ignore.write_text("\n".join([*have, *missing]) + "\n")
 
 
 def version_data(root: Path, data_dir: Path, push: bool = True) -> str:

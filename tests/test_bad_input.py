@@ -267,8 +267,8 @@ def test_short_pseudonym_key(project: Project, monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_truncated_osm_extract(project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    """``city add --osm`` with a truncated .osm.gz: rejected (at add, or when road_network reads it) with the
-    path as given on the command line; the network materialised from the complete file stays as it was."""
+    """``city add --osm`` with a truncated .osm.gz: rejected when the city is added, with the path as given on
+    the command line; the city file and the network materialised from the complete file stay as they were."""
     from dagster_project import cli
     from dagster_project.runner import run_city
     from ml.cities.synthetic import write_synthetic_osm
@@ -290,12 +290,10 @@ def test_truncated_osm_extract(project: Project, monkeypatch: pytest.MonkeyPatch
     before = _snapshot(p.root)
     capsys.readouterr()
     rc = cli.main(["city", "add", "osmtown", "--force", "--osm", "incoming/osm/town_cut.osm.gz"])
-    if rc != 0:  # rejected when the city is added
-        msg = capsys.readouterr().err
-    else:  # or when road_network reads the file
-        msg = _run_failing(p, "osmtown", "road_network")
-    _check_message(p, msg, ["incoming/osm/town_cut.osm.gz", "roads.path",
-                            "cannot read OSM data (rule: a complete, uncorrupted OSM file; truncated or damaged?)"])
+    assert rc == 2  # rejected when the city is added, before any run reads it
+    msg = capsys.readouterr().err
+    _check_message(p, msg, ["--osm incoming/osm/town_cut.osm.gz", "truncated or damaged",
+                            "rule: a complete OSM file"])
     assert _snapshot(p.root) == before
     assert p.instance.get_latest_materialization_event(dg.AssetKey("road_network")).run_id == good_run
 

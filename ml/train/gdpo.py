@@ -254,10 +254,8 @@ def train_gdpo(
         from lightning.pytorch.loggers import MLFlowLogger
 
         from ml.tracking import ensure_experiment
-        from ml.train.sft import init_mlflow_store
 
-        init_mlflow_store(tracking_uri)
-        ensure_experiment(cfg.experiment_name, tracking_uri)
+        ensure_experiment(cfg.experiment_name, tracking_uri)  # creates the store under its lock
         if run_id_saved is not None:  # a resumed run logs into its MLflow run when the store still has it
             from mlflow.exceptions import MlflowException
             from mlflow.tracking import MlflowClient

@@ -177,8 +177,9 @@ def train_seq2seq(
     if tracking_uri:
         from lightning.pytorch.loggers import MLFlowLogger
 
-        from ml.tracking import artifact_location_for
+        from ml.tracking import artifact_location_for, init_mlflow_store
 
+        init_mlflow_store(tracking_uri)
         logger = MLFlowLogger(experiment_name=cfg.experiment_name, run_name=cfg.run_name, tracking_uri=tracking_uri,
                               tags=tags,
                               artifact_location=artifact_location_for(tracking_uri))

@@ -79,35 +79,13 @@ def default_precision() -> str:
     return "32-true"
 
 
-def init_mlflow_store(tracking_uri: str) -> None:
-    """Create (or upgrade) a local ``sqlite:///`` MLflow store under a file lock.
-
-    MLflow builds the schema of a new sqlite store with alembic migrations when a client first opens it;
-    two processes doing that at once (two cities materialised together on a fresh project) break each
-    other's migration (``KeyError: 'dimension_attributes'``). Serialised, the second finds the schema
-    at its head and does nothing. Other stores (a tracking server) are left alone.
-    """
-    import fcntl
-
-    if not tracking_uri.startswith("sqlite:///"):
-        return
-    db = Path(tracking_uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(f"{db.name}.init.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient(tracking_uri)  # opening the store creates or upgrades its schema
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags: dict[str, str] | None,
                    resuming: bool = False):
     """An MLFlowLogger; a resumed run keeps logging into its MLflow run, a new run opens a new one."""
     if not tracking_uri:
         return None
+    from ml.tracking import init_mlflow_store
+
     init_mlflow_store(tracking_uri)
     from lightning.pytorch.loggers import MLFlowLogger  # a tracking URI needs mlflow (a core dependency)
     run_file = out_dir / "mlflow_run_id.txt"
