@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project.assets import evaluation, raw, render, roads, training, versioning
+from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
 from dagster_project.sensors import city_registry_sensor
 
@@ -12,9 +13,22 @@ from dagster_project.sensors import city_registry_sensor
 ASSET_MODULES = [roads, raw, versioning, render, training, evaluation]
 
 
+#: every asset of one city partition, each step in its own process (``multiprocess_executor``: steps that do not
+#: depend on each other run at once, up to ``max_concurrent``; the ``gpu`` and ``dvc`` pools still run one step at a
+#: time). The same definitions run on a cluster with another executor, e.g. ``dagster_k8s.k8s_job_executor`` or
+#: ``dagster_celery.celery_executor`` (docs/architecture.md, "Running beyond one process").
+city_pipeline = dg.define_asset_job("city_pipeline", partitions_def=cities_partitions,
+                                    executor_def=dg.multiprocess_executor)
+
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
+    jobs=[city_pipeline],
     resources={"paths": PathsResource(), "mlflow": MLflowResource(), "compute": ComputeResource()},
     sensors=[city_registry_sensor],
 )
+
+
+def city_pipeline_job() -> dg.JobDefinition:
+    """The resolved ``city_pipeline`` (what ``dg.reconstructable`` loads again in each step's process)."""
+    return defs.resolve_job_def("city_pipeline")

@@ -264,3 +264,23 @@ def test_console_shows_info_and_a_step_table_the_full_log_goes_to_a_file(project
     text = log_path.read_text()
     assert log_path.parent == project / "outputs" / "tinytown" / "ci" / "logs"
     assert "DEBUG" in text and "Finished execution of step \"road_network\"" in text
+
+
+def test_the_multiprocess_executor_runs_each_step_in_its_own_process(project: Path, instance: dg.DagsterInstance) -> None:
+    """The same definitions beyond one process: ``city_pipeline`` with Dagster's multiprocess executor."""
+    import os
+
+    from dagster_project.definitions import city_pipeline_job
+    from dagster_project.sensors import sync_city_partitions
+
+    sync_city_partitions(instance)
+    keys = [dg.AssetKey(k) for k in ("road_network", "cell_towers", "taxi_gps")]
+    with dg.execute_job(dg.reconstructable(city_pipeline_job), instance=instance, tags={"dagster/partition": "tinytown"},
+                        asset_selection=keys, run_config={"execution": {"config": {"max_concurrent": 2}}}) as result:
+        assert result.success
+        starts = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
+    assert {e.step_key for e in starts} == {"road_network", "cell_towers", "taxi_gps"}
+    pids = {e.pid for e in starts}
+    assert len(pids) == 3 and os.getpid() not in pids  # one process per step, none of them this one
+    for key in keys:
+        assert instance.get_latest_materialization_event(key).asset_materialization.partition == "tinytown"
