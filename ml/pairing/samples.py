@@ -41,7 +41,8 @@ def assign_splits(groups: list[tuple[str, str]], fractions: tuple[float, float, 
 
 def cut_samples(pairs: pd.DataFrame, signaling: pd.DataFrame, towers: pd.DataFrame, gps: pd.DataFrame, crs: str,
                 cfg: SampleConfig, seed: int, zoom_sizes_m: Sequence[float] = RenderConfig().zoom_sizes_m,
-                margin_m: float = RenderConfig().margin_m) -> tuple[pd.DataFrame, pd.DataFrame]:
+                margin_m: float = RenderConfig().margin_m,
+                split_of: dict[tuple[str, str], str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Samples and their ground truth (contract tables ``samples`` and ``sample_truth``).
 
     Windows ``[t0, t0 + window_s]`` start on a ``stride_s`` grid (from midnight UTC) inside the
@@ -53,7 +54,8 @@ def cut_samples(pairs: pd.DataFrame, signaling: pd.DataFrame, towers: pd.DataFra
     :func:`ml.geo.choose_tile` on the serving-tower positions of the window's records only; the
     GPS truth is never used for it. ``zoom_sizes_m`` and ``margin_m`` come from the
     :class:`~ml.render.RenderConfig` (the one owner of tile choice, also used at inference).
-    ``sample_id = f"{device_id}-{t0:%Y%m%dT%H%M%S}"``.
+    ``sample_id = f"{device_id}-{t0:%Y%m%dT%H%M%S}"``. ``split_of`` ((day, vehicle) -> split) is given
+    when ``pairs`` is one bucket of a larger day (``ml.scale``): splits are drawn over all its pairs.
     """
     proj = CityProjection(crs)
     sample_cols = ("sample_id", "device_id", "vehicle_id", "t0", "t1", "split", "n_records", "tile_crs",
@@ -61,7 +63,8 @@ def cut_samples(pairs: pd.DataFrame, signaling: pd.DataFrame, towers: pd.DataFra
     if len(pairs) == 0:
         return (make_table("samples", {c: [] for c in sample_cols}),
                 make_table("sample_truth", {c: [] for c in ("sample_id", "ts", "lon", "lat")}))
-    split_of = assign_splits(list(zip(pairs["day"], pairs["vehicle_id"])), cfg.split_fractions, seed)
+    if split_of is None:
+        split_of = assign_splits(list(zip(pairs["day"], pairs["vehicle_id"])), cfg.split_fractions, seed)
     sig = signaling[signaling["device_id"].isin(set(pairs["device_id"]))].sort_values(["device_id", "ts"], kind="stable")
     s_t = ts_to_seconds(sig["ts"], EPOCH)
     s_xy = cell_positions(towers, sig["cell_id"].to_numpy(np.int64), proj)

@@ -225,9 +225,18 @@ def simulate_signaling(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame
     """
     vehicles = sorted(gps["vehicle_id"].astype(str).unique()) if len(gps) else []
     truth = device_population(vehicles, cfg, seed)
-    model = RadioModel(towers, net.crs, cfg, seed)
+    return signaling_of_population(net, RadioModel(towers, net.crs, cfg, seed), gps, truth, cfg, seed), truth
+
+
+def signaling_of_population(net: RoadNetwork, model: RadioModel, gps: pd.DataFrame, truth_links: pd.DataFrame,
+                            cfg: SimulationConfig, seed: int) -> pd.DataFrame:
+    """Signaling records (contract table ``signaling``) of the phones of ``truth_links`` in radio world ``model``.
+
+    Split from :func:`simulate_signaling` so that an operator-sized day (``ml.scale``) can simulate its
+    population shard by shard in one radio world (one ``RadioModel``, the city's shadowing).
+    """
     frames = []
-    for dd in build_device_days(net, gps, truth, cfg, seed):
+    for dd in build_device_days(net, gps, truth_links, cfg, seed):
         trace = device_radio(model, dd, cfg, seed)
         times, names = device_events(dd, trace, cfg, seed)
         frames.append(pd.DataFrame({
@@ -240,4 +249,4 @@ def simulate_signaling(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame
         {"device_id": [], "ts": np.zeros(0, "datetime64[ns]"), "cell_id": [], "event": []})
     signaling = make_table("signaling", {c: cols[c].to_numpy() for c in ("device_id", "ts", "cell_id", "event")})
     assert set(signaling["event"].unique()) <= set(EVENTS)
-    return signaling.sort_values(["device_id", "ts"], ignore_index=True, kind="stable"), truth
+    return signaling.sort_values(["device_id", "ts"], ignore_index=True, kind="stable")
