@@ -83,7 +83,7 @@ def cmd_city_list(args: argparse.Namespace, root: Path) -> int:
 def cmd_run(args: argparse.Namespace, root: Path) -> int:
     from dagster_project.runner import run_city
 
-    ok = run_city(args.city, selection=args.select, profile=args.profile, root=root)
+    ok = run_city(args.city, selection=args.select, profile=args.profile, root=root, day=args.day)
     return 0 if ok else 1
 
 
@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("city")
     run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'road_network' or 'road_network*' (default: all)")
     run.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
+    run.add_argument("--day", default=None, help="YYYY-MM-DD: materialise the city's per-day assets of that day "
+                     "(group operator: a simulated operator day, its out-of-core pairing and windows)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="materialise the whole pipeline for one city and print where to look")

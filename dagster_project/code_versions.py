@@ -20,6 +20,7 @@ ASSET_CODE: dict[str, tuple[str, ...]] = {
     "seq2seq": ("seq2seq", "train/seq2seq.py", "baselines", "serving/registry.py", "tracking.py", "config.py"),
     "predictions": ("baselines", "mapmatch", "decode", "evaluation", "models", "seq2seq", "metrics", "rewards",
                     "config.py"),
+    "operator": ("scale", "simulate", "pairing", "cities", "geo", "io.py", "config.py"),
     "evaluation_report": ("evaluation", "metrics", "report", "baselines", "tracking.py", "config.py"),
 }
 

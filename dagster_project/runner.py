@@ -32,10 +32,21 @@ def parse_selection(selection: str) -> dg.AssetSelection:
     return sel.required_multi_asset_neighbors()
 
 
+def partitioned_by(partitions_def: dg.PartitionsDefinition) -> dg.AssetSelection:
+    """The assets partitioned by ``partitions_def``: a run has one partition key, so it holds one kind of asset."""
+    from dagster_project.definitions import ASSET_MODULES
+
+    return dg.AssetSelection.assets(*[k for a in dg.load_assets_from_modules(ASSET_MODULES) for k in a.keys
+                                      if a.partitions_def == partitions_def])
+
+
 def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path | None = None,
              instance: dg.DagsterInstance | None = None, raise_on_error: bool = False,
-             console_level: str = "INFO") -> bool:
+             console_level: str = "INFO", day: str | None = None) -> bool:
     """Materialise ``selection`` (Dagster selection syntax) for one city partition; True on success.
+
+    Only the city's per-city assets run (``*`` is the city pipeline); with ``day`` (``YYYY-MM-DD``), the
+    per-city-and-day assets of that day (group ``operator``, ``dagster_project.assets.operator``) instead.
 
     The console shows Dagster's messages from ``console_level`` up (INFO: what the assets report, not the
     DEBUG event stream), then one line per step with its status and duration; the run's full event log,
@@ -47,7 +58,7 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     from ml.paths import CityPaths
     from dagster_project.console import asset_lines
     from dagster_project.definitions import ASSET_MODULES
-    from dagster_project.partitions import cities_partitions
+    from dagster_project.partitions import cities_partitions, city_days_partitions
     from dagster_project.sensors import sync_city_partitions
 
     root = root or project_root()
@@ -61,14 +72,16 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
               f"{', '.join(str(q.relative_to(root)) for q in stale[:5])}{' ...' if len(stale) > 5 else ''}")
     instance = instance or _local_instance()
     _sync_partitions(instance, sync_city_partitions)
-    job = dg.define_asset_job("sig2gps_run", selection=parse_selection(selection), partitions_def=cities_partitions)
+    partitions_def = cities_partitions if day is None else city_days_partitions
+    selected = parse_selection(selection) & partitioned_by(partitions_def)
+    job = dg.define_asset_job("sig2gps_run", selection=selected, partitions_def=partitions_def)
     defs = dg.Definitions(assets=dg.load_assets_from_modules(ASSET_MODULES),
                           asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES), jobs=[job],
                           resources=resources_for(profile, root),
                           loggers={"console": dg.colored_console_logger, "asset_lines": asset_lines})
-    print(f"materialising {city} (profile {profile}); one line per asset as it finishes:")
+    print(f"materialising {city}{'' if day is None else ' ' + day} (profile {profile}); one line per asset as it finishes:")
     result = defs.resolve_job_def("sig2gps_run").execute_in_process(
-        partition_key=city,
+        partition_key=city if day is None else dg.MultiPartitionKey({"city": city, "day": day}),
         instance=instance,
         raise_on_error=raise_on_error,
         tags={"sig2gps/profile": profile, "sig2gps/launched_by": "cli"},

@@ -29,6 +29,8 @@ STAGE_CONFIGS: dict[str, str] = {
     "gdpo": "ml.models.config:GDPOConfig",
     "seq2seq": "ml.seq2seq.config:Seq2SeqConfig",
     "evaluation": "ml.evaluation:EvaluationConfig",
+    "operator": "ml.scale.operator_day:OperatorDayConfig",
+    "out_of_core": "ml.scale.pairing:OutOfCoreConfig",
 }
 
 # Stages whose package defines its own profile table (a ``<stage>_profile(name, **overrides)``
@@ -46,6 +48,8 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "simulation": dict(n_taxis=6, n_decoys=6, n_days=1, shift_hours=(2.5, 3.0), shift_start_hour=(6.0, 7.0),
                            decoy_active_hours=(3.0, 4.0), decoy_start_hour=(5.0, 6.0), driver_extra_hours=(0.1, 0.3)),
         "pairing": dict(min_overlap_h=1.5, min_moving_h=0.3, min_records=15),
+        "operator": dict(n_devices=36, n_taxis=6, shard_devices=12),
+        "out_of_core": dict(memory_limit_mb=512, records_per_bucket=500, threads=1),
         "render": dict(resolution=32, frames=9, shard_size=64, workers=1, n_previews=2),
         "evaluation": dict(max_samples=4, video_batch_size=4, robustness_seeds=1,
                            robustness_max_samples=2, robustness_drop_fracs=(0.0, 0.5), case_studies=1),
@@ -53,6 +57,8 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     # bounded so that `make demo` stays near 10 minutes on 2 CPU cores
     "demo": {
         "evaluation": dict(max_samples=100),
+        # an operator-sized day in the Dagster UI would take an hour on 2 cores: the demo day is 2,000 phones
+        "operator": dict(n_devices=2_000, n_taxis=40),
     },
     # one H100-class GPU: more data, 128 px and 33 frames (round-trip floor 6-7 m on real samples)
     "gpu": {

@@ -51,6 +51,10 @@ class CityPaths:
         """Parquet file of a data-contract table (``towers``, ``gps``, ...) or an auxiliary one."""
         return self.data / f"{name}.parquet"
 
+    def operator_day(self, day: str) -> Path:
+        """``data/<city>/<profile>/operator/<day>/``: one simulated operator day (``ml.scale``), its pairs and windows."""
+        return self.data / "operator" / day
+
     @property
     def roads_dir(self) -> Path:
         return roads_dir(self.root, self.city)

@@ -109,7 +109,9 @@ def simulate_shard(shard: int, out_dir: str) -> dict:
     t = time.perf_counter()
     n_taxis = cfg.taxis_in_shard(shard)
     sim = cfg.simulation.model_copy(update={"n_taxis": max(n_taxis, 1), "n_decoys": cfg.shard_devices - n_taxis})
-    seed = cfg.seed * 100_003 + shard  # an independent stream per shard
+    # an independent stream per shard and day (days after the simulation's default first day shift it)
+    day_offset = (sim.start_date - SimulationConfig.model_fields["start_date"].default).days
+    seed = cfg.seed * 100_003 + shard + 1_000_003 * day_offset
     gps = simulate_taxi_gps(net, sim, seed) if n_taxis else simulate_taxi_gps(net, sim, seed).iloc[:0]
     vehicles = sorted(gps["vehicle_id"].astype(str).unique()) if len(gps) else []
     truth = device_population(vehicles, sim, seed)
