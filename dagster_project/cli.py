@@ -120,31 +120,23 @@ def cmd_reconstruct(args: argparse.Namespace, root: Path) -> int:
 
 def cmd_transfer(args: argparse.Namespace, root: Path) -> int:
     """Cross-city transfer matrix (``ml.evaluation.transfer``), logged to MLflow (``sig2gps-transfer``)."""
-    from ml.config import stage_config
-    from ml.evaluation.transfer import city_windows, transfer_matrix
-    from ml.tracking import default_tracking_uri, ensure_experiment
+    from ml.evaluation.transfer import log_transfer_to_mlflow, missing_inputs, run_transfer
+    from ml.tracking import default_tracking_uri
 
     source_sets = [[c for c in s.split(",") if c] for s in args.train]
     targets = [c for c in args.test.split(",") if c]
-    try:
-        cities = {c: city_windows(root, c, args.profile) for c in dict.fromkeys([*sum(source_sets, []), *targets])}
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    methods = [m for m in args.methods.split(",") if m]
+    missing = missing_inputs(root, list(dict.fromkeys([*sum(source_sets, []), *targets])), args.profile,
+                             video="video" in methods)
+    if missing:
+        print("error: the transfer matrix needs:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else root / "outputs" / "transfer" / args.profile
-    df = transfer_matrix(cities, source_sets, targets, out, stage_config("seq2seq", args.profile),
-                         finetune_steps=args.finetune_steps, max_test=args.max_test, progress=print)
-    import mlflow
-
+    df = run_transfer(root, source_sets, targets, args.profile, out, finetune_steps=args.finetune_steps,
+                      max_test=args.max_test, methods=methods, video_base_steps=args.video_base_steps,
+                      video_finetune_steps=args.video_finetune_steps, progress=print)
     uri = os.environ.get("SIG2GPS_MLFLOW_TRACKING_URI") or default_tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(experiment_id=ensure_experiment("sig2gps-transfer", uri),
-                          run_name=f"{'|'.join(args.train)}->{args.test}",
-                          tags={"sources": ";".join(args.train), "targets": args.test, "profile": args.profile}):
-        for r in df.to_dict("records"):
-            key = f"{r['method']}.{r['source_set']}.{r['target']}.{r['regime'].split(' (')[0]}".replace("+", "_")
-            mlflow.log_metric(key.replace(" ", "_").replace(";", ""), r["median_error_m"])
-        mlflow.log_artifacts(str(out), artifact_path="transfer")
+    log_transfer_to_mlflow(df, out, source_sets, targets, args.profile, uri)
     print((out / "transfer.md").read_text())
     print(f"transfer report: {out}/transfer.md, transfer.json, transfer.png (MLflow experiment sig2gps-transfer)")
     return 0
@@ -199,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
     tr.add_argument("--finetune-steps", type=int, default=200, help="fine-tune budget on each target (steps)")
     tr.add_argument("--max-test", type=int, default=100, help="test windows per target (first ones)")
+    tr.add_argument("--methods", default="industrial_hmm,seq2seq",
+                    help="comma-separated, among industrial_hmm, seq2seq, video (video: a base from random weights "
+                    "on each source set's rendered windows; needs each city's rendered_videos)")
+    tr.add_argument("--video-base-steps", type=int, default=300, help="video base budget from random weights (steps)")
+    tr.add_argument("--video-finetune-steps", type=int, default=30, help="video fine-tune budget per target (steps)")
     tr.add_argument("--out", default=None, help="default: outputs/transfer/<profile>/")
     tr.set_defaults(func=cmd_transfer)
     return p

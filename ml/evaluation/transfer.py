@@ -8,8 +8,17 @@ windows: a choice made on val, never on test). ``industrial_hmm`` needs no train
 reference. The result is one matrix (source set x target x method x regime: median error and the
 share of windows decoded), written as JSON, Markdown and a heat map.
 
-The video model is not in the matrix: the shipped base checkpoint (``models/README.md``) was trained
-on every real extract of ``../shared/cities``, so no real target would be unseen by it.
+The video model (``video``, optional: :class:`VideoTransfer`) cannot use the shipped base checkpoint
+(``models/README.md``): it was trained on every real extract of ``../shared/cities``, so no real target
+would be unseen by it. Instead a base is trained from random weights on the source set's rendered train
+windows only (its weights chosen on the sources' val windows by the SFT trainer's ``best_val``
+selection), scored zero-shot on each target's test windows, then fine-tuned on the target's train
+windows (the trainer's selection on the target's val windows keeps the starting weights when the
+fine-tune does not help). Both are scored by the evaluation's own path: ``predict_video_method``
+samples each window's video and decodes it to GPS.
+
+:func:`log_transfer_to_mlflow` is the one MLflow record of a matrix, used by ``sig2gps transfer`` and
+the ``transfer_report`` asset alike; :func:`missing_inputs` lists what a matrix needs and lacks.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -28,6 +37,28 @@ log = logging.getLogger(__name__)
 
 #: the splits a city's windows come in
 SPLITS = ("train", "val", "test")
+#: the methods a matrix can hold
+METHODS = ("industrial_hmm", "seq2seq", "video")
+
+
+@dataclass
+class VideoTransfer:
+    """Settings of the video rows of a transfer matrix.
+
+    ``rendered`` maps each city (sources and targets) to its rendered-arrays folder
+    (``outputs/<city>/<profile>/render/r<px>_k<frames>``). ``sft`` is the profile's SFT config; the base
+    takes its model, batch and validation settings with ``base_steps`` steps from random weights at
+    ``base_lr``; the fine-tune takes it as it is with ``finetune_steps`` steps. ``evaluation`` is the
+    profile's ``EvaluationConfig`` (sampler steps, noise, batch), as in the evaluation report.
+    """
+
+    rendered: dict[str, Path]
+    sft: Any
+    evaluation: Any
+    base_steps: int
+    finetune_steps: int
+    base_lr: float = 3e-4
+    device: str = "cpu"
 
 
 @dataclass
@@ -62,16 +93,29 @@ def transfer_matrix(
     finetune_steps: int,
     max_test: int | None = 100,
     progress: Callable[[str], None] = log.info,
+    video: VideoTransfer | None = None,
+    models_dir: str | Path | None = None,
+    methods: Sequence[str] = ("industrial_hmm", "seq2seq"),
 ) -> pd.DataFrame:
     """Rows ``source_set, target, method, regime, median_error_m, decoded_share, n``; also written to
-    ``out_dir/transfer.json``, ``transfer.md`` and ``transfer.png``."""
+    ``out_dir/transfer.json``, ``transfer.md`` and ``transfer.png``, all three at once (``ml.io.atomic_dir``:
+    a failed run leaves the previous report as it was). ``methods`` are among :data:`METHODS`; ``video``
+    (its rows: :func:`_video_rows`) needs the ``video`` settings. The models are trained under ``models_dir`` (default: ``out_dir``'s sibling
+    ``models/<out_dir name>``), outside the report folder so that an interrupted video training resumes."""
     from ml.baselines import SIGNALING_METHODS
     from ml.evaluation.methods import run_method
     from ml.evaluation.seq2seq import predict_seq2seq_method
     from ml.train.seq2seq import train_seq2seq
 
+    from ml.io import atomic_dir
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    models = Path(models_dir) if models_dir is not None else out_dir.parent / "models" / out_dir.name
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
+        raise ValueError(f"transfer: methods {sorted(unknown) or '(none)'}; choose among {', '.join(METHODS)}")
+    if "video" in methods and video is None:
+        raise ValueError("transfer: method 'video' needs its settings (video=VideoTransfer(...))")
     overlap = {t for t in targets for s in source_sets if t in s}
     if overlap:
         raise ValueError(f"transfer: target cities {sorted(overlap)} are also sources; a target must be unseen")
@@ -81,15 +125,16 @@ def transfer_matrix(
         if not tests[t] or not cities[t].splits["train"] or not cities[t].splits["val"]:
             raise ValueError(f"transfer: target '{t}' needs train, val and test windows "
                              f"({ {k: len(v) for k, v in cities[t].splits.items()} })")
-        run = run_method("industrial_hmm", "signaling", SIGNALING_METHODS["industrial_hmm"], tests[t])
-        rows.append({"source_set": "-", "target": t, "method": "industrial_hmm", "regime": "no training",
-                     **score("industrial_hmm", run, tests[t])})
-    for sources in source_sets:
+        if "industrial_hmm" in methods:
+            run = run_method("industrial_hmm", "signaling", SIGNALING_METHODS["industrial_hmm"], tests[t])
+            rows.append({"source_set": "-", "target": t, "method": "industrial_hmm", "regime": "no training",
+                         **score("industrial_hmm", run, tests[t])})
+    for sources in (source_sets if "seq2seq" in methods else ()):
         name = "+".join(sources)
         t0 = time.perf_counter()
         src = train_seq2seq([c for s in sources for c in cities[s].splits["train"]],
                             [c for s in sources for c in cities[s].splits["val"]], seq2seq_cfg,
-                            out_dir / "models" / name)
+                            models / name)
         progress(f"transfer: seq2seq on {name}: {src.n_train} train windows, best step {src.best_step}, "
                  f"{time.perf_counter() - t0:.0f} s")
         for t in targets:
@@ -100,7 +145,7 @@ def transfer_matrix(
                                                     "val_every_n_steps": max(1, finetune_steps // 5)})
             t1 = time.perf_counter()
             ft = train_seq2seq(cities[t].splits["train"], cities[t].splits["val"], ft_cfg,
-                               out_dir / "models" / f"{name}__ft_{t}", init_checkpoint=src.checkpoint_path)
+                               models / f"{name}__ft_{t}", init_checkpoint=src.checkpoint_path)
             ft_s = time.perf_counter() - t1
             val = cities[t].splits["val"]
             keep = Path(ft.checkpoint_path) if (_seq2seq_val_median(Path(ft.checkpoint_path), val)
@@ -113,11 +158,80 @@ def transfer_matrix(
                          **score("seq2seq", tuned, tests[t])})
             progress(f"transfer: {name} -> {t}: zero-shot {rows[-2]['median_error_m']:.1f} m, "
                      f"fine-tuned {rows[-1]['median_error_m']:.1f} m")
+    settings = {"source_sets": [list(s) for s in source_sets], "targets": list(targets),
+                "finetune_steps": finetune_steps, "max_test": max_test, "methods": list(methods),
+                "seq2seq": seq2seq_cfg.model_dump(mode="json")}
+    if "video" in methods:
+        rows.extend(_video_rows(video, source_sets, targets, tests, models, progress))
+        settings["video"] = {"base_steps": video.base_steps, "finetune_steps": video.finetune_steps,
+                             "base_lr": video.base_lr, "sft": video.sft.model_dump(mode="json"),
+                             "evaluation": video.evaluation.model_dump(mode="json")}
     df = pd.DataFrame(rows)
-    write_transfer_report(df, out_dir, {"source_sets": [list(s) for s in source_sets], "targets": list(targets),
-                                        "finetune_steps": finetune_steps, "max_test": max_test,
-                                        "seq2seq": seq2seq_cfg.model_dump(mode="json")})
+    with atomic_dir(out_dir) as tmp:
+        write_transfer_report(df, tmp, settings)
+    log.info("transfer report in %s", out_dir)
     return df
+
+
+def _video_rows(video: VideoTransfer, source_sets: Sequence[Sequence[str]], targets: Sequence[str],
+                tests: dict[str, list[SampleContext]], models: Path,
+                progress: Callable[[str], None]) -> list[dict]:
+    """The ``video`` rows: per source set a base from random weights, zero-shot and fine-tuned on each target."""
+    from ml.evaluation.video import predict_video_method
+    from ml.render.arrays import concat_rendered
+    from ml.train.sft import train_sft
+
+    missing = [c for c in dict.fromkeys([*sum(map(list, source_sets), []), *targets])
+               if not (Path(video.rendered.get(c, "")) / "index.parquet").is_file()]
+    if missing:
+        raise FileNotFoundError(f"transfer: no rendered arrays for {missing}; materialise their rendered_videos "
+                                f"(`sig2gps run <city> --select '*rendered_videos'`)")
+    rows = []
+    for sources in source_sets:
+        name = "+".join(sources)
+        base_dir = models / f"video_{name}"
+        data = base_dir / "data"
+        if not (data / "index.parquet").is_file():
+            # train and val windows only: the sources' test windows are never used
+            concat_rendered([video.rendered[s] for s in sources], data, splits=("train", "val"))
+        # from random weights (init_checkpoint None): the shipped base has seen the real targets. best_val
+        # selection on the sources' val windows (head error) is the only choice made
+        base_cfg = video.sft.model_copy(update={
+            "init_checkpoint": None, "max_steps": video.base_steps, "lr": video.base_lr,
+            "warmup_steps": min(50, video.base_steps // 10), "select_checkpoint": "best_val",
+            "select_metric": "val/head_err_px", "val_every_n_steps": max(1, video.base_steps // 4),
+            "ckpt_every_n_steps": max(1, video.base_steps // 4), "progress_bar": False})
+        t0 = time.perf_counter()
+        base = train_sft(data, base_dir / "sft", base_cfg, resume=True)
+        base_s = time.perf_counter() - t0
+        progress(f"transfer: video base on {name}: {base.global_step} steps from random weights, "
+                 f"{base_s:.0f} s this call, weights kept: {base.selected}")
+        for t in targets:
+            zero = predict_video_method("video", Path(base.checkpoint_path), Path(video.rendered[t]), tests[t],
+                                        video.evaluation, device=video.device)
+            rows.append({"source_set": name, "target": t, "method": "video",
+                         "regime": f"zero-shot (base: {base.global_step} steps from random weights)",
+                         **score("video", zero, tests[t])})
+            ft_cfg = video.sft.model_copy(update={
+                "init_checkpoint": None, "max_steps": video.finetune_steps, "warmup_steps": 0,
+                "select_checkpoint": "best_val", "select_metric": "val/head_err_px",
+                "val_every_n_steps": max(1, video.finetune_steps // 2), "progress_bar": False})
+            t1 = time.perf_counter()
+            # the trainer scores the starting weights on the target's val windows too, and keeps them when the
+            # fine-tune is not better there: the same rule as seq2seq's, decided on val
+            ft = train_sft(video.rendered[t], base_dir / f"ft_{t}", ft_cfg, resume=True,
+                           init_checkpoint=base.checkpoint_path)
+            ft_s = time.perf_counter() - t1
+            tuned = predict_video_method("video", Path(ft.checkpoint_path), Path(video.rendered[t]), tests[t],
+                                         video.evaluation, device=video.device)
+            rows.append({"source_set": name, "target": t, "method": "video",
+                         "regime": f"fine-tuned ({video.finetune_steps} steps, {ft_s:.0f} s)"
+                                   + ("; val kept zero-shot" if ft.selected == "start" else ""),
+                         **score("video", tuned, tests[t])})
+            progress(f"transfer: video {name} -> {t}: zero-shot {rows[-2]['median_error_m']:.1f} m "
+                     f"({rows[-2]['decoded_share']:.0%} decoded), fine-tuned {rows[-1]['median_error_m']:.1f} m "
+                     f"({rows[-1]['decoded_share']:.0%})")
+    return rows
 
 
 def write_transfer_report(df: pd.DataFrame, out_dir: Path, settings: dict) -> None:
@@ -152,7 +266,6 @@ def write_transfer_report(df: pd.DataFrame, out_dir: Path, settings: dict) -> No
     fig.tight_layout()
     fig.savefig(out_dir / "transfer.png", dpi=110)
     plt.close(fig)
-    log.info("transfer report in %s", out_dir)
 
 
 def city_windows(root: Path, city: str, profile: str) -> CityWindows:
@@ -171,3 +284,85 @@ def city_windows(root: Path, city: str, profile: str) -> CityWindows:
     truth = read_table(cp.sample_truth, "sample_truth")
     return CityWindows(city, {s: build_sample_contexts(tabs["samples"], tabs["signaling"], tabs["towers"], net,
                                                        sample_truth=truth, split=s) for s in SPLITS})
+
+
+#: the tables a city needs in a transfer matrix (``city_windows``), and what the video rows add
+TABLES = ("samples", "sample_truth", "signaling", "towers")
+
+
+def rendered_dir(root: Path, city: str, profile: str) -> Path:
+    """The city's rendered-arrays folder for ``profile`` (as the ``rendered_videos`` asset writes it)."""
+    from ml.cities import load_city
+    from ml.config import stage_config
+    from ml.paths import CityPaths
+
+    cfg = stage_config("render", profile, load_city(city, root))
+    return CityPaths(root, city, profile).render_dir(cfg.resolution, cfg.frames)
+
+
+def missing_inputs(root: Path, cities: Sequence[str], profile: str, video: bool = False) -> list[str]:
+    """One line per input a matrix over ``cities`` lacks (an unregistered city, a table not materialised,
+    no rendered arrays when ``video``), each naming the city, the table and how to make it; empty when all
+    are there."""
+    from ml.cities import load_city
+    from ml.cities.config import CityConfigError
+    from ml.paths import CityPaths
+
+    out = []
+    for city in cities:
+        try:
+            load_city(city, root)
+        except (CityConfigError, FileNotFoundError) as exc:
+            out.append(f"city '{city}' is not registered ({exc}); `sig2gps city add {city} ...`")
+            continue
+        cp = CityPaths(root, city, profile)
+        need = [(n, cp.sample_truth if n == "sample_truth" else cp.table(n)) for n in TABLES]
+        if video:
+            need.append(("rendered_videos", rendered_dir(root, city, profile) / "index.parquet"))
+        for name, path in need:
+            if not Path(path).is_file():
+                out.append(f"city '{city}': table '{name}' not materialised for profile '{profile}' ({path}); "
+                           f"`sig2gps run {city} --profile {profile} --select '*{'rendered_videos' if video else 'samples'}'`")
+    return out
+
+
+def log_transfer_to_mlflow(df: pd.DataFrame, out_dir: Path, source_sets: Sequence[Sequence[str]],
+                           targets: Sequence[str], profile: str, tracking_uri: str,
+                           tags: dict[str, str] | None = None) -> str:
+    """One run in the MLflow experiment ``sig2gps-transfer``: a median-error metric per row
+    (``<method>.<sources>.<target>.<regime>``) and the report folder as artifacts; returns the run id.
+    ``sig2gps transfer`` and the ``transfer_report`` asset both log through here."""
+    import mlflow
+
+    from ml.tracking import ensure_experiment, git_commit
+
+    sources = ";".join(",".join(s) for s in source_sets)
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(experiment_id=ensure_experiment("sig2gps-transfer", tracking_uri),
+                          run_name=f"{'|'.join(','.join(s) for s in source_sets)}->{','.join(targets)}",
+                          tags={"sources": sources, "targets": ",".join(targets), "profile": profile,
+                                "stage": "transfer", "git_commit": git_commit(), **(tags or {})}) as run:
+        for r in df.to_dict("records"):
+            key = f"{r['method']}.{r['source_set']}.{r['target']}.{r['regime'].split(' (')[0]}".replace("+", "_")
+            mlflow.log_metric(key.replace(" ", "_").replace(";", ""), r["median_error_m"])
+        mlflow.log_artifacts(str(out_dir), artifact_path="transfer")
+        return run.info.run_id
+
+
+def run_transfer(root: Path, source_sets: Sequence[Sequence[str]], targets: Sequence[str], profile: str,
+                 out_dir: Path, finetune_steps: int, max_test: int | None,
+                 methods: Sequence[str] = ("industrial_hmm", "seq2seq"), video_base_steps: int = 300,
+                 video_finetune_steps: int = 30, progress: Callable[[str], None] = log.info) -> pd.DataFrame:
+    """:func:`transfer_matrix` over materialised cities with the profile's configs: what ``sig2gps transfer``
+    and the ``transfer_report`` asset run. Check the inputs with :func:`missing_inputs` first."""
+    from ml.config import stage_config
+
+    cities = {c: city_windows(root, c, profile) for c in dict.fromkeys([*sum(map(list, source_sets), []), *targets])}
+    video = None
+    if "video" in methods:
+        video = VideoTransfer(rendered={c: rendered_dir(root, c, profile) for c in cities},
+                              sft=stage_config("sft", profile), evaluation=stage_config("evaluation", profile),
+                              base_steps=video_base_steps, finetune_steps=video_finetune_steps)
+    return transfer_matrix(cities, [list(s) for s in source_sets], list(targets), out_dir,
+                           stage_config("seq2seq", profile), finetune_steps=finetune_steps, max_test=max_test,
+                           progress=progress, video=video, methods=methods)

@@ -1,0 +1,98 @@
+"""The ``transfer_report`` asset: it checks its inputs itself, and materialises the matrix over two tiny cities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ml.cities import CityConfig, RoadSource, write_city
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throw-away project root with two tiny synthetic cities (a grid and a radial town)."""
+    write_city(CityConfig(name="srctown", seed=3, roads=RoadSource(source="synthetic", kind="grid", size_km=1.5)),
+               tmp_path)
+    write_city(CityConfig(name="tgttown", seed=5, roads=RoadSource(source="synthetic", kind="radial", size_km=1.5)),
+               tmp_path)
+    monkeypatch.setenv("SIG2GPS_ROOT", str(tmp_path))
+    monkeypatch.delenv("SIG2GPS_MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture()
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _materialise(project: Path, instance: dg.DagsterInstance, **config) -> dg.ExecuteInJobResult:
+    from dagster_project.assets.transfer import transfer_report
+    from dagster_project.runner import resources_for
+
+    return dg.materialize([transfer_report], instance=instance, resources=resources_for("ci", project),
+                          run_config=dg.RunConfig({"transfer_report": {"config": config}}), raise_on_error=False)
+
+
+def test_missing_samples_fail_naming_the_city_and_table(project: Path, instance: dg.DagsterInstance) -> None:
+    """Nothing materialised: the asset fails before any work, naming each city and table it lacks."""
+    res = _materialise(project, instance, source_sets=["srctown"], targets=["tgttown", "nowhere"], profile="ci")
+    assert not res.success
+    failure = next(e for e in res.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    msg = failure.step_failure_data.user_failure_data.description
+    assert "city 'srctown': table 'samples' not materialised for profile 'ci'" in msg, msg
+    assert "city 'tgttown': table 'samples'" in msg and "city 'nowhere' is not registered" in msg, msg
+    assert "sig2gps run srctown --profile ci" in msg, msg
+    assert not (project / "outputs" / "transfer").exists()
+
+
+def test_defaults_are_the_readme_command() -> None:
+    from dagster_project.assets.transfer import TransferConfig
+
+    cfg = TransferConfig()
+    assert cfg.source_sets == ["gridville", "gridville,ringtown"]
+    assert cfg.targets == ["krems", "aguascalientes", "bayreuth"] and cfg.profile == "demo"
+
+
+@pytest.mark.slow
+def test_transfer_report_over_two_tiny_cities(project: Path, instance: dg.DagsterInstance) -> None:
+    """Both cities materialised up to their rendered videos (ci profile); the asset writes the matrix with
+    the industrial HMM, seq2seq and the video model from random weights, and logs it to MLflow."""
+    import mlflow
+
+    from dagster_project.runner import run_city
+
+    for city in ("srctown", "tgttown"):
+        assert run_city(city, selection="*rendered_videos", profile="ci", root=project, instance=instance,
+                        raise_on_error=True)
+    # rendered arrays missing for the video rows: a clear failure too
+    (project / "outputs" / "tgttown" / "ci" / "render").rename(project / "render_aside")
+    res = _materialise(project, instance, source_sets=["srctown"], targets=["tgttown"], profile="ci",
+                       methods=["video"])
+    assert not res.success
+    (project / "render_aside").rename(project / "outputs" / "tgttown" / "ci" / "render")
+
+    res = _materialise(project, instance, source_sets=["srctown"], targets=["tgttown"], profile="ci",
+                       finetune_steps=2, max_test=3, methods=["industrial_hmm", "seq2seq", "video"],
+                       video_base_steps=2, video_finetune_steps=2)
+    assert res.success
+    out = project / "outputs" / "transfer" / "ci"
+    rows = json.loads((out / "transfer.json").read_text())["rows"]
+    got = {(r["method"], r["regime"].split(" (")[0]) for r in rows}
+    assert got == {("industrial_hmm", "no training"), ("seq2seq", "zero-shot"), ("seq2seq", "fine-tuned"),
+                   ("video", "zero-shot"), ("video", "fine-tuned")}, got
+    assert all(r["target"] == "tgttown" and r["n"] == 3 and 0 <= r["decoded_share"] <= 1 for r in rows)
+    assert (out / "transfer.md").is_file() and (out / "transfer.png").stat().st_size > 1000
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    # the video base came from random weights, on the source's windows only
+    base = json.loads((out.parent / "models" / "ci" / "video_srctown" / "sft" / "sft_result.json").read_text())
+    assert base["global_step"] == 2
+    md = res.asset_materializations_for_node("transfer_report")[0].metadata
+    client = mlflow.MlflowClient(tracking_uri=md["mlflow_tracking_uri"].value)
+    run = client.get_run(md["mlflow_run_id"].value)
+    assert run.data.tags["dagster_run_id"] == res.run_id and run.data.tags["targets"] == "tgttown"
+    assert client.get_experiment(run.info.experiment_id).name == "sig2gps-transfer"
+    assert "video.srctown.tgttown.zero-shot" in run.data.metrics
