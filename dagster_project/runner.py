@@ -32,14 +32,6 @@ def parse_selection(selection: str) -> dg.AssetSelection:
     return sel.required_multi_asset_neighbors()
 
 
-def partitioned_by(partitions_def: dg.PartitionsDefinition) -> dg.AssetSelection:
-    """The assets partitioned by ``partitions_def``: a run has one partition key, so it holds one kind of asset."""
-    from dagster_project.definitions import ASSET_MODULES
-
-    return dg.AssetSelection.assets(*[k for a in dg.load_assets_from_modules(ASSET_MODULES) for k in a.keys
-                                      if a.partitions_def == partitions_def])
-
-
 def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path | None = None,
              instance: dg.DagsterInstance | None = None, raise_on_error: bool = False,
              console_level: str = "INFO", day: str | None = None) -> bool:
@@ -57,7 +49,7 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     from ml.io import remove_stale_temps
     from ml.paths import CityPaths
     from dagster_project.console import asset_lines
-    from dagster_project.definitions import ASSET_MODULES
+    from dagster_project.definitions import ASSET_MODULES, partitioned_by
     from dagster_project.partitions import cities_partitions, city_days_partitions
     from dagster_project.sensors import sync_city_partitions
 

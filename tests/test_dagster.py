@@ -54,7 +54,7 @@ def test_definitions_load() -> None:
     assert {"truth_links", "sample_truth"} <= keys
     # every asset has a code version that follows the library code it runs
     versions = {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
-    assert set(versions) == set(ALL_ASSETS) | set(CROSS_CITY_ASSETS) and all(v and len(v) == 12 for v in versions.values()), versions
+    assert set(versions) == set(ALL_ASSETS) | set(OPERATOR_ASSETS) | set(CROSS_CITY_ASSETS) and all(v and len(v) == 12 for v in versions.values()), versions
     assert versions["signaling_records"] == versions["truth_links"] != versions["road_network"]
 
 
@@ -133,6 +133,8 @@ def test_cli_city_add_and_list(project: Path, instance: dg.DagsterInstance, caps
 ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "truth_links", "measurement_reports",
               "raw_pairs", "samples", "sample_truth", "dataset_version", "rendered_videos", "sft_checkpoint",
               "gdpo_checkpoint", "seq2seq_checkpoint", "predictions", "evaluation_report"]
+# partitioned by city x day (tests/test_operator_assets.py materialises them)
+OPERATOR_ASSETS = ["operator_signaling", "operator_pairs", "operator_samples"]
 # not partitioned: they span cities, so a city's run ("*") leaves them out (tests/test_transfer_asset.py)
 CROSS_CITY_ASSETS = ["transfer_report"]
 

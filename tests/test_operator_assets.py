@@ -31,9 +31,8 @@ def test_operator_days_materialise_one_at_a_time(project: Path, instance: dg.Dag
                     raise_on_error=True)
     # the city pipeline's "*" holds no per-day asset (one run, one kind of partition key)
     from dagster_project.partitions import cities_partitions
-    from dagster_project.runner import parse_selection, partitioned_by
-
-    from dagster_project.definitions import defs
+    from dagster_project.definitions import defs, partitioned_by
+    from dagster_project.runner import parse_selection
 
     city_keys = (parse_selection("*") & partitioned_by(cities_partitions)).resolve(defs.resolve_asset_graph())
     assert dg.AssetKey("operator_pairs") not in city_keys and dg.AssetKey("samples") in city_keys

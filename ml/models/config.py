@@ -300,8 +300,8 @@ class GDPOConfig(BaseModel):
     # infrastructure
     seed: int = 0
     accelerator: str = "auto"
-    devices: Literal[1] = Field(1, description="one device: the module calls the policy directly, so a multi-device "
-                                "strategy would not synchronise its gradients")
+    devices: int = Field(1, ge=1, description="devices (one process each); > 1 runs Lightning DDP: each rank rolls "
+                         "out its own conditions and every manual backward averages the gradients over the ranks")
     precision: str | None = Field(None, description="Lightning precision; None: bf16-mixed on GPU, 32-true on CPU")
     experiment_name: str = "sig2gps-gdpo"
     run_name: str | None = None

@@ -91,7 +91,9 @@ class GDPOModule(L.LightningModule):
     def _gen(self) -> torch.Generator:
         if self._generator is None:
             dev = self.device if self.device.type == "cuda" else torch.device("cpu")
-            self._generator = torch.Generator(device=dev).manual_seed(self.cfg.seed)
+            # one stream per DDP rank (rank 0's is the single-device stream): ranks explore differently
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            self._generator = torch.Generator(device=dev).manual_seed(self.cfg.seed + rank)
         return self._generator
 
     def _backward(self, loss: Tensor) -> None:

@@ -6,9 +6,12 @@ taxis would need ~30 billion cells. Here the same rules are evaluated in two pas
 in device buckets whose size is a setting, so memory does not grow with the day:
 
 1. **Candidates** (a spatio-temporal equi-join): each device-minute's serving tower against each
-   taxi's mean position in that minute, joined on (minute, grid cell of ``candidate_radius_m``,
-   with the 3 x 3 neighbouring cells); per device-day the ``max_candidates`` taxis with the most
-   minutes within ``candidate_radius_m`` are kept (at least ``min_close_minutes``).
+   taxi's mean position in that minute, joined on (minute, square grid cell of ``candidate_cell_m``):
+   per device-day the ``max_candidates`` taxis that shared the most minutes' cells with it are kept
+   (at least ``min_close_minutes``). A phone in a taxi shares about half its minutes' cells with it
+   (its serving tower is mostly within a kilometre); a passing taxi a few. An exact cell match, not
+   the 3 x 3 neighbourhood, keeps the join nine times smaller; its size still grows with the
+   records times the taxis per cell, so with the fleet's density.
 2. **Scores** (ASOF joins): every record of a device against its candidates' GPS, interpolated
    between the fixes before and after the record exactly as ``TaxiDay.positions_at`` does, then
    the mismatch, outliers, overlap, moving time and spreads of ``pair_devices``, and its decision
@@ -52,8 +55,8 @@ class OutOfCoreConfig(BaseModel):
     memory_limit_mb: int = Field(3000, ge=256, description="DuckDB's memory_limit; it spills to work_dir beyond it")
     threads: int = Field(2, ge=1, description="DuckDB threads")
     records_per_bucket: int = Field(2_000_000, ge=100, description="signaling records per device bucket (memory per pass)")
-    candidate_radius_m: float = Field(2000.0, gt=0, description="a taxi within this of the serving tower is close")
-    max_candidates: int = Field(5, ge=2, description="taxis scored per device-day (the best and its runners-up)")
+    candidate_cell_m: float = Field(2000.0, gt=0, description="grid cell of the candidate join (device and taxi share it)")
+    max_candidates: int = Field(4, ge=2, description="taxis scored per device-day (the best and its runners-up)")
     min_close_minutes: int = Field(10, ge=1, description="a candidate shares at least this many minutes with the device")
     pairs_per_cut_bucket: int = Field(400, ge=1, description="accepted pairs cut into windows together")
 
@@ -75,6 +78,7 @@ def _connect(work_dir: Path, ooc: OutOfCoreConfig):
     con.execute(f"SET threads = {ooc.threads}")
     con.execute(f"SET temp_directory = '{work_dir / 'spill'}'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -166,12 +170,11 @@ def pair_day(signaling_files: list[str], gps_files: list[str], towers: pd.DataFr
                   FROM read_parquet({_sql_list(gxy)})
                   WINDOW w AS (PARTITION BY vehicle_id, floor(t / {DAY_S}) ORDER BY t))""")
         # the per-day first and last fix of each taxi bound where it can be compared
-        G = float(ooc.candidate_radius_m)
+        G = float(ooc.candidate_cell_m)
         con.execute(f"""
             CREATE TABLE taxi_minutes AS
-            SELECT vehicle_id, day, m, x, y, floor(x / {G})::BIGINT + dx AS gx, floor(y / {G})::BIGINT + dy AS gy
-            FROM (SELECT vehicle_id, day, floor(t / 60)::BIGINT AS m, avg(x) AS x, avg(y) AS y FROM gps GROUP BY ALL),
-                 (SELECT unnest([-1, 0, 1]) AS dx), (SELECT unnest([-1, 0, 1]) AS dy)""")
+            SELECT vehicle_id, day, m, floor(x / {G})::BIGINT AS gx, floor(y / {G})::BIGINT AS gy
+            FROM (SELECT vehicle_id, day, floor(t / 60)::BIGINT AS m, avg(x) AS x, avg(y) AS y FROM gps GROUP BY ALL)""")
         stats["gps_rows"] = con.execute("SELECT count(*) FROM gps").fetchone()[0]
         stats["seconds_gps"] = round(time.perf_counter() - t, 2)
         con.execute(f"""
@@ -201,10 +204,9 @@ def pair_day(signaling_files: list[str], gps_files: list[str], towers: pd.DataFr
                     SELECT device_id, day, vehicle_id, close,
                            row_number() OVER (PARTITION BY device_id, day ORDER BY close DESC, vehicle_id) AS rk
                     FROM (SELECT r.device_id, r.day, tm.vehicle_id, count(DISTINCT r.m) AS close
-                          FROM (SELECT DISTINCT device_id, day, floor(t / 60)::BIGINT AS m, x, y,
+                          FROM (SELECT DISTINCT device_id, day, floor(t / 60)::BIGINT AS m,
                                        floor(x / {G})::BIGINT AS gx, floor(y / {G})::BIGINT AS gy FROM rec) r
                           JOIN taxi_minutes tm ON r.day = tm.day AND r.m = tm.m AND r.gx = tm.gx AND r.gy = tm.gy
-                          WHERE (r.x - tm.x) * (r.x - tm.x) + (r.y - tm.y) * (r.y - tm.y) <= {G * G}
                           GROUP BY ALL)
                     WHERE close >= {ooc.min_close_minutes})
                 WHERE rk <= {ooc.max_candidates}""")
@@ -266,6 +268,7 @@ def cut_day(pairs: pd.DataFrame, signaling_files: list[str], gps_files: list[str
         (out / sub).mkdir(parents=True, exist_ok=True)
     split_of = assign_splits(list(zip(pairs["day"], pairs["vehicle_id"])), cfg.split_fractions, seed)
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"SET memory_limit = '{ooc.memory_limit_mb}MB'")
     con.execute(f"SET threads = {ooc.threads}")
     n_samples = n_truth = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -116,6 +117,8 @@ class _SaveResumeState(L.Callback):
         it = batch_idx + 1
         if batch_idx < pl_module.skip or (it % self.every and it != trainer.num_training_batches):
             return
+        if not trainer.is_global_zero:
+            return
         gen = pl_module._generator
         state = {"key": self.key, "iteration": it,
                  "policy": {k: v.detach().cpu() for k, v in pl_module.policy.state_dict().items()},
@@ -164,7 +167,15 @@ def condition_batches(ds, n: int, batch_size: int) -> list[dict[str, Any]]:
 
 
 def _device(cfg: GDPOConfig) -> torch.device:
-    return torch.device("cuda") if (torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")) else torch.device("cpu")
+    """This process's device: under DDP each rank has its own GPU (``LOCAL_RANK``, set by Lightning's launcher)."""
+    if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda"):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _is_global_zero() -> bool:
+    """Rank 0 writes the files (under DDP every rank runs all of ``train_gdpo``; ``RANK`` is Lightning's)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 def train_gdpo(
@@ -178,6 +189,7 @@ def train_gdpo(
     head_decoder: Callable[[np.ndarray], np.ndarray] | None = None,
     resume: bool = True,
     ckpt_every_n_steps: int = 1,
+    callbacks: list[L.Callback] | None = None,
 ) -> GDPOResult:
     """Fine-tune an SFT video model with Traj-GDPO on the train split of ``rendered_dir``; see the module doc.
 
@@ -188,7 +200,8 @@ def train_gdpo(
 
     With ``resume`` and a ``checkpoints/resume.pt`` of the same run (config, data, SFT weights) training
     continues after its last saved iteration (``resumed_from_iteration``; also the metric of that name);
-    the state is saved every ``ckpt_every_n_steps`` iterations.
+    the state is saved every ``ckpt_every_n_steps`` iterations. ``callbacks``: more Lightning callbacks.
+    With ``cfg.devices > 1`` it runs as Lightning DDP (one process per device; rank 0 writes the files).
     """
     import pandas as pd
 
@@ -272,14 +285,17 @@ def train_gdpo(
             logger.log_metrics({f"val/{k}": v for k, v in start.items() if k != "iteration"}, step=0)
 
     precision = cfg.precision or ("bf16-mixed" if dev.type == "cuda" else "32-true")
+    # DDP: Lightning gives each rank its share of the sampled conditions (a DistributedSampler over the sampler)
+    # and all-reduces the gradients at every manual_backward, so the ranks' policies stay identical
     trainer = L.Trainer(max_epochs=1, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
+                        strategy="ddp" if cfg.devices > 1 else "auto",
                         logger=logger if logger is not None else False, enable_checkpointing=False,
                         log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=cfg.progress_bar,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         default_root_dir=str(out_dir),
                         callbacks=[_SaveResumeState(resume_path, key, ckpt_every_n_steps, lambda: {
                             "train_s": prior_train_s + time.perf_counter() - t0,
-                            "mlflow_run_id": logger.run_id if logger is not None else None})])
+                            "mlflow_run_id": logger.run_id if logger is not None else None}), *(callbacks or [])])
     # GDPO keeps the policy in eval mode on purpose (no dropout: an unchanged policy has ratio 1)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     t0 = time.perf_counter()
@@ -311,6 +327,9 @@ def train_gdpo(
         metrics[f"time/{part}_s"] = float(sum(h[f"time/{part}_s"] for h in module.history))
 
     policy.cpu()
+    if not _is_global_zero():  # the other ranks hold the same weights; rank 0 writes them
+        return GDPOResult(checkpoint_path=out_dir / "gdpo.pt", metrics=metrics, mlflow_run_id=None, selected=selected,
+                          resumed_from_iteration=module.skip if saved is not None else None)
     ckpt = save_video_model(out_dir / "gdpo.pt", policy, model_cfg,
                             meta={"stage": "gdpo", "sft_checkpoint": str(sft_checkpoint), "selected": selected,
                                   "gdpo": cfg.model_dump(mode="json"), "metrics": metrics})
