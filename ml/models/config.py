@@ -201,6 +201,7 @@ class SFTConfig(BaseModel):
     accelerator: str = "auto"
     devices: str | int = "auto"
     strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1, description="machines (each with `devices`), under torchrun or SLURM: Lightning's DDP")
     ckpt_every_n_steps: int = Field(100, ge=1)
     keep_checkpoints: int = Field(1, ge=-1, description="step checkpoints kept besides last.ckpt (-1: all, for a "
                                   "learning curve)")
@@ -302,6 +303,7 @@ class GDPOConfig(BaseModel):
     accelerator: str = "auto"
     devices: int = Field(1, ge=1, description="devices (one process each); > 1 runs Lightning DDP: each rank rolls "
                          "out its own conditions and every manual backward averages the gradients over the ranks")
+    num_nodes: int = Field(1, ge=1, description="machines (each with `devices`), under torchrun or SLURM: Lightning's DDP")
     precision: str | None = Field(None, description="Lightning precision; None: bf16-mixed on GPU, 32-true on CPU")
     experiment_name: str = "sig2gps-gdpo"
     run_name: str | None = None

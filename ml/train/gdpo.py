@@ -288,7 +288,7 @@ def train_gdpo(
     # DDP: Lightning gives each rank its share of the sampled conditions (a DistributedSampler over the sampler)
     # and all-reduces the gradients at every manual_backward, so the ranks' policies stay identical
     trainer = L.Trainer(max_epochs=1, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
-                        strategy="ddp" if cfg.devices > 1 else "auto",
+                        num_nodes=cfg.num_nodes, strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
                         logger=logger if logger is not None else False, enable_checkpointing=False,
                         log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=cfg.progress_bar,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,

@@ -53,6 +53,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default sig2gps-gdpo)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="MLflow run tag (repeatable)")
     p.add_argument("--accelerator", default=None, help="Lightning accelerator (auto, cpu, gpu)")
+    p.add_argument("--devices", type=int, default=None, help="devices; > 1: Lightning DDP, one process per device")
+    p.add_argument("--num-nodes", type=int, default=None, help="machines, under torchrun or SLURM (Lightning DDP)")
     p.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -60,8 +62,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     over: dict = {}
     for key in ("steps", "group_size", "conditions_per_step", "n_steps", "noise_scale", "clip_range", "beta",
-                "advantage", "lr", "inner_epochs", "n_eval", "seed", "accelerator", "precision", "select_min_gain",
-                "init_noise_scale", "micro_batch_size"):
+                "advantage", "lr", "inner_epochs", "n_eval", "seed", "accelerator", "devices", "num_nodes", "precision",
+                "select_min_gain", "init_noise_scale", "micro_batch_size"):
         val = getattr(args, key)
         if val is not None:
             over[key] = val

@@ -368,7 +368,7 @@ def train_sft(
         cbs.append(best_cb)
     cbs.extend(callbacks)
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes,
         precision=cfg.precision or default_precision(),
         max_steps=cfg.max_steps, max_epochs=-1,
         val_check_interval=cfg.val_every_n_steps if has_val else None,
