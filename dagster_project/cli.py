@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--methods", default="industrial_hmm,seq2seq",
                     help="comma-separated, among industrial_hmm, seq2seq, video (video: a base from random weights "
                     "on each source set's rendered windows; needs each city's rendered_videos)")
-    tr.add_argument("--video-base-steps", type=int, default=300, help="video base budget from random weights (steps)")
-    tr.add_argument("--video-finetune-steps", type=int, default=30, help="video fine-tune budget per target (steps)")
+    tr.add_argument("--video-base-steps", type=int, default=100, help="video base budget from random weights (steps)")
+    tr.add_argument("--video-finetune-steps", type=int, default=10, help="video fine-tune budget per target (steps)")
     tr.add_argument("--out", default=None, help="default: outputs/transfer/<profile>/")
     tr.set_defaults(func=cmd_transfer)
     return p

@@ -31,8 +31,8 @@ class TransferConfig(dg.Config):
     max_test: int = Field(default=100, ge=1, description="test windows per target (the first ones)")
     methods: list[str] = Field(default=["industrial_hmm", "seq2seq"],
                                description="among industrial_hmm, seq2seq, video (video needs rendered_videos)")
-    video_base_steps: int = Field(default=300, ge=1, description="video base budget from random weights (steps)")
-    video_finetune_steps: int = Field(default=30, ge=1, description="video fine-tune budget per target (steps)")
+    video_base_steps: int = Field(default=100, ge=1, description="video base budget from random weights (steps)")
+    video_finetune_steps: int = Field(default=10, ge=1, description="video fine-tune budget per target (steps)")
 
 
 def _code_version() -> str:

@@ -195,12 +195,13 @@ def _video_rows(video: VideoTransfer, source_sets: Sequence[Sequence[str]], targ
             # train and val windows only: the sources' test windows are never used
             concat_rendered([video.rendered[s] for s in sources], data, splits=("train", "val"))
         # from random weights (init_checkpoint None): the shipped base has seen the real targets. best_val
-        # selection on the sources' val windows (head error) is the only choice made
+        # selection on the sources' val windows (head error; at the start, half-way and the end: validations
+        # cost as much as many steps on a CPU) is the only choice made
         base_cfg = video.sft.model_copy(update={
             "init_checkpoint": None, "max_steps": video.base_steps, "lr": video.base_lr,
             "warmup_steps": min(50, video.base_steps // 10), "select_checkpoint": "best_val",
-            "select_metric": "val/head_err_px", "val_every_n_steps": max(1, video.base_steps // 4),
-            "ckpt_every_n_steps": max(1, video.base_steps // 4), "progress_bar": False})
+            "select_metric": "val/head_err_px", "val_every_n_steps": max(1, video.base_steps // 2),
+            "ckpt_every_n_steps": max(1, video.base_steps // 2), "progress_bar": False})
         t0 = time.perf_counter()
         base = train_sft(data, base_dir / "sft", base_cfg, resume=True)
         base_s = time.perf_counter() - t0
@@ -215,10 +216,10 @@ def _video_rows(video: VideoTransfer, source_sets: Sequence[Sequence[str]], targ
             ft_cfg = video.sft.model_copy(update={
                 "init_checkpoint": None, "max_steps": video.finetune_steps, "warmup_steps": 0,
                 "select_checkpoint": "best_val", "select_metric": "val/head_err_px",
-                "val_every_n_steps": max(1, video.finetune_steps // 2), "progress_bar": False})
+                "val_every_n_steps": video.finetune_steps, "progress_bar": False})
             t1 = time.perf_counter()
             # the trainer scores the starting weights on the target's val windows too, and keeps them when the
-            # fine-tune is not better there: the same rule as seq2seq's, decided on val
+            # fine-tuned ones (validated once, at the end) are not better there: seq2seq's rule, decided on val
             ft = train_sft(video.rendered[t], base_dir / f"ft_{t}", ft_cfg, resume=True,
                            init_checkpoint=base.checkpoint_path)
             ft_s = time.perf_counter() - t1
@@ -351,8 +352,8 @@ def log_transfer_to_mlflow(df: pd.DataFrame, out_dir: Path, source_sets: Sequenc
 
 def run_transfer(root: Path, source_sets: Sequence[Sequence[str]], targets: Sequence[str], profile: str,
                  out_dir: Path, finetune_steps: int, max_test: int | None,
-                 methods: Sequence[str] = ("industrial_hmm", "seq2seq"), video_base_steps: int = 300,
-                 video_finetune_steps: int = 30, progress: Callable[[str], None] = log.info) -> pd.DataFrame:
+                 methods: Sequence[str] = ("industrial_hmm", "seq2seq"), video_base_steps: int = 100,
+                 video_finetune_steps: int = 10, progress: Callable[[str], None] = log.info) -> pd.DataFrame:
     """:func:`transfer_matrix` over materialised cities with the profile's configs: what ``sig2gps transfer``
     and the ``transfer_report`` asset run. Check the inputs with :func:`missing_inputs` first."""
     from ml.config import stage_config
