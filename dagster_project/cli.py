@@ -98,16 +98,38 @@ def cmd_demo(args: argparse.Namespace, root: Path) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace, root: Path) -> int:
-    from mlflow.exceptions import MlflowException
-
-    from ml.serving import reconstruct_file
+    """Batch reconstruction: one file with a registered model in-process (``--engine local``, the default for
+    a file), or a partitioned Parquet table on Ray Data (``--engine ray``, the default for a folder)."""
     from ml.tracking import default_tracking_uri
 
     uri = args.tracking_uri or os.environ.get("SIG2GPS_MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     signaling = Path(args.signaling)
-    if not signaling.is_file():
-        print(f"error: --signaling {signaling}: file not found", file=sys.stderr)
+    if not signaling.exists():
+        print(f"error: --signaling {signaling}: no such file or folder", file=sys.stderr)
         return 2
+    engine = args.engine or ("ray" if signaling.is_dir() else "local")
+    if engine == "local":
+        if signaling.is_dir():
+            print(f"error: --signaling {signaling} is a folder: a partitioned table runs on --engine ray", file=sys.stderr)
+            return 2
+        if args.method != "video":
+            print(f"error: --method {args.method} runs on --engine ray (local mode needs no cluster)", file=sys.stderr)
+            return 2
+        if args.ray_address or args.workers != 1:
+            print("error: --ray-address and --workers apply to --engine ray only", file=sys.stderr)
+            return 2
+        if not args.model:
+            print("error: --model is required for --method video", file=sys.stderr)
+            return 2
+        return _reconstruct_local(args, signaling, uri)
+    return _reconstruct_ray(args, signaling, uri, root)
+
+
+def _reconstruct_local(args: argparse.Namespace, signaling: Path, uri: str) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from ml.serving import reconstruct_file
+
     try:
         out = reconstruct_file(args.model, args.city, signaling, Path(args.out), tracking_uri=uri)
     except MlflowException as exc:
@@ -116,6 +138,40 @@ def cmd_reconstruct(args: argparse.Namespace, root: Path) -> int:
         return 2
     print(f"wrote {out}")
     return 0
+
+
+def _reconstruct_ray(args: argparse.Namespace, signaling: Path, uri: str, root: Path) -> int:
+    """``ml.batch.reconstruct_dataset`` with the city's road network and towers; errors exit 2 with their message."""
+    from ml.batch import VideoSource, city_inputs, reconstruct_dataset, video_source_from_checkpoint
+    from ml.cities import load_city
+    from ml.config import stage_config
+
+    video = None
+    try:
+        inputs = city_inputs(args.city, args.profile, root)
+        samples = stage_config("samples", args.profile, load_city(args.city))
+        if args.method == "video":
+            if not args.model:
+                print("error: --model is required for --method video (a models:/ URI or a .pt checkpoint)",
+                      file=sys.stderr)
+                return 2
+            if args.model.endswith(".pt"):
+                if not Path(args.model).is_file():
+                    print(f"error: --model {args.model}: checkpoint file not found", file=sys.stderr)
+                    return 2
+                video = video_source_from_checkpoint(args.model, args.city, args.profile)
+            else:
+                video = VideoSource(model_uri=args.model, tracking_uri=uri)
+        res = reconstruct_dataset(signaling, Path(args.out), args.method, inputs, video=video,
+                                  duration_s=None if video else samples.window_s,
+                                  eval_interval_s=samples.eval_interval_s, num_workers=args.workers,
+                                  ray_address=args.ray_address, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError, ConnectionError, RuntimeError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {res.out_dir}: {res.n_windows} windows ({res.n_failed} failed, {res.n_fallback} fallback_mar), "
+          f"{res.n_rows} rows, {res.seconds:.1f} s with {res.num_workers} worker(s) ({res.windows_per_s:.2f} windows/s)")
+    return 0 if res.n_failed == 0 else 1
 
 
 def cmd_transfer(args: argparse.Namespace, root: Path) -> int:
@@ -176,12 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
     demo.set_defaults(func=cmd_demo)
 
-    rec = sub.add_parser("reconstruct", help="batch reconstruction with a registered model")
-    rec.add_argument("--model", required=True, help="MLflow model URI, e.g. models:/sig2gps-video-gridville@sft")
+    rec = sub.add_parser("reconstruct", help="batch reconstruction (one file in-process, or a partitioned table on Ray)")
+    rec.add_argument("--model", default=None, help="MLflow model URI, e.g. models:/sig2gps-video-gridville@sft "
+                     "(--engine ray also takes a .pt checkpoint); needed for --method video")
     rec.add_argument("--city", required=True)
-    rec.add_argument("--signaling", required=True, help="CSV or Parquet with ts, cell_id (and optional device_id)")
-    rec.add_argument("--out", required=True, help="output CSV or Parquet of ts, lon, lat")
+    rec.add_argument("--signaling", required=True, help="CSV or Parquet with ts, cell_id (and optional device_id), "
+                     "or a folder of (hive-)partitioned Parquet with device_id, ts, cell_id, event")
+    rec.add_argument("--out", required=True, help="output CSV or Parquet of ts, lon, lat (a folder for --engine ray)")
     rec.add_argument("--tracking-uri", default=None, help="default: the repository's mlflow/ store")
+    rec.add_argument("--engine", choices=["local", "ray"], default=None,
+                     help="local: one process (default for a file); ray: Ray Data (default for a folder)")
+    rec.add_argument("--method", choices=["video", "industrial_hmm"], default="video", help="--engine ray only for "
+                     "industrial_hmm")
+    rec.add_argument("--workers", type=int, default=1, help="actors of the reconstruction stage (--engine ray)")
+    rec.add_argument("--ray-address", default=None, help="a running Ray cluster (host:port, ray://host:port or auto); "
+                     "default: a local Ray started for this command")
+    rec.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"],
+                     help="which towers table and window settings (--engine ray)")
+    rec.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder (--engine ray)")
     rec.set_defaults(func=cmd_reconstruct)
 
     tr = sub.add_parser("transfer", help="score models trained on source cities on unseen target cities")
