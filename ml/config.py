@@ -31,6 +31,7 @@ STAGE_CONFIGS: dict[str, str] = {
     "evaluation": "ml.evaluation:EvaluationConfig",
     "operator": "ml.scale.operator_day:OperatorDayConfig",
     "out_of_core": "ml.scale.pairing:OutOfCoreConfig",
+    "next_gps": "ml.nextgps.config:NextGPSConfig",
 }
 
 # Stages whose package defines its own profile table (a ``<stage>_profile(name, **overrides)``
@@ -53,6 +54,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "render": dict(resolution=32, frames=9, shard_size=64, workers=1, n_previews=2),
         "evaluation": dict(max_samples=4, video_batch_size=4, robustness_seeds=1,
                            robustness_max_samples=2, robustness_drop_fracs=(0.0, 0.5), case_studies=1),
+        "next_gps": dict(max_samples=4, val_max_samples=4, video_steps_choices=(1, 2), video_batch_size=4),
     },
     # bounded so that `make demo` stays near 10 minutes on 2 CPU cores
     "demo": {
@@ -65,6 +67,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "simulation": dict(n_taxis=80, n_decoys=160, n_days=3),
         "render": dict(resolution=128, frames=33),
         "evaluation": dict(video_batch_size=32, robustness_seeds=3, robustness_max_samples=30),
+        "next_gps": dict(max_samples=None, val_max_samples=100, video_steps_choices=(1, 2, 4, 8), video_batch_size=32),
     },
 }
 

@@ -132,7 +132,7 @@ def test_cli_city_add_and_list(project: Path, instance: dg.DagsterInstance, caps
 
 ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "truth_links", "measurement_reports",
               "raw_pairs", "samples", "sample_truth", "dataset_version", "rendered_videos", "sft_checkpoint",
-              "gdpo_checkpoint", "seq2seq_checkpoint", "predictions", "evaluation_report"]
+              "gdpo_checkpoint", "seq2seq_checkpoint", "predictions", "next_gps_report", "evaluation_report"]
 # partitioned by city x day (tests/test_operator_assets.py materialises them)
 OPERATOR_ASSETS = ["operator_signaling", "operator_pairs", "operator_samples"]
 # not partitioned: they span cities, so a city's run ("*") leaves them out (tests/test_transfer_asset.py)

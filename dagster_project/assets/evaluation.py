@@ -81,7 +81,9 @@ def _finite(d: dict) -> dict:
 
 
 # retried: the MLflow store (sqlite) can be locked for a moment by another process logging to it
-@dg.asset(partitions_def=cities_partitions, group_name="evaluation", deps=["predictions"], kinds={"mlflow", "pandas"},
+# after next_gps_report (when both run), whose next_gps.json the report embeds as its next-GPS section
+@dg.asset(partitions_def=cities_partitions, group_name="evaluation", deps=["predictions", "next_gps_report"],
+          kinds={"mlflow", "pandas"},
           code_version=code_version("evaluation_report"),
           retry_policy=dg.RetryPolicy(max_retries=2, delay=5.0, backoff=dg.Backoff.EXPONENTIAL))
 def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
@@ -140,7 +142,11 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
         version = data_version(cc.paths.data_version_file)
         write_json_atomic(evaluation, tmp / "evaluation.json")
         per_sample_table(per_sample_df).to_parquet(tmp / "per_sample.parquet", index=False)
-        write_markdown(evaluation, tmp, figures, notes, data_version=version)
+        from ml.nextgps import load_next_gps, markdown_section
+
+        next_gps = load_next_gps(cc.paths.outputs / "next_gps" / "next_gps.json")  # absent: no section
+        write_markdown(evaluation, tmp, figures, notes, data_version=version,
+                       sections=markdown_section(next_gps) if next_gps else None)
     report_dir = cc.paths.report
 
     # MLflow: a parent run with the report, one nested run per method with its metrics

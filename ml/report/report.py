@@ -71,8 +71,10 @@ def write_markdown(
     figures: Mapping[str, Path],
     notes: list[str] | None = None,
     data_version: str = "",
+    sections: list[str] | None = None,
 ) -> Path:
-    """``evaluation.md`` with the comparison tables and the figures (paths relative to the report)."""
+    """``evaluation.md`` with the comparison tables and the figures (paths relative to the report);
+    ``sections`` are further Markdown lines (e.g. the next-GPS section) placed before the notes."""
     lines = [
         f"# Evaluation: {evaluation['city']} ({evaluation['split']} split, {evaluation['n_samples']} samples)",
         "",
@@ -97,6 +99,7 @@ def write_markdown(
     if cases:
         lines += ["## Case studies", "", "Truth (black), serving towers (triangles, coloured by time), each method.", ""]
         lines += [f"![{k}]({figures[k].name})" for k in cases] + [""]
+    lines += list(sections or [])
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["Maps: (c) OpenStreetMap contributors (ODbL) for real cities; synthetic cities are generated.", ""]
