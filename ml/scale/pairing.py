@@ -116,9 +116,8 @@ def decide_pairs(scores: pd.DataFrame, cfg: PairingConfig) -> pd.DataFrame:
     s["score"] = np.where(s["comparable"], s["clipped_sum"] / s["n_valid"].clip(lower=1), np.inf)
     s = s.sort_values(["device_id", "day", "score", "vehicle_id"], kind="stable")
     g = s.groupby(["device_id", "day"], sort=False)
-    best = g.head(1).set_index(["device_id", "day"])
-    second = g.nth(1).set_index(["device_id", "day"])["score"].reindex(best.index).fillna(np.inf)
-    b = best
+    b = g.head(1).set_index(["device_id", "day"])  # the best candidate of each device-day
+    second = g.nth(1).set_index(["device_id", "day"])["score"].reindex(b.index).fillna(np.inf)
     margin = np.minimum(np.where(np.isfinite(second), second / np.maximum(b["score"], 1.0) - 1.0, 99.0), 99.0)
     overlap = np.where(b["n_valid"] > 0, np.maximum(b["last_t"] - b["first_t"], 0.0), 0.0)
     spread_ratio = b["rg_towers"] / np.maximum(b["rg_taxi"], 1.0)
