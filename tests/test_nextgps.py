@@ -175,3 +175,20 @@ def test_the_continuation_keeps_the_known_frames_exactly(tiny_model) -> None:
     assert not torch.allclose(x[:, :, 3:], free[:, :, 3:])
     with pytest.raises(ValueError, match="n_known"):
         continuation_sample(tiny_model, cond, known, n_known=k + 1, n_steps=1, **kw)
+
+
+def test_the_report_round_trips_and_the_evaluation_report_embeds_its_section(road: RoadNetwork, tmp_path) -> None:
+    from ml.nextgps import load_next_gps, markdown_section, next_gps_report, write_next_gps
+    from ml.report import write_markdown
+
+    cfg = NextGPSConfig()
+    eval_t, truth = _drive(10.0, 200.0)
+    report, scored = next_gps_report("tiny", [], [_context(road, truth, eval_t)], cfg)  # no video: no val needed
+    assert report["video_steps"] is None and "constant_velocity_road" in report["methods"]
+    write_next_gps(report, scored, tmp_path / "next_gps")
+    back = load_next_gps(tmp_path / "next_gps" / "next_gps.json")
+    assert back["methods"]["last_position"]["30s"]["n"] == 1
+    md = write_markdown({"city": "tiny", "split": "test", "n_samples": 1, "tracks": {}}, tmp_path, {},
+                        sections=markdown_section(back)).read_text()
+    assert "## Next-GPS prediction" in md and "`constant_velocity_road`" in md
+    assert load_next_gps(tmp_path / "absent.json") is None
