@@ -166,6 +166,10 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     assert sig["video_sft"]["head_detect_rate"] >= 0.5, sig["video_sft"]
     assert {"mar", "wcl", "hmm_wcl", "msr", "hre", "hrea"} <= set(ev["tracks"]["mr"])
     assert (out / "report" / "evaluation.md").is_file()
+    # next-GPS prediction: the video model and the baselines on the same windows, embedded in the evaluation report
+    ng = json.loads((out / "next_gps" / "next_gps.json").read_text())
+    assert {"video_continuation", "constant_velocity_road", "industrial_hmm_joined", "seq2seq"} <= set(ng["methods"]), ng
+    assert "## Next-GPS prediction" in (out / "report" / "evaluation.md").read_text()
     # tables carry Dagster's standard table metadata; MLflow runs are linked
     for key in ("cell_towers", "signaling_records", "truth_links", "samples", "sample_truth"):
         md = instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
