@@ -15,12 +15,17 @@ from ml.train.sft import train_sft
 
 
 class RecordRank(L.Callback):
-    def __init__(self, out: Path) -> None:
-        self.out, self.seen = out, []
+    """Writes ``<prefix>seen_rank<r>.json`` (the rows the rank trained on) and the weights of ``module.<weights>``
+    at the start and the end (``<prefix>start_rank<r>.pt``, ``<prefix>end_rank<r>.pt``); also used by
+    tests/ddp_gdpo_probe.py."""
+
+    def __init__(self, out: Path, weights: str = "model", prefix: str = "", extra=None) -> None:
+        self.out, self.weights, self.prefix, self.extra, self.seen = out, weights, prefix, extra, []
 
     def _save(self, trainer: L.Trainer, module: L.LightningModule, what: str) -> None:
-        torch.save({k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()},
-                   self.out / f"{what}_rank{trainer.global_rank}.pt")
+        state = getattr(module, self.weights).state_dict()
+        torch.save({k: v.detach().cpu().clone() for k, v in state.items()},
+                   self.out / f"{self.prefix}{what}_rank{trainer.global_rank}.pt")
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._save(trainer, module, "start")
@@ -30,9 +35,10 @@ class RecordRank(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._save(trainer, module, "end")
-        (self.out / f"seen_rank{trainer.global_rank}.json").write_text(
+        (self.out / f"{self.prefix}seen_rank{trainer.global_rank}.json").write_text(
             json.dumps({"world_size": trainer.world_size, "strategy": type(trainer.strategy).__name__,
-                        "backend": torch.distributed.get_backend(), "seen": self.seen}))
+                        "backend": torch.distributed.get_backend(), "seen": self.seen,
+                        **(self.extra(module) if self.extra else {})}))
 
 
 if __name__ == "__main__":

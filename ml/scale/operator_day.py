@@ -36,6 +36,7 @@ from ml.cities import CityConfig, RoadNetwork, load_road_network
 from ml.simulate import SimulationConfig, simulate_taxi_gps, simulate_towers
 from ml.simulate.phones import device_population, signaling_of_population
 from ml.simulate.radio import RadioModel
+from ml.simulate.tables import SCHEMAS, make_table
 
 TABLES = ("signaling", "gps")
 
@@ -108,11 +109,12 @@ def simulate_shard(shard: int, out_dir: str) -> dict:
     out, name = Path(out_dir), shard_name(shard)
     t = time.perf_counter()
     n_taxis = cfg.taxis_in_shard(shard)
+    # (n_taxis must be >= 1 in SimulationConfig; a shard without taxis simulates none)
     sim = cfg.simulation.model_copy(update={"n_taxis": max(n_taxis, 1), "n_decoys": cfg.shard_devices - n_taxis})
     # an independent stream per shard and day (days after the simulation's default first day shift it)
     day_offset = (sim.start_date - SimulationConfig.model_fields["start_date"].default).days
     seed = cfg.seed * 100_003 + shard + 1_000_003 * day_offset
-    gps = simulate_taxi_gps(net, sim, seed) if n_taxis else simulate_taxi_gps(net, sim, seed).iloc[:0]
+    gps = simulate_taxi_gps(net, sim, seed) if n_taxis else make_table("gps", {c: [] for c in SCHEMAS["gps"]})
     vehicles = sorted(gps["vehicle_id"].astype(str).unique()) if len(gps) else []
     truth = device_population(vehicles, sim, seed)
     signaling = signaling_of_population(net, _WORKER["radio"], gps, truth, sim, seed)
