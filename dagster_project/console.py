@@ -29,6 +29,7 @@ KEY_FIGURES: dict[str, tuple[str, str]] = {
     "sft_checkpoint": ("selected_weights", "weights selected"),
     "gdpo_checkpoint": ("selected_weights", "weights selected"),
     "seq2seq_checkpoint": ("metric.val/median_m", "m median error on val"),
+    "seq2seq_prefix_checkpoint": ("metric.val/median_m", "m median error on val, after the prefix"),
     "predictions": ("samples", "test windows, every method"),
     "evaluation_report": ("signaling.video_sft.median_error_m", "m median error (video_sft)"),
 }

@@ -132,7 +132,8 @@ def test_cli_city_add_and_list(project: Path, instance: dg.DagsterInstance, caps
 
 ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "truth_links", "measurement_reports",
               "raw_pairs", "samples", "sample_truth", "dataset_version", "rendered_videos", "sft_checkpoint",
-              "gdpo_checkpoint", "seq2seq_checkpoint", "predictions", "next_gps_report", "evaluation_report"]
+              "gdpo_checkpoint", "seq2seq_checkpoint", "seq2seq_prefix_checkpoint", "predictions", "next_gps_report",
+              "evaluation_report"]
 # partitioned by city x day (tests/test_operator_assets.py materialises them)
 OPERATOR_ASSETS = ["operator_signaling", "operator_pairs", "operator_samples"]
 # not partitioned: they span cities, so a city's run ("*") leaves them out (tests/test_transfer_asset.py)
@@ -168,7 +169,8 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     assert (out / "report" / "evaluation.md").is_file()
     # next-GPS prediction: the video model and the baselines on the same windows, embedded in the evaluation report
     ng = json.loads((out / "next_gps" / "next_gps.json").read_text())
-    assert {"video_continuation", "constant_velocity_road", "industrial_hmm_joined", "seq2seq"} <= set(ng["methods"]), ng
+    assert {"video_continuation", "constant_velocity_road", "industrial_hmm_joined", "seq2seq",
+            "seq2seq_prefix"} <= set(ng["methods"]), ng
     assert "## Next-GPS prediction" in (out / "report" / "evaluation.md").read_text()
     # tables carry Dagster's standard table metadata; MLflow runs are linked
     for key in ("cell_towers", "signaling_records", "truth_links", "samples", "sample_truth"):

@@ -91,3 +91,50 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable seq2seq checkpoint"):
         load_seq2seq(bad)
+
+
+def test_the_next_gps_model_reads_the_prefix_as_tokens_and_scores_only_the_later_times(contexts):
+    from ml.seq2seq.data import EVENT_GPS
+
+    cfg = seq2seq_profile("ci", prefix_s=150.0)
+    b = window_batch(contexts[:3], cfg)
+    plain = window_batch(contexts[:3], seq2seq_profile("ci"))
+    ctx = contexts[0]
+    known = ctx.eval_t <= 150.0
+    n_rec = int(plain.record_mask[0].sum())
+    gps = b.records[0][b.records[0, :, 3] == EVENT_GPS]
+    assert b.record_mask[0].sum() == n_rec + known.sum() and len(gps) == known.sum()
+    np.testing.assert_allclose(gps[:, :2] * cfg.scale_m + b.centre[0], ctx.truth_xy[known], atol=1e-2)
+    np.testing.assert_array_equal(b.loss_mask[0, : ctx.n_eval], ~known)
+    np.testing.assert_array_equal(plain.loss_mask, plain.query_mask)
+    # the known times' prior is their GPS; the first later time starts from the last known position
+    prior = b.to_metres(b.query_prior)[0, : ctx.n_eval]
+    np.testing.assert_allclose(prior[known], ctx.truth_xy[known], atol=1e-2)
+    last = np.nonzero(known)[0][-1]
+    step = np.linalg.norm(prior[last + 1] - prior[last])
+    plain_step = np.linalg.norm(plain.to_metres(plain.query_prior)[0, last + 1] - plain.to_metres(plain.query_prior)[0, last])
+    assert step == pytest.approx(plain_step, abs=0.05)  # 'anchored': the records' prior, shifted
+    # the truth after the prefix is the target only: blanking it changes no input
+    from ml.nextgps import NextGPSConfig, prefix_only
+
+    blind = window_batch([prefix_only(c, NextGPSConfig()) for c in contexts[:3]], cfg, with_target=False)
+    for a in ("records", "record_mask", "query_t", "query_prior", "loss_mask"):
+        np.testing.assert_array_equal(getattr(blind, a), getattr(b, a))
+    model = RecordsToPositions(cfg)
+    assert model.event.num_embeddings == EVENT_GPS + 1
+    assert RecordsToPositions(seq2seq_profile("ci")).event.num_embeddings == EVENT_GPS  # old checkpoints load
+
+
+def test_a_next_gps_checkpoint_is_not_a_reconstruction_method(contexts, tmp_path):
+    from ml.evaluation.seq2seq import predict_seq2seq_method
+    from ml.nextgps import NextGPSConfig, seq2seq_at_targets
+    from ml.train.seq2seq import train_seq2seq
+
+    cfg = seq2seq_profile("ci", prefix_s=150.0, max_steps=2, val_every_n_steps=1)
+    res = train_seq2seq(contexts[:8], contexts[8:12], cfg, tmp_path / "s2s_prefix")
+    with pytest.raises(ValueError, match="a next-GPS model"):
+        predict_seq2seq_method(res.checkpoint_path, contexts[12:14])
+    out = seq2seq_at_targets(res.checkpoint_path, contexts[12:14], NextGPSConfig())
+    assert set(out) == {c.sample_id for c in contexts[12:14]} and all(v.shape == (3, 2) for v in out.values())
+    with pytest.raises(ValueError, match="trained with a 150 s GPS prefix"):
+        seq2seq_at_targets(res.checkpoint_path, contexts[12:14], NextGPSConfig(known_s=120.0))

@@ -33,14 +33,15 @@ def next_gps_dir(outputs: Path) -> Path:
 
 # retried: the MLflow store (sqlite) can be locked for a moment by another process logging to it
 @dg.asset(partitions_def=cities_partitions, group_name="evaluation",
-          deps=["samples", "sample_truth", "rendered_videos", "sft_checkpoint", "seq2seq_checkpoint"],
+          deps=["samples", "sample_truth", "rendered_videos", "sft_checkpoint", "seq2seq_checkpoint",
+                "seq2seq_prefix_checkpoint"],
           kinds={"pandas", "pytorch", "mlflow"}, code_version=_code_version(),
           retry_policy=dg.RetryPolicy(max_retries=2, delay=5.0, backoff=dg.Backoff.EXPONENTIAL))
 def next_gps_report(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                     compute: ComputeResource) -> dg.MaterializeResult:
     """Given a window's signaling and its first ``known_s`` seconds of GPS, the positions at each horizon after
     it: video continuation (Euler steps chosen on val), constant velocity along the road, the industrial HMM
-    joined to the prefix, seq2seq; scored once on the test windows. Writes ``next_gps.json`` and ``.md``."""
+    joined to the prefix, seq2seq with the prefix as tokens (and without); scored once on the test windows. Writes ``next_gps.json`` and ``.md``."""
     from ml.nextgps import next_gps_report as run_report
     from ml.nextgps import write_next_gps
 
@@ -51,7 +52,9 @@ def next_gps_report(context: dg.AssetExecutionContext, paths: PathsResource, mlf
     stage, fname = VIDEO_FILES[cfg.video_checkpoint]
     video = cc.paths.checkpoints / stage / fname
     seq2seq = cc.paths.checkpoints / "seq2seq" / "model.pt"
-    for what, p in (("video model", video), ("rendered arrays", rendered / "index.parquet"), ("seq2seq", seq2seq)):
+    seq2seq_prefix = cc.paths.checkpoints / "seq2seq_prefix" / "model.pt"
+    for what, p in (("video model", video), ("rendered arrays", rendered / "index.parquet"), ("seq2seq", seq2seq),
+                    ("seq2seq_prefix", seq2seq_prefix)):
         if not p.is_file():
             context.log.warning(f"next_gps: no {what} at {p}; its methods are skipped")
     has_video = video.is_file() and (rendered / "index.parquet").is_file()
@@ -59,7 +62,7 @@ def next_gps_report(context: dg.AssetExecutionContext, paths: PathsResource, mlf
         cc.city.name, cc.sample_contexts(cfg.val_split), cc.sample_contexts(cfg.split), cfg,
         video_checkpoint=video if has_video else None, rendered_dir=rendered if has_video else None,
         seq2seq_checkpoint=seq2seq if seq2seq.is_file() else None, device=compute.torch_device(),
-        progress=context.log.info)
+        progress=context.log.info, seq2seq_prefix_checkpoint=seq2seq_prefix if seq2seq_prefix.is_file() else None)
     out = next_gps_dir(cc.paths.outputs)
     with atomic_dir(out) as tmp:
         write_next_gps(report, scored, tmp)

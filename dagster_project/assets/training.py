@@ -109,3 +109,29 @@ def seq2seq_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, 
         "data_version": tags["data_version"], "registered_model": logged.name, "model_version": logged.version,
         "model_uri": logged.alias_uri, **mlflow_link(uri, res.mlflow_run_id),
         **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}})
+
+
+@dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "dataset_version"],
+          kinds={"pytorch", "mlflow"}, code_version=code_version("seq2seq"))
+def seq2seq_prefix_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
+                              compute: ComputeResource) -> dg.MaterializeResult:
+    """The seq2seq baseline of next-GPS prediction: the same network and training, with the GPS of each window's
+    first ``next_gps.known_s`` seconds as extra tokens and the loss on the later times only (``prefix_s``)."""
+    from ml.train.seq2seq import train_seq2seq
+
+    cc = city_context(context, paths, compute)
+    uri = mlflow.uri(paths.root_path)
+    known_s = compute.stage_config("next_gps", cc.city).known_s
+    cfg = compute.stage_config("seq2seq", cc.city, run_name=f"{cc.city.name}-seq2seq-prefix", prefix_s=known_s)
+    tags = run_tags(cc.city.name, "seq2seq_prefix", paths.root_path,
+                    data_version=data_version(cc.paths.data_version_file), dagster_run_id=context.run_id,
+                    profile=compute.profile)
+    res = train_seq2seq(cc.sample_contexts("train"), cc.sample_contexts("val"), cfg,
+                        cc.paths.checkpoints / "seq2seq_prefix", tracking_uri=uri, tags=tags)
+    if res.skipped:
+        context.log.warning(f"seq2seq_prefix: {len(res.skipped)} windows without records were left out")
+    return dg.MaterializeResult(metadata={
+        "checkpoint": dg.MetadataValue.path(res.checkpoint_path), "prefix_s": known_s, "best_step": res.best_step,
+        "global_step": res.global_step, "n_train": res.n_train, "n_val": res.n_val, "skipped_windows": len(res.skipped),
+        "data_version": tags["data_version"], **mlflow_link(uri, res.mlflow_run_id),
+        **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}})

@@ -19,12 +19,14 @@ SNAP_MPP = 20.0
 
 def predict_seq2seq_method(checkpoint: Path, contexts: Sequence[SampleContext], device: str = "cpu",
                            batch_size: int = 256, progress: Callable[[str], None] | None = None,
-                           name: str = "seq2seq") -> MethodRun:
+                           name: str = "seq2seq", gps_prefix: bool = False) -> MethodRun:
     """Positions of every window at its eval times: the model's regression, snapped to the road graph with
     ``ml.decode.snap_route`` (the video decoder's HMM snapping) when the config says ``snap``.
 
     Windows without records have no output (NaN, counted in ``failures``); so does a window whose
     snapping matched nothing (its unsnapped positions are not passed off as road positions).
+    A next-GPS checkpoint (``prefix_s`` set) reads the windows' GPS truth up to ``prefix_s``; it runs only
+    with ``gps_prefix=True`` (``ml.nextgps.seq2seq_at_targets``), never as a reconstruction method.
     """
     import torch
 
@@ -33,6 +35,11 @@ def predict_seq2seq_method(checkpoint: Path, contexts: Sequence[SampleContext], 
     from ml.train.seq2seq import load_seq2seq
 
     model, cfg = load_seq2seq(checkpoint, device=device)
+    if (cfg.prefix_s is not None) != gps_prefix:
+        raise ValueError(f"{checkpoint}: " + (f"a next-GPS model (it reads the GPS of the first {cfg.prefix_s:g} s); "
+                                              "reconstruction needs a checkpoint trained with prefix_s None"
+                                              if cfg.prefix_s is not None else
+                                              "a reconstruction model (prefix_s None) given a GPS prefix"))
     run = MethodRun(name, "signaling", {}, {})
     batch = window_batch(contexts, cfg, with_target=False)
     by_id = {c.sample_id: c for c in contexts}

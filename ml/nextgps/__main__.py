@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="video model (default: the profile's checkpoints/sft/model.pt, or gdpo per the config)")
     ap.add_argument("--seq2seq-checkpoint", type=Path, default=None,
                     help="seq2seq model (default: the profile's checkpoints/seq2seq/model.pt when present)")
+    ap.add_argument("--seq2seq-prefix-checkpoint", type=Path, default=None,
+                    help="next-GPS seq2seq model (default: the profile's checkpoints/seq2seq_prefix/model.pt when present)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     video = args.video_checkpoint or (cp.checkpoints / ({"sft": "sft/model.pt", "gdpo": "gdpo/gdpo.pt"}
                                                         [cfg.video_checkpoint]))
     seq2seq = args.seq2seq_checkpoint or cp.checkpoints / "seq2seq" / "model.pt"
+    seq2seq_prefix = args.seq2seq_prefix_checkpoint or cp.checkpoints / "seq2seq_prefix" / "model.pt"
     for name, p in (("samples", cp.table("samples")), ("sample_truth", cp.sample_truth), ("video model", video),
                     ("rendered arrays", rendered / "index.parquet")):
         if not Path(p).is_file():
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     report, scored = next_gps_report(args.city, contexts(cfg.val_split), contexts(cfg.split), cfg,
                                      video_checkpoint=video, rendered_dir=rendered,
                                      seq2seq_checkpoint=seq2seq if seq2seq.is_file() else None, device=args.device,
-                                     progress=lambda m: print(m, flush=True))
+                                     progress=lambda m: print(m, flush=True),
+                                     seq2seq_prefix_checkpoint=seq2seq_prefix if seq2seq_prefix.is_file() else None)
     report["video_checkpoint"] = str(args.video_checkpoint) if args.video_checkpoint else report["video_checkpoint"]
     report["wall_s"] = round(time.perf_counter() - started, 1)
     paths = write_next_gps(report, scored, args.out or cp.outputs / "next_gps")

@@ -22,9 +22,9 @@ class NextGPSConfig(BaseModel):
         150.0, gt=0, description="GPS known from t0 to t0 + known_s; 150 s is frame 8 of K = 17 over W = 300 s "
         "(and frame 4 of the ci profile's K = 9), so the known frames end exactly where the prefix does")
     horizons_s: tuple[float, ...] = Field((30.0, 60.0, 120.0), description="prediction horizons after known_s")
-    # decoding a generated video costs seconds a window on 2 shared CPU cores (two video runs a window: the
-    # continuation and its no-prefix ablation), so the demo scores 50 test windows; the gpu profile scores all
-    max_samples: int | None = Field(50, ge=1, description="size: cap on scored test windows")
+    # the evaluation's 100 test windows (two video runs a window: the continuation and its no-prefix
+    # ablation, about a second each on the CPU); the gpu profile scores all
+    max_samples: int | None = Field(100, ge=1, description="size: cap on scored test windows")
     val_max_samples: int | None = Field(16, ge=1, description="size: cap on val windows used for the choices")
     video_checkpoint: Literal["sft", "gdpo"] = Field("sft", description="which video checkpoint continues the drawing")
     video_steps_choices: tuple[int, ...] = Field(

@@ -159,13 +159,33 @@ def _target_rows(ctx: SampleContext, cfg: NextGPSConfig) -> np.ndarray:
     return np.array(rows)
 
 
+def prefix_only(ctx: SampleContext, cfg: NextGPSConfig) -> SampleContext:
+    """``ctx`` with its GPS truth after ``cfg.known_s`` blanked (NaN): what a predictor given the prefix may read."""
+    from dataclasses import replace
+
+    if ctx.truth_xy is None:
+        raise ValueError(f"sample {ctx.sample_id}: next-GPS prediction needs the window's GPS prefix (truth_xy)")
+    xy = np.array(ctx.truth_xy, dtype=np.float64)
+    xy[np.asarray(ctx.eval_t) > cfg.known_s + _EPS_S] = np.nan
+    return replace(ctx, truth_xy=xy)
+
+
 def seq2seq_at_targets(checkpoint: Path, contexts: Sequence[SampleContext], cfg: NextGPSConfig,
                        device: str = "cpu") -> dict[str, np.ndarray]:
-    """The seq2seq baseline's reconstruction of each window (``ml.evaluation.predict_seq2seq_method``) read at
-    the target times. It does not see the prefix: adding the prefix as tokens needs a retrained model."""
+    """A seq2seq model's positions of each window (``ml.evaluation.predict_seq2seq_method``, snapped) read at the
+    target times. A reconstruction checkpoint (``prefix_s`` None) sees the signaling only; a next-GPS one
+    (``prefix_s`` = ``cfg.known_s``, the ``seq2seq_prefix_checkpoint`` asset) also reads the known GPS as tokens,
+    from windows whose truth after ``known_s`` is blanked (:func:`prefix_only`)."""
     from ml.evaluation import predict_seq2seq_method
+    from ml.train.seq2seq import load_seq2seq
 
-    run = predict_seq2seq_method(checkpoint, contexts, device=device)
+    _, s2s = load_seq2seq(checkpoint)
+    if s2s.prefix_s is not None:
+        if abs(s2s.prefix_s - cfg.known_s) > _EPS_S:
+            raise ValueError(f"{checkpoint}: trained with a {s2s.prefix_s:g} s GPS prefix; next_gps.known_s is "
+                             f"{cfg.known_s:g} s (train it again with prefix_s = known_s)")
+        contexts = [prefix_only(c, cfg) for c in contexts]
+    run = predict_seq2seq_method(checkpoint, contexts, device=device, gps_prefix=s2s.prefix_s is not None)
     return {c.sample_id: np.asarray(run.predictions[c.sample_id], dtype=np.float64)[_target_rows(c, cfg)]
             for c in contexts}
 

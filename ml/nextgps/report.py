@@ -31,6 +31,7 @@ METHOD_NOTES: dict[str, str] = {
     "industrial_hmm_joined": "industrial HMM route on the window's signaling, joined at the last known position",
     "industrial_hmm": "industrial HMM reconstruction of the window, read at the target times (no prefix)",
     "seq2seq": "seq2seq reconstruction of the window, read at the target times (no prefix)",
+    "seq2seq_prefix": "seq2seq trained for next-GPS: the known GPS as extra tokens beside the records, snapped",
     "last_position": "the last known position held (floor)",
 }
 
@@ -44,13 +45,14 @@ def predict_next_gps(
     rendered_dir: Path | None = None,
     seq2seq_checkpoint: Path | None = None,
     video_steps: int | None = None,
+    seq2seq_prefix_checkpoint: Path | None = None,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> Predictions:
     """Positions at ``cfg.target_times()`` of every window by every method that can run.
 
     The video methods run when ``video_checkpoint`` and ``rendered_dir`` are given (``video_steps`` Euler
-    steps, default the first of ``cfg.video_steps_choices``), seq2seq when its checkpoint is.
+    steps, default the first of ``cfg.video_steps_choices``), seq2seq and seq2seq_prefix when their checkpoints are.
     """
     if not contexts:
         raise ValueError("predict_next_gps: no windows given")
@@ -66,6 +68,8 @@ def predict_next_gps(
         progress(f"next_gps: baselines done on {len(contexts)} windows")
     if seq2seq_checkpoint is not None:
         preds["seq2seq"] = seq2seq_at_targets(seq2seq_checkpoint, contexts, cfg, device=device)
+    if seq2seq_prefix_checkpoint is not None:
+        preds["seq2seq_prefix"] = seq2seq_at_targets(seq2seq_prefix_checkpoint, contexts, cfg, device=device)
     if video_checkpoint is not None and rendered_dir is not None:
         steps = video_steps or cfg.video_steps_choices[0]
         preds["video_continuation"] = video_at_targets(video_checkpoint, rendered_dir, contexts, cfg, steps,
@@ -121,6 +125,7 @@ def next_gps_report(
     seq2seq_checkpoint: Path | None = None,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
+    seq2seq_prefix_checkpoint: Path | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Choose the video model's Euler steps on the val windows (lowest mean over horizons of the median
     error of ``video_continuation``), then run every method once on the test windows.
@@ -147,7 +152,8 @@ def next_gps_report(
         if progress:
             progress(f"next_gps: val chose {chosen} Euler steps ({val_scores})")
     preds = predict_next_gps(test, cfg, video_checkpoint if has_video else None, rendered_dir, seq2seq_checkpoint,
-                             video_steps=chosen, device=device, progress=progress)
+                             video_steps=chosen, device=device, progress=progress,
+                             seq2seq_prefix_checkpoint=seq2seq_prefix_checkpoint)
     scored = score_next_gps(preds, test, cfg)
     report = {
         "city": city, "split": cfg.split, "n_samples": len(test), "val_split": cfg.val_split, "n_val": len(val),
@@ -156,8 +162,8 @@ def next_gps_report(
         else None,
         "methods": summarise_next_gps(scored),
         "method_notes": {m: METHOD_NOTES[m] for m in preds},
-        "not_done": ["seq2seq with the prefix as extra tokens (needs a model trained with prefix tokens)"]
-        + ([] if seq2seq_checkpoint is not None else ["seq2seq: no checkpoint"])
+        "not_done": ([] if seq2seq_checkpoint is not None else ["seq2seq: no checkpoint"])
+        + ([] if seq2seq_prefix_checkpoint is not None else ["seq2seq_prefix: no checkpoint"])
         + ([] if has_video else ["video methods: no checkpoint or rendered arrays"]),
     }
     return report, scored

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -20,6 +22,14 @@ class Seq2SeqConfig(BaseModel):
     max_records: int = Field(64, ge=2, description="records per window (longer traces are subsampled evenly)")
     scale_m: float = Field(1000.0, gt=0.0, description="metres per model unit (positions are relative to the "
                            "window's mean observation position)")
+    # next-GPS (ml.nextgps): the window's GPS up to prefix_s is given as extra tokens
+    prefix_s: float | None = Field(None, gt=0.0, description="None: reconstruction (the signaling only). A number: "
+                                   "the GPS truth at the evaluation times <= prefix_s is read as extra tokens, the "
+                                   "prior of the later times starts there and only the later times count in the loss")
+    prefix_prior: Literal["anchored", "blended", "records"] = Field(
+        "anchored", description="prior of the times after the prefix: 'anchored' = the records' prior shifted so that "
+        "it starts at the last known GPS position; 'blended' = that shift fading linearly to none at the window's "
+        "end; 'records' = the records' prior as in reconstruction")
     # training
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0.0)

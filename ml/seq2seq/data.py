@@ -6,6 +6,12 @@ sits where the industrial pipeline's observation model puts it (``ml.baselines.s
 the cell's coverage centre, a handover on the cell boundary), the same positions the video model's
 prior and record tokens use. Each evaluation time gets the *prior*: those positions interpolated in
 time (MaR on coverage centres); the model predicts a correction to it.
+
+With ``cfg.prefix_s`` (next-GPS prediction) the window's GPS truth at the evaluation times up to
+``prefix_s`` follows the records as extra tokens (event :data:`EVENT_GPS`), those times' prior is the
+known position itself, the later times' prior starts at the last known position
+(``cfg.prefix_prior``), and only the later times count in the loss (``loss_mask``). The truth after
+``prefix_s`` is read only as the training target.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from ml.validation.contract import EVENTS
 
 #: event id of a name outside the data contract's vocabulary
 EVENT_UNKNOWN = len(EVENTS)
+#: event id of a known GPS position (the next-GPS prefix tokens)
+EVENT_GPS = EVENT_UNKNOWN + 1
 _EVENT_ID = {e: i for i, e in enumerate(EVENTS)}
 
 
@@ -36,6 +44,7 @@ class WindowBatch:
     query_t: np.ndarray  # (N, Q) float32: evaluation time as a fraction of the window
     query_prior: np.ndarray  # (N, Q, 2) float32: the prior position (model units)
     query_mask: np.ndarray  # (N, Q) bool
+    loss_mask: np.ndarray  # (N, Q) bool: the query slots the loss counts (all, or those after the prefix)
     target: np.ndarray | None  # (N, Q, 2) float32 true positions (model units), None without truth
     centre: np.ndarray  # (N, 2) float64: metres of the model units' origin
     sample_ids: list[str]
@@ -58,15 +67,21 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
             skipped[ctx.sample_id] = "no signaling records in the window"
         elif with_target and ctx.truth_xy is None:
             raise ValueError(f"window {ctx.sample_id}: no ground truth to train on (truth_xy is None)")
+        elif cfg.prefix_s is not None and ctx.truth_xy is None:
+            raise ValueError(f"window {ctx.sample_id}: the model reads the GPS of the first {cfg.prefix_s:g} s "
+                             "(prefix_s), and the window has none (truth_xy is None)")
         else:
             keep.append(ctx)
-    R, Q = cfg.max_records, max((c.n_eval for c in keep), default=1)
+    prefixes = [_prefix_rows(c, cfg.prefix_s) for c in keep]
+    P = max((len(p) for p in prefixes), default=0)
+    R, Q = cfg.max_records + P, max((c.n_eval for c in keep), default=1)
     n = len(keep)
     records = np.zeros((n, R, 4), np.float32)
     record_mask = np.zeros((n, R), bool)
     query_t = np.zeros((n, Q), np.float32)
     query_prior = np.zeros((n, Q, 2), np.float32)
     query_mask = np.zeros((n, Q), bool)
+    loss_mask = np.zeros((n, Q), bool)
     target = np.zeros((n, Q, 2), np.float32) if with_target else None
     centre = np.zeros((n, 2), np.float64)
     for i, ctx in enumerate(keep):
@@ -83,10 +98,50 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
         records[i, :m, 3] = [_EVENT_ID.get(str(e), EVENT_UNKNOWN) for e in rec["event"].to_numpy()[idx]]
         record_mask[i, :m] = True
         q = ctx.n_eval
-        query_t[i, :q] = np.clip(np.asarray(ctx.eval_t, np.float64) / dur, 0.0, 1.0)
-        query_prior[i, :q] = (interpolate_positions(t, obs, ctx.eval_t, "record positions") - centre[i]) / cfg.scale_m
+        eval_t = np.asarray(ctx.eval_t, np.float64)
+        query_t[i, :q] = np.clip(eval_t / dur, 0.0, 1.0)
+        prior = interpolate_positions(t, obs, ctx.eval_t, "record positions")
         query_mask[i, :q] = True
+        loss_mask[i, :q] = True
+        known = prefixes[i]
+        if len(known):
+            gps = np.asarray(ctx.truth_xy, np.float64)[known]
+            records[i, m : m + len(known), :2] = (gps - centre[i]) / cfg.scale_m
+            records[i, m : m + len(known), 2] = query_t[i, known]
+            records[i, m : m + len(known), 3] = EVENT_GPS
+            record_mask[i, m : m + len(known)] = True
+            prior = _prefix_prior(prior, eval_t, known, gps, dur, cfg.prefix_prior)
+            loss_mask[i, known] = False
+        query_prior[i, :q] = (prior - centre[i]) / cfg.scale_m
         if target is not None:
             target[i, :q] = (np.asarray(ctx.truth_xy, np.float64) - centre[i]) / cfg.scale_m
-    return WindowBatch(records, record_mask, query_t, query_prior, query_mask, target, centre,
+    return WindowBatch(records, record_mask, query_t, query_prior, query_mask, loss_mask, target, centre,
                        [c.sample_id for c in keep], skipped, scale_m=cfg.scale_m)
+
+
+def _prefix_rows(ctx: SampleContext, prefix_s: float | None) -> np.ndarray:
+    """Indices of the window's evaluation times whose GPS is given (finite truth at t <= prefix_s)."""
+    if prefix_s is None:
+        return np.zeros(0, dtype=np.int64)
+    xy = np.asarray(ctx.truth_xy, np.float64)
+    ok = (np.asarray(ctx.eval_t, np.float64) <= prefix_s + 1e-6) & np.isfinite(xy).all(axis=1)
+    if not ok.any():
+        raise ValueError(f"window {ctx.sample_id}: no finite GPS position in the first {prefix_s:g} s (prefix_s)")
+    return np.nonzero(ok)[0]
+
+
+def _prefix_prior(prior: np.ndarray, eval_t: np.ndarray, known: np.ndarray, gps: np.ndarray, duration_s: float,
+                  how: str) -> np.ndarray:
+    """The prior with the known times set to their GPS and the later times started at the last known one."""
+    out = prior.copy()
+    out[known] = gps
+    t_last = eval_t[known[-1]]
+    later = eval_t > t_last
+    if how == "records" or not later.any():
+        return out
+    shift = gps[-1] - prior[known[-1]]
+    fade = np.ones(int(later.sum()))
+    if how == "blended":  # the shift fades to none at the window's end, where only the records say where
+        fade = np.clip((duration_s - eval_t[later]) / max(duration_s - t_last, 1e-6), 0.0, 1.0)
+    out[later] = prior[later] + fade[:, None] * shift[None, :]
+    return out

@@ -33,19 +33,19 @@ HUBER_DELTA_M = 50.0
 
 def _tensors(b: WindowBatch) -> TensorDataset:
     return TensorDataset(*(torch.from_numpy(a) for a in (b.records, b.record_mask, b.query_t, b.query_prior,
-                                                        b.query_mask, b.target)))
+                                                        b.query_mask, b.target, b.loss_mask)))
 
 
 def rotate_windows(batch: Sequence[torch.Tensor], angle: torch.Tensor) -> list[torch.Tensor]:
     """Each window's positions (records, priors, truth) rotated by ``angle[i]`` about its origin."""
-    records, rmask, qt, prior, qmask, target = batch
+    records, rmask, qt, prior, qmask, target, *rest = batch
     c, s = angle.cos()[:, None], angle.sin()[:, None]  # (B, 1): one angle per window
 
     def rot(xy: torch.Tensor) -> torch.Tensor:
         return torch.stack([c * xy[..., 0] - s * xy[..., 1], s * xy[..., 0] + c * xy[..., 1]], dim=-1)
 
     records = torch.cat([rot(records[..., :2]), records[..., 2:]], dim=-1)
-    return [records, rmask, qt, rot(prior), qmask, rot(target)]
+    return [records, rmask, qt, rot(prior), qmask, rot(target), *rest]
 
 
 class Seq2SeqModule(L.LightningModule):
@@ -57,13 +57,13 @@ class Seq2SeqModule(L.LightningModule):
         self.model = RecordsToPositions(cfg)
 
     def _loss(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        records, rmask, qt, prior, qmask, target = batch
+        records, rmask, qt, prior, qmask, target, lmask = batch
         pred = self.model(records, rmask, qt, prior, qmask)
         delta = HUBER_DELTA_M / self.cfg.scale_m
         per = torch.nn.functional.huber_loss(pred, target, delta=delta, reduction="none").sum(-1)
-        loss = (per * qmask).sum() / qmask.sum().clamp(min=1)
+        loss = (per * lmask).sum() / lmask.sum().clamp(min=1)
         se = ((pred - target) ** 2).sum(-1) * (self.cfg.scale_m ** 2)
-        return loss, (se * qmask).sum() / qmask.sum().clamp(min=1)
+        return loss, (se * lmask).sum() / lmask.sum().clamp(min=1)
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.cfg.augment_rotation:
@@ -164,7 +164,7 @@ def train_seq2seq(
     module = Seq2SeqModule(cfg)
     if init_checkpoint is not None:
         init_model, init_cfg = load_seq2seq(init_checkpoint)
-        arch = ("d_model", "n_heads", "encoder_layers", "decoder_layers", "n_freqs", "scale_m")
+        arch = ("d_model", "n_heads", "encoder_layers", "decoder_layers", "n_freqs", "scale_m", "prefix_s")
         differ = [k for k in arch if getattr(init_cfg, k) != getattr(cfg, k)]
         if differ:
             raise ValueError(f"init checkpoint {init_checkpoint}: {differ} differ from the config being trained")
@@ -203,8 +203,8 @@ def train_seq2seq(
     with torch.no_grad():
         module.model.eval()
         pred = np.concatenate([module.model(*b[:5]).numpy() for b in val_dl])
-    err = np.linalg.norm((pred - vb.target) * cfg.scale_m, axis=-1)[vb.query_mask]
-    prior_err = np.linalg.norm((vb.query_prior - vb.target) * cfg.scale_m, axis=-1)[vb.query_mask]
+    err = np.linalg.norm((pred - vb.target) * cfg.scale_m, axis=-1)[vb.loss_mask]
+    prior_err = np.linalg.norm((vb.query_prior - vb.target) * cfg.scale_m, axis=-1)[vb.loss_mask]
     metrics.update({"val/rmse_m": float(np.sqrt(np.mean(err ** 2))), "val/median_m": float(np.median(err)),
                     "val/prior_median_m": float(np.median(prior_err))})
     meta = {"metrics": metrics, "tags": dict(tags or {}), "n_train": len(tb), "n_val": len(vb),
