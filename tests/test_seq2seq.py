@@ -107,13 +107,21 @@ def test_the_next_gps_model_reads_the_prefix_as_tokens_and_scores_only_the_later
     np.testing.assert_allclose(gps[:, :2] * cfg.scale_m + b.centre[0], ctx.truth_xy[known], atol=1e-2)
     np.testing.assert_array_equal(b.loss_mask[0, : ctx.n_eval], ~known)
     np.testing.assert_array_equal(plain.loss_mask, plain.query_mask)
-    # the known times' prior is their GPS; the first later time starts from the last known position
-    prior = b.to_metres(b.query_prior)[0, : ctx.n_eval]
-    np.testing.assert_allclose(prior[known], ctx.truth_xy[known], atol=1e-2)
+    # the known times' prior is their GPS; the later times' prior is the records' ('records', the default),
+    # or that shifted to start at the last known position ('anchored'), the shift fading out ('blended')
     last = np.nonzero(known)[0][-1]
-    step = np.linalg.norm(prior[last + 1] - prior[last])
-    plain_step = np.linalg.norm(plain.to_metres(plain.query_prior)[0, last + 1] - plain.to_metres(plain.query_prior)[0, last])
-    assert step == pytest.approx(plain_step, abs=0.05)  # 'anchored': the records' prior, shifted
+    later = np.arange(ctx.n_eval) > last
+    plain_prior = plain.to_metres(plain.query_prior)[0, : ctx.n_eval]
+    shift = ctx.truth_xy[last] - plain_prior[last]
+    for how, expect_shift in (("records", 0.0), ("anchored", 1.0), ("blended", None)):
+        pb = window_batch(contexts[:1], seq2seq_profile("ci", prefix_s=150.0, prefix_prior=how))
+        prior = pb.to_metres(pb.query_prior)[0, : ctx.n_eval]
+        np.testing.assert_allclose(prior[known], ctx.truth_xy[known], atol=1e-2)
+        if expect_shift is not None:
+            np.testing.assert_allclose(prior[later], plain_prior[later] + expect_shift * shift, atol=0.05)
+        else:  # the full shift just after the prefix, none at the window's end
+            assert np.linalg.norm(prior[last + 1] - plain_prior[last + 1]) <= np.linalg.norm(shift) + 0.05
+            np.testing.assert_allclose(prior[-1], plain_prior[-1], atol=0.05)
     # the truth after the prefix is the target only: blanking it changes no input
     from ml.nextgps import NextGPSConfig, prefix_only
 

@@ -26,8 +26,10 @@ class Seq2SeqConfig(BaseModel):
     prefix_s: float | None = Field(None, gt=0.0, description="None: reconstruction (the signaling only). A number: "
                                    "the GPS truth at the evaluation times <= prefix_s is read as extra tokens, the "
                                    "prior of the later times starts there and only the later times count in the loss")
+    # 'records': gridville val (python -m bench.seq2seq_prefix), mean over +30/60/120 s of the median error
+    # 114.3 m; 'blended' 126.8 m, 'anchored' 135.1 m: the network places the future from the prefix tokens itself
     prefix_prior: Literal["anchored", "blended", "records"] = Field(
-        "anchored", description="prior of the times after the prefix: 'anchored' = the records' prior shifted so that "
+        "records", description="prior of the times after the prefix: 'anchored' = the records' prior shifted so that "
         "it starts at the last known GPS position; 'blended' = that shift fading linearly to none at the window's "
         "end; 'records' = the records' prior as in reconstruction")
     # training
