@@ -14,7 +14,8 @@ from bench.common import ROOT
 
 BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "peers", "hre", "hre_paper", "sft_step", "sft",
               "sft_objective",
-              "sampling_steps", "memory", "gdpo", "seq2seq"]  # base_curve needs a training run (models/train_base.sh)
+              "sampling_steps", "memory", "gdpo", "seq2seq", "seq2seq_prefix"]
+# base_curve needs a training run (models/train_base.sh); continuation, the demo sft_checkpoint (`make demo`)
 
 
 def main(argv: list[str]) -> int:

@@ -192,3 +192,35 @@ def test_the_report_round_trips_and_the_evaluation_report_embeds_its_section(roa
                         sections=markdown_section(back)).read_text()
     assert "## Next-GPS prediction" in md and "`constant_velocity_road`" in md
     assert load_next_gps(tmp_path / "absent.json") is None
+
+
+def test_continuation_training_gives_the_known_frames_clean_and_scores_only_the_rest(tmp_path) -> None:
+    from ml.models.config import model_preset, sft_profile
+    from ml.models.data import RenderedVideoDataset, make_toy_rendered_arrays
+    from ml.models.lightning_sft import SFTModule
+
+    with pytest.raises(ValueError, match="needs both above 0"):
+        sft_profile("ci", known_frames=2)
+    with pytest.raises(ValueError, match="leaves none"):
+        sft_profile("ci", model=model_preset("ci", frames=5), known_frames=5, known_frames_prob=1.0)
+    root = make_toy_rendered_arrays(tmp_path / "toy", n=4, resolution=32, frames=5, seed=0)
+    ds = RenderedVideoDataset(root, with_tokens=True, max_records=8)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    cfg = sft_profile("ci", model=model_preset("ci", frames=5, max_records=8), init_checkpoint=None,
+                      known_frames=2, known_frames_prob=1.0)
+    module = SFTModule(cfg)
+    seen = {}
+
+    def keep(mod, args, out):
+        seen["xs"] = args[0].detach().clone()
+        out.retain_grad()
+        seen["pred"] = out
+
+    module.model.register_forward_hook(keep)
+    loss = module.flow_loss(batch, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    x0 = module.model.encode_video(batch["video"])
+    torch.testing.assert_close(seen["xs"][:, :, :2], x0[:, :, :2])  # the known frames are the data itself
+    assert not torch.allclose(seen["xs"][:, :, 2:], x0[:, :, 2:])  # the others are noised
+    grad = seen["pred"].grad
+    assert torch.count_nonzero(grad[:, :, :2]) == 0 and torch.count_nonzero(grad[:, :, 2:]) > 0

@@ -176,6 +176,12 @@ class SFTConfig(BaseModel):
     ema_decay: float | None = Field(None, description="EMA of the trainable weights, used for validation and export "
                                     "(None: off); every profile sets it, with a horizon 1 / (1 - decay) sized to its "
                                     "max_steps")
+    # continuation (next-GPS, ml.nextgps): a model that draws on from a given prefix of frames
+    known_frames: int = Field(0, ge=0, description="continuation training: in a known_frames_prob share of the "
+                              "windows the first known_frames frames of x_s are the clean target, whatever s, and "
+                              "they are left out of the loss; the model learns to draw the later frames next to a "
+                              "given prefix (ml.nextgps.continuation_sample with clean_prefix). 0: off")
+    known_frames_prob: float = Field(0.0, ge=0.0, le=1.0)
     # validation
     val_every_n_steps: int = Field(200, ge=1)
     limit_val_batches: int = Field(4, ge=1)
@@ -215,6 +221,15 @@ class SFTConfig(BaseModel):
         if self.head_position_weight > 0.0 and self.model.target != "layer":
             raise ValueError(f"head_position_weight = {self.head_position_weight} reads the drawing layer's head "
                              f"channel, but model.target is '{self.model.target}' (set head_position_weight = 0)")
+        if (self.known_frames_prob > 0.0) != (self.known_frames > 0):
+            raise ValueError(f"known_frames = {self.known_frames} and known_frames_prob = {self.known_frames_prob}: "
+                             "continuation training needs both above 0 (or both 0: off)")
+        if self.known_frames >= self.model.frames:
+            raise ValueError(f"known_frames = {self.known_frames} leaves none of the model's {self.model.frames} "
+                             "frames to draw")
+        if self.known_frames and self.model.latent:
+            raise ValueError("known_frames: a latent (VAE) model compresses frames in time, so frames cannot be "
+                             "given one by one; use a pixel-space preset")
         return self
 
 

@@ -138,14 +138,25 @@ class SFTModule(L.LightningModule):
         cond = self.model.encode_condition(batch["cond"], tokens, token_mask, frames=x0.shape[2])
         source = self.model.source_sample(cond, noise)  # x_1: noise, or the prior plus noise
         xs = interpolate(x0, source, s)
+        given = None
+        if c.known_frames:  # continuation: a clean prefix of frames, out of the loss
+            u = torch.rand(B, generator=generator, device=generator.device) if generator is not None \
+                else torch.rand(B, device=x0.device)
+            first = torch.arange(x0.shape[2], device=x0.device) < c.known_frames
+            given = (u.to(x0.device) < c.known_frames_prob)[:, None, None, None, None] & first[None, None, :, None, None]
+            xs = torch.where(given, x0, xs)
         pred = self.model(xs, s, batch["cond"], tokens, token_mask, cond=cond)
         weight = None
         if c.foreground_weight != 1.0 or c.head_weight != 1.0:
             weight = foreground_weights(x0, self.model.prior_model_space(cond) if self.model.cfg.signal_prior else None,
                                         c.foreground_weight, c.head_weight)
+        if given is not None:
+            weight = (~given).float() if weight is None else weight * (~given).float()
         loss = flow_matching_loss(pred, x0, source, xs, s, c.loss_space, weight)
         if c.head_position_weight > 0.0:  # a layer target (checked by SFTConfig)
             x0_hat = x0_from_velocity(xs.float(), pred.float(), s)
+            if given is not None:  # the given frames are not drawn: no head error, no gradient there
+                x0_hat = torch.where(given, x0.float(), x0_hat)
             loss = loss + c.head_position_weight * head_position_loss(x0_hat, x0)
         return loss
 

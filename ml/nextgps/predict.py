@@ -190,8 +190,16 @@ def seq2seq_at_targets(checkpoint: Path, contexts: Sequence[SampleContext], cfg:
             for c in contexts}
 
 
+def known_frame_count(frames: int, duration_s: float, known_s: float) -> int:
+    """Frames of a ``frames``-frame video over ``duration_s`` whose time is ``<= known_s`` (the frames a
+    continuation holds; ``SFTConfig.known_frames`` of a continuation model)."""
+    frame_t = np.arange(frames) * float(duration_s) / (frames - 1)
+    return int((frame_t <= known_s + _EPS_S).sum())
+
+
 def continuation_sample(model, cond_image, known, n_known: int, n_steps: int, noise=None, generator=None,
-                        tokens=None, token_mask=None, noise_scale: float = 0.0, shift: float = 1.0):
+                        tokens=None, token_mask=None, noise_scale: float = 0.0, shift: float = 1.0,
+                        clean_prefix: bool = False):
     """Inpainting-style continuation with the Euler ODE sampler (``ml.models.sampling.euler_sample``'s steps).
 
     ``known`` (B, C, K, h, w) is the model-space target of the known frames (only its first ``n_known``
@@ -199,8 +207,9 @@ def continuation_sample(model, cond_image, known, n_known: int, n_steps: int, no
     each model call and after the last step, the first ``n_known`` frames of the state are replaced by the
     known frames noised to the current level, ``(1 - s) known + s x_1`` (the same straight path the model
     was trained on), so the model draws the later frames next to a prefix at its own noise level, and at
-    s = 0 the known frames are exactly ``known``. ``n_known = 0`` is plain sampling. Returns the final
-    model-space state and the encoded condition.
+    s = 0 the known frames are exactly ``known``. With ``clean_prefix`` the known frames are ``known`` itself at
+    every model call, what a model trained with ``SFTConfig.known_frames`` saw (the continuation checkpoint).
+    ``n_known = 0`` is plain sampling. Returns the final model-space state and the encoded condition.
     """
     import torch
 
@@ -224,7 +233,8 @@ def continuation_sample(model, cond_image, known, n_known: int, n_steps: int, no
     def fix(x, s):
         if n_known:
             x = x.clone()
-            x[:, :, :n_known] = (1.0 - s) * known[:, :, :n_known] + s * x1[:, :, :n_known]
+            x[:, :, :n_known] = known[:, :, :n_known] if clean_prefix else \
+                (1.0 - s) * known[:, :, :n_known] + s * x1[:, :, :n_known]
         return x
 
     grid = timestep_grid(n_steps, shift, device=cond_image.device)
@@ -239,12 +249,13 @@ def continuation_sample(model, cond_image, known, n_known: int, n_steps: int, no
 
 def video_at_targets(checkpoint: Path, rendered_dir: Path, contexts: Sequence[SampleContext], cfg: NextGPSConfig,
                      n_steps: int, with_prefix: bool = True, device: str = "cpu",
-                     progress: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+                     progress: Callable[[str], None] | None = None, clean_prefix: bool = False) -> dict[str, np.ndarray]:
     """The video model's next-GPS prediction: the drawing continued from the known frames
     (:func:`continuation_sample`; frames at times ``<= known_s`` fixed to the rendered truth of the prefix),
     decoded to GPS (``ml.decode.decode_video_to_trajectory``, as the evaluation decodes) and read at the
-    target times. ``with_prefix=False`` samples without fixing any frame (the reconstruction, an ablation).
-    Windows missing from the rendered arrays get NaN.
+    target times. ``with_prefix=False`` samples without fixing any frame (the reconstruction, an ablation);
+    ``clean_prefix`` holds the known frames clean at every step (for the continuation checkpoint). Windows
+    missing from the rendered arrays get NaN.
     """
     import torch
 
@@ -272,9 +283,7 @@ def video_at_targets(checkpoint: Path, rendered_dir: Path, contexts: Sequence[Sa
         batch = todo[b : b + bs]
         rows = np.array([row_of[c.sample_id] for c in batch])
         cond, true_video = arrays.batch(rows)
-        K = arrays.frames
-        frame_t = np.arange(K) * arrays.duration_s(int(rows[0])) / (K - 1)
-        n_known = int((frame_t <= cfg.known_s + _EPS_S).sum()) if with_prefix else 0
+        n_known = known_frame_count(arrays.frames, arrays.duration_s(int(rows[0])), cfg.known_s) if with_prefix else 0
         truth = video_to_tensor(true_video)
         # the known frames in the model's own space: the drawing layer the SFT target is made of, or the RGB video
         known = truth if model.cfg.target == "rgb" else layer_from_video(truth)
@@ -284,7 +293,7 @@ def video_at_targets(checkpoint: Path, rendered_dir: Path, contexts: Sequence[Sa
         gen = torch.Generator(device="cpu").manual_seed(cfg.video_seed + b)
         x, c_enc = continuation_sample(model, cond_to_tensor(cond).to(device), known, n_known, n_steps,
                                        generator=gen, tokens=tokens, token_mask=mask,
-                                       noise_scale=cfg.video_noise_scale)
+                                       noise_scale=cfg.video_noise_scale, clean_prefix=clean_prefix)
         with torch.no_grad():
             frames = to_uint8_frames(model.decode_video(x, c_enc))
         layers = layer_to_uint8(x) if model.cfg.target == "layer" else None
@@ -295,6 +304,7 @@ def video_at_targets(checkpoint: Path, rendered_dir: Path, contexts: Sequence[Sa
             xy = np.asarray(dec.xy, dtype=np.float64).reshape(ctx.n_eval, 2)
             out[ctx.sample_id] = xy[_target_rows(ctx, cfg)]
         if progress:
-            progress(f"video ({'continuation' if with_prefix else 'no prefix'}, {n_steps} steps): "
+            progress(f"video ({'no prefix' if not with_prefix else 'clean prefix' if clean_prefix else 'continuation'}, "
+                     f"{n_steps} steps): "
                      f"{min(b + bs, len(todo))}/{len(todo)} windows")
     return out
