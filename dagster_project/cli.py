@@ -257,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a comma-separated source set (repeat for several sets), e.g. --train gridville,ringtown")
     tr.add_argument("--test", required=True, help="comma-separated target cities, e.g. krems,bayreuth")
     tr.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
-    tr.add_argument("--finetune-steps", type=int, default=200, help="fine-tune budget on each target (steps)")
+    tr.add_argument("--finetune-steps", type=int, default=100, help="seq2seq fine-tune budget on each target (steps)")
     tr.add_argument("--max-test", type=int, default=100, help="test windows per target (first ones)")
-    tr.add_argument("--methods", default="industrial_hmm,seq2seq",
+    tr.add_argument("--methods", default="industrial_hmm,seq2seq,video",
                     help="comma-separated, among industrial_hmm, seq2seq, video (video: a base from random weights "
                     "on each source set's rendered windows; needs each city's rendered_videos)")
     tr.add_argument("--video-base-steps", type=int, default=100, help="video base budget from random weights (steps)")

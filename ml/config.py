@@ -56,7 +56,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                            robustness_max_samples=2, robustness_drop_fracs=(0.0, 0.5), case_studies=1),
         "next_gps": dict(max_samples=4, val_max_samples=4, video_steps_choices=(1, 2), video_batch_size=4),
     },
-    # bounded so that `make demo` stays near 10 minutes on 2 CPU cores
+    # sizes for `make demo` on 2 CPU cores (13 min 26 s measured, both seq2seq trainings 8 of it: docs/results.md)
     "demo": {
         "evaluation": dict(max_samples=100),
         # an operator-sized day in the Dagster UI would take an hour on 2 cores: the demo day is 2,000 phones

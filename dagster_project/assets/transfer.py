@@ -27,9 +27,9 @@ class TransferConfig(dg.Config):
     targets: list[str] = Field(default=["krems", "aguascalientes", "bayreuth"],
                                description="target cities, unseen by every source set")
     profile: str = Field(default="demo", description="the profile the cities were materialised with")
-    finetune_steps: int = Field(default=200, ge=1, description="seq2seq fine-tune budget on each target (steps)")
+    finetune_steps: int = Field(default=100, ge=1, description="seq2seq fine-tune budget on each target (steps)")
     max_test: int = Field(default=100, ge=1, description="test windows per target (the first ones)")
-    methods: list[str] = Field(default=["industrial_hmm", "seq2seq"],
+    methods: list[str] = Field(default=["industrial_hmm", "seq2seq", "video"],
                                description="among industrial_hmm, seq2seq, video (video needs rendered_videos)")
     video_base_steps: int = Field(default=100, ge=1, description="video base budget from random weights (steps)")
     video_finetune_steps: int = Field(default=10, ge=1, description="video fine-tune budget per target (steps)")
