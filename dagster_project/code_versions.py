@@ -18,6 +18,8 @@ ASSET_CODE: dict[str, tuple[str, ...]] = {
     "rendered_videos": ("render", "evaluation/preview.py", "geo", "io.py", "config.py"),
     "training": ("models", "train", "rewards", "decode", "serving", "tracking.py", "config.py"),
     "seq2seq": ("seq2seq", "train/seq2seq.py", "baselines", "serving/registry.py", "tracking.py", "config.py"),
+    # the next-GPS seq2seq reads its prefix length from the next_gps stage
+    "seq2seq_prefix": ("seq2seq", "train/seq2seq.py", "baselines", "nextgps/config.py", "tracking.py", "config.py"),
     "predictions": ("baselines", "mapmatch", "decode", "evaluation", "models", "seq2seq", "metrics", "rewards",
                     "config.py"),
     "operator": ("scale", "simulate", "pairing", "cities", "geo", "io.py", "config.py"),

@@ -41,7 +41,8 @@ def next_gps_report(context: dg.AssetExecutionContext, paths: PathsResource, mlf
                     compute: ComputeResource) -> dg.MaterializeResult:
     """Given a window's signaling and its first ``known_s`` seconds of GPS, the positions at each horizon after
     it: video continuation (Euler steps chosen on val), constant velocity along the road, the industrial HMM
-    joined to the prefix, seq2seq with the prefix as tokens (and without); scored once on the test windows. Writes ``next_gps.json`` and ``.md``."""
+    joined to the prefix, seq2seq with the prefix as tokens (and without); scored once on the test windows.
+    Writes ``next_gps.json`` and ``.md``."""
     from ml.nextgps import next_gps_report as run_report
     from ml.nextgps import write_next_gps
 

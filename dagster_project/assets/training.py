@@ -112,7 +112,7 @@ def seq2seq_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, 
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "dataset_version"],
-          kinds={"pytorch", "mlflow"}, code_version=code_version("seq2seq"))
+          kinds={"pytorch", "mlflow"}, code_version=code_version("seq2seq_prefix"))
 def seq2seq_prefix_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                               compute: ComputeResource) -> dg.MaterializeResult:
     """The seq2seq baseline of next-GPS prediction: the same network and training, with the GPS of each window's

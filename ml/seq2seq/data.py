@@ -9,8 +9,8 @@ time (MaR on coverage centres); the model predicts a correction to it.
 
 With ``cfg.prefix_s`` (next-GPS prediction) the window's GPS truth at the evaluation times up to
 ``prefix_s`` follows the records as extra tokens (event :data:`EVENT_GPS`), those times' prior is the
-known position itself, the later times' prior starts at the last known position
-(``cfg.prefix_prior``), and only the later times count in the loss (``loss_mask``). The truth after
+known position itself, the later times' prior is ``cfg.prefix_prior``'s (by default the records' prior,
+as in reconstruction), and only the later times count in the loss (``loss_mask``). The truth after
 ``prefix_s`` is read only as the training target.
 """
 
@@ -132,7 +132,7 @@ def _prefix_rows(ctx: SampleContext, prefix_s: float | None) -> np.ndarray:
 
 def _prefix_prior(prior: np.ndarray, eval_t: np.ndarray, known: np.ndarray, gps: np.ndarray, duration_s: float,
                   how: str) -> np.ndarray:
-    """The prior with the known times set to their GPS and the later times started at the last known one."""
+    """The prior with the known times set to their GPS; the later times' as ``how`` says (``prefix_prior``)."""
     out = prior.copy()
     out[known] = gps
     t_last = eval_t[known[-1]]
