@@ -128,6 +128,13 @@ def test_the_next_gps_model_reads_the_prefix_as_tokens_and_scores_only_the_later
     blind = window_batch([prefix_only(c, NextGPSConfig()) for c in contexts[:3]], cfg, with_target=False)
     for a in ("records", "record_mask", "query_t", "query_prior", "loss_mask"):
         np.testing.assert_array_equal(getattr(blind, a), getattr(b, a))
+    # a window with more records than max_records keeps max_records of them, and the prefix its own slots
+    few = window_batch(contexts[:3], seq2seq_profile("ci", prefix_s=150.0, max_records=4))
+    assert (few.record_mask & (few.records[..., 3] != EVENT_GPS)).sum(axis=1).max() == 4
+    assert ((few.records[..., 3] == EVENT_GPS) & few.record_mask).sum(axis=1)[0] == known.sum()
+    # a window without a finite GPS position in the prefix is left out and counted, not an error
+    blank = ctx.__class__(**{**ctx.__dict__, "sample_id": "blank", "truth_xy": np.full_like(ctx.truth_xy, np.nan)})
+    assert window_batch([blank, ctx], cfg).skipped == {"blank": "no finite GPS position in the first 150 s (prefix_s)"}
     model = RecordsToPositions(cfg)
     assert model.event.num_embeddings == EVENT_GPS + 1
     assert RecordsToPositions(seq2seq_profile("ci")).event.num_embeddings == EVENT_GPS  # old checkpoints load

@@ -243,7 +243,7 @@ def sft_profile(name: str, **overrides) -> SFTConfig:
                    ckpt_every_n_steps=5, log_every_n_steps=1),
         # fine-tunes the shipped base model (models/README.md) on the city: minutes, not hours
         # 100 steps: 150 changed the val head error by under 0.2 % on gridville and ringtown (docs/results.md),
-        # and 100 keep `make demo` within its 10 minutes
+        # and 100 keep the SFT near 2 minutes of `make demo`
         "demo": dict(model=model_preset("demo"), init_checkpoint="models/sig2gps-base-64px-k17.pt", batch_size=8,
                      lr=1e-4, warmup_steps=10, max_steps=100, val_every_n_steps=50, n_val_samples=16, ema_decay=0.98),
         # effective batch 32 as 16 x 2: ~36 GiB estimated peak on an 80 GB GPU with checkpointing (batch 32:

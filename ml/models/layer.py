@@ -162,14 +162,16 @@ def head_positions(layer: Tensor) -> tuple[Tensor, Tensor]:
     return xy, alpha.amax((-2, -1)) > 0.5
 
 
-def head_position_loss(pred_layer: Tensor, target_layer: Tensor) -> Tensor:
+def head_position_loss(pred_layer: Tensor, target_layer: Tensor, frames: Tensor | None = None) -> Tensor:
     """Mean smooth-L1 distance in pixels (beta 1 px) between the drawn heads of predicted clean layers
-    (:func:`drawn_head_positions`) and the target heads, over the frames where both have one (0 when none)."""
+    (:func:`drawn_head_positions`) and the target heads, over the frames where both have one (0 when none);
+    ``frames`` ``(B, K)`` bool, when given, limits it to those frames (continuation: the drawn ones)."""
     pred, drawn = drawn_head_positions(pred_layer)
     true, present = head_positions(target_layer)
     d = torch.linalg.vector_norm(pred - true, dim=-1)
     per = torch.where(d < 1.0, 0.5 * d * d, d - 0.5)
-    m = (present & drawn).float()
+    m = (present & drawn) if frames is None else (present & drawn & frames)
+    m = m.float()
     return (per * m).sum() / m.sum().clamp_min(1.0)
 
 

@@ -155,9 +155,9 @@ class SFTModule(L.LightningModule):
         loss = flow_matching_loss(pred, x0, source, xs, s, c.loss_space, weight)
         if c.head_position_weight > 0.0:  # a layer target (checked by SFTConfig)
             x0_hat = x0_from_velocity(xs.float(), pred.float(), s)
-            if given is not None:  # the given frames are not drawn: no head error, no gradient there
-                x0_hat = torch.where(given, x0.float(), x0_hat)
-            loss = loss + c.head_position_weight * head_position_loss(x0_hat, x0)
+            # the given frames are not drawn: out of the head loss as out of the flow loss
+            drawn = None if given is None else ~given[:, 0, :, 0, 0]
+            loss = loss + c.head_position_weight * head_position_loss(x0_hat, x0, drawn)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -45,9 +45,9 @@ def predict_next_gps(
     rendered_dir: Path | None = None,
     seq2seq_checkpoint: Path | None = None,
     video_steps: int | None = None,
-    seq2seq_prefix_checkpoint: Path | None = None,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
+    seq2seq_prefix_checkpoint: Path | None = None,
 ) -> Predictions:
     """Positions at ``cfg.target_times()`` of every window by every method that can run.
 

@@ -60,7 +60,8 @@ class WindowBatch:
 
 
 def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_target: bool = True) -> WindowBatch:
-    """The arrays of ``contexts``; windows without records are left out and listed in ``skipped``."""
+    """The arrays of ``contexts``; windows without records (or, with ``prefix_s``, without a finite GPS
+    position in the prefix) are left out and listed in ``skipped``."""
     keep, skipped = [], {}
     for ctx in contexts:
         if len(ctx.records) == 0:
@@ -70,6 +71,8 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
         elif cfg.prefix_s is not None and ctx.truth_xy is None:
             raise ValueError(f"window {ctx.sample_id}: the model reads the GPS of the first {cfg.prefix_s:g} s "
                              "(prefix_s), and the window has none (truth_xy is None)")
+        elif cfg.prefix_s is not None and not len(_prefix_rows(ctx, cfg.prefix_s)):
+            skipped[ctx.sample_id] = f"no finite GPS position in the first {cfg.prefix_s:g} s (prefix_s)"
         else:
             keep.append(ctx)
     prefixes = [_prefix_rows(c, cfg.prefix_s) for c in keep]
@@ -91,7 +94,7 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
         t = rec["t"].to_numpy(np.float64)
         centre[i] = obs.mean(axis=0)
         dur = max(float(ctx.duration_s), 1e-6)
-        idx = subsample_evenly(len(t), R)
+        idx = subsample_evenly(len(t), cfg.max_records)  # the prefix tokens have their own P slots
         m = len(idx)
         records[i, :m, :2] = (obs[idx] - centre[i]) / cfg.scale_m
         records[i, :m, 2] = np.clip(t[idx] / dur, 0.0, 1.0)
@@ -125,8 +128,6 @@ def _prefix_rows(ctx: SampleContext, prefix_s: float | None) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     xy = np.asarray(ctx.truth_xy, np.float64)
     ok = (np.asarray(ctx.eval_t, np.float64) <= prefix_s + 1e-6) & np.isfinite(xy).all(axis=1)
-    if not ok.any():
-        raise ValueError(f"window {ctx.sample_id}: no finite GPS position in the first {prefix_s:g} s (prefix_s)")
     return np.nonzero(ok)[0]
 
 

@@ -40,8 +40,7 @@ class RecordsToPositions(nn.Module):
         self.fourier = FourierFeatures(cfg.n_freqs)
         self.record_in = nn.Sequential(nn.Linear(self.fourier.out_dim(3), d), nn.GELU(), nn.Linear(d, d))
         # one more event id, the known GPS positions, only for next-GPS models (reconstruction checkpoints keep theirs)
-        self.n_events = EVENT_GPS + 1 if cfg.prefix_s is not None else EVENT_UNKNOWN + 1
-        self.event = nn.Embedding(self.n_events, d)
+        self.event = nn.Embedding(EVENT_GPS + 1 if cfg.prefix_s is not None else EVENT_UNKNOWN + 1, d)
         self.query_in = nn.Sequential(nn.Linear(self.fourier.out_dim(3), d), nn.GELU(), nn.Linear(d, d))
         enc = nn.TransformerEncoderLayer(d, cfg.n_heads, 4 * d, cfg.dropout, batch_first=True, norm_first=True)
         dec = nn.TransformerDecoderLayer(d, cfg.n_heads, 4 * d, cfg.dropout, batch_first=True, norm_first=True)
@@ -54,7 +53,7 @@ class RecordsToPositions(nn.Module):
 
     def forward(self, records: torch.Tensor, record_mask: torch.Tensor, query_t: torch.Tensor,
                 query_prior: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
-        event = records[..., 3].long().clamp(0, self.n_events - 1)
+        event = records[..., 3].long().clamp(0, self.event.num_embeddings - 1)
         tokens = self.record_in(self.fourier(records[..., :3])) + self.event(event)
         memory = self.encoder(tokens, src_key_padding_mask=~record_mask)
         q = self.query_in(self.fourier(torch.cat([query_prior, query_t[..., None]], dim=-1)))

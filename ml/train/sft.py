@@ -221,7 +221,10 @@ def _run_key(cfg: SFTConfig, rendered_dir: str | Path, init: Path | None) -> dic
     rendered = Path(rendered_dir).resolve()
     return {"model": cfg.model.model_dump(mode="json"), "data": rendered.name,
             "data_files": _files_fingerprint([p for p in rendered.iterdir() if p.is_file()]),
-            "objective": {k: getattr(cfg, k) for k in OBJECTIVE_FIELDS}, "recipe": TRAINING_RECIPE,
+            # the continuation fields only when on, so that the run keys of every earlier run stay the same
+            "objective": {k: getattr(cfg, k) for k in OBJECTIVE_FIELDS
+                          + (("known_frames", "known_frames_prob") if cfg.known_frames else ())},
+            "recipe": TRAINING_RECIPE,
             "init_checkpoint": cfg.init_checkpoint,
             "init_sha256": hashlib.sha256(init.read_bytes()).hexdigest()[:16] if init is not None else None}
 
