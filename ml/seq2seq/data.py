@@ -62,20 +62,22 @@ class WindowBatch:
 def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_target: bool = True) -> WindowBatch:
     """The arrays of ``contexts``; windows without records (or, with ``prefix_s``, without a finite GPS
     position in the prefix) are left out and listed in ``skipped``."""
-    keep, skipped = [], {}
+    keep, prefixes, skipped = [], [], {}
     for ctx in contexts:
         if len(ctx.records) == 0:
             skipped[ctx.sample_id] = "no signaling records in the window"
-        elif with_target and ctx.truth_xy is None:
+            continue
+        if with_target and ctx.truth_xy is None:
             raise ValueError(f"window {ctx.sample_id}: no ground truth to train on (truth_xy is None)")
-        elif cfg.prefix_s is not None and ctx.truth_xy is None:
+        if cfg.prefix_s is not None and ctx.truth_xy is None:
             raise ValueError(f"window {ctx.sample_id}: the model reads the GPS of the first {cfg.prefix_s:g} s "
                              "(prefix_s), and the window has none (truth_xy is None)")
-        elif cfg.prefix_s is not None and not len(_prefix_rows(ctx, cfg.prefix_s)):
+        known = _prefix_rows(ctx, cfg.prefix_s)
+        if cfg.prefix_s is not None and not len(known):
             skipped[ctx.sample_id] = f"no finite GPS position in the first {cfg.prefix_s:g} s (prefix_s)"
-        else:
-            keep.append(ctx)
-    prefixes = [_prefix_rows(c, cfg.prefix_s) for c in keep]
+            continue
+        keep.append(ctx)
+        prefixes.append(known)
     P = max((len(p) for p in prefixes), default=0)
     R, Q = cfg.max_records + P, max((c.n_eval for c in keep), default=1)
     n = len(keep)
