@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common import SHARED_CITIES
-from ml.baselines.context import SampleContext, TowerTable
+from ml.observation.context import SampleContext, TowerTable
 from ml.cities import CityConfig, RoadSource, load_road_network
 from ml.cities.network import ROAD_CLASSES, RoadNetwork
 from ml.simulate import (SimulationConfig, simulate_measurement_reports, simulate_signaling, simulate_taxi_gps,

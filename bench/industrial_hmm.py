@@ -4,7 +4,7 @@
 
 Inputs: a synthetic grid city (the ``grid_net`` test fixture's generator, or a real extract from
 ``../shared/cities`` with ``--city``) and synthetic signaling windows
-(``ml.baselines.context.synthetic_signaling_tables``: random route on the graph, 3-sector sites on
+(``ml.observation.context.synthetic_signaling_tables``: random route on the graph, 3-sector sites on
 a jittered grid, serving = nearest site after shadowing, Poisson events plus handovers).
 Both pipelines run on the same contexts; the reference (plain Python loops, networkx Dijkstra,
 ``ml.mapmatch.reference``) implements the same algorithm, and the largest position difference
@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.common import SHARED_CITIES, write_result
 from ml.baselines import build_sample_contexts, industrial_hmm
-from ml.baselines.context import SampleContext, synthetic_signaling_tables
+from ml.observation.context import SampleContext, synthetic_signaling_tables
 from ml.baselines.signaling import IndustrialHMMConfig, cell_observations
 from ml.cities import CityConfig, RoadSource, load_road_network
 from ml.mapmatch.reference import match_trajectory_reference

@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 
 from ml.baselines import SIGNALING_METHODS, build_sample_contexts, industrial_hmm, mar
-from ml.baselines.context import SampleContext, TowerTable, synthetic_signaling_tables
+from ml.observation.context import SampleContext, TowerTable, synthetic_signaling_tables
 from ml.baselines.signaling import (
     IndustrialHMMConfig,
     cell_observations,
     mitigate_pingpong,
-    sector_unit_vectors,
     site_observations,
 )
 from ml.metrics import aggregate, evaluate_sample
+from ml.observation import sector_unit_vectors
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 ray = pytest.importorskip("ray")  # a core dependency; importorskip only keeps collection readable
 
-from ml.baselines.context import synthetic_signaling_tables  # noqa: E402
+from ml.observation.context import synthetic_signaling_tables  # noqa: E402
 from ml.batch import (  # noqa: E402
     CityInputs, VideoSource, reconstruct_dataset, window_records, window_rows, write_partitioned_signaling,
 )

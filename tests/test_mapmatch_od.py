@@ -7,7 +7,7 @@ import pytest
 from scipy.sparse.csgraph import dijkstra
 
 from ml.baselines import build_sample_contexts, industrial_hmm
-from ml.baselines.context import synthetic_signaling_tables
+from ml.observation.context import synthetic_signaling_tables
 from ml.baselines.hmm_setup import observation_positions, prepare_industrial_hmm
 from ml.mapmatch import match_trajectory
 from ml.mapmatch.candidates import CandidateMemo, candidate_memo, edge_candidates
@@ -155,15 +155,16 @@ def test_prepare_industrial_hmm_changes_nothing_but_speed(grid_net, signaling):
 
 
 def test_observation_positions_include_centres_and_boundaries(grid_net, signaling):
-    from ml.baselines.signaling import IndustrialHMMConfig, record_positions
+    from ml.baselines.signaling import IndustrialHMMConfig
+    from ml.observation import record_positions
 
     towers = signaling[1][0].towers_xy
     pos = observation_positions(towers)
     cells = towers.cell_ids
-    centres = record_positions(cells, towers.site_ids, np.full(len(cells), ""), towers, IndustrialHMMConfig())
+    centres = record_positions(cells, np.full(len(cells), ""), towers, IndustrialHMMConfig())
     keys = {p.tobytes() for p in pos}
     assert all(c.tobytes() in keys for c in centres)
-    ho = record_positions(cells[:2], towers.site_ids[:2], np.array(["", "handover"], dtype=object), towers,
+    ho = record_positions(cells[:2], np.array(["", "handover"], dtype=object), towers,
                           IndustrialHMMConfig())
     assert ho[1].tobytes() in keys  # two sectors of one site
     with pytest.raises(ValueError, match="pair_factor"):

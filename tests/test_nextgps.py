@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ml.baselines import SampleContext
-from ml.baselines.context import TowerTable
+from ml.observation.context import TowerTable
 from ml.cities.network import RoadNetwork
 from ml.geo import CityProjection
 from ml.nextgps import (NextGPSConfig, RoadWalker, constant_velocity_road, continuation_sample, last_position,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ml.baselines import build_sample_contexts, industrial_hmm, mar
-from ml.baselines.context import synthetic_signaling_tables
+from ml.observation.context import synthetic_signaling_tables
 from ml.baselines.peers import PEER_KEYS, peer_methods, peer_status
 from ml.baselines.peers import common as C
 from ml.baselines.peers import fmm as F

@@ -161,8 +161,8 @@ def test_render_samples_round_trip(grid_net, windows, tables, tmp_path):
 
 
 def test_render_samples_writes_signaling_tokens(grid_net, windows, tables, tmp_path):
-    from ml.baselines.context import TowerTable
-    from ml.baselines.signaling import record_positions
+    from ml.observation.context import TowerTable
+    from ml.observation import record_positions
     from ml.validation.contract import EVENTS
 
     ws, _ = windows
@@ -200,7 +200,7 @@ def test_render_samples_writes_signaling_tokens(grid_net, windows, tables, tmp_p
         np.testing.assert_allclose(v[:, 2], w.record_t[idx] / w.duration_s, atol=1e-5)
         # positions through the observation model: omni cells sit at the mast, a handover midway
         cells = signaling["cell_id"].to_numpy()[start:start + n]
-        obs = record_positions(cells, table.site_of(cells), signaling["event"].to_numpy()[start:start + n], table)
+        obs = record_positions(cells, signaling["event"].to_numpy()[start:start + n], table)
         np.testing.assert_allclose(v[:, :2], w.tile.xy_to_pixel(obs[idx], 32) / 32, atol=1e-4)
         np.testing.assert_array_equal(v[:, 3], ev_all[start:start + n][idx])
         if n > R:  # evenly subsampled, first and last record kept

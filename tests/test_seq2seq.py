@@ -10,8 +10,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from ml.baselines.context import build_sample_contexts, synthetic_signaling_tables  # noqa: E402
-from ml.baselines.signaling import record_positions  # noqa: E402
+from ml.observation.context import build_sample_contexts, synthetic_signaling_tables  # noqa: E402
+from ml.observation import record_positions  # noqa: E402
 from ml.seq2seq import RecordsToPositions, seq2seq_profile, window_batch  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def test_window_batch_places_records_by_the_observation_model(contexts):
     b = window_batch(contexts[:3], cfg)
     assert len(b) == 3 and not b.skipped
     ctx = contexts[0]
-    obs = record_positions(ctx.records["cell_id"].to_numpy(), ctx.records["site_id"].to_numpy(),
+    obs = record_positions(ctx.records["cell_id"].to_numpy(),
                            ctx.records["event"].to_numpy(), ctx.towers_xy)
     n = len(obs)
     np.testing.assert_allclose(b.records[0, :n, :2] * cfg.scale_m + b.centre[0], obs, atol=1e-2)

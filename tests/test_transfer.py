@@ -9,7 +9,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from ml.baselines.context import build_sample_contexts, synthetic_signaling_tables  # noqa: E402
+from ml.observation.context import build_sample_contexts, synthetic_signaling_tables  # noqa: E402
 from ml.evaluation.transfer import CityWindows, transfer_matrix  # noqa: E402
 from ml.seq2seq import seq2seq_profile  # noqa: E402
 

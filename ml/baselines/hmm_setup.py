@@ -5,7 +5,7 @@ distances between candidates. Both depend only on the city, not on the window:
 
 * route distances: the network's OD table (:class:`ml.mapmatch.od.ODTable`, FMM's idea);
 * candidates: an observation is a cell's coverage centre or, for a handover record, the midpoint
-  of two cells' centres (``ml.baselines.signaling.record_positions``), so the positions a city
+  of two cells' centres (``ml.observation.record_positions``), so the positions a city
   can produce are known from its towers. :func:`prepare_industrial_hmm` searches the candidates
   of every cell's centre and of the boundary of every pair of cells whose sites are within
   ``pair_factor`` x the median site spacing (a geometric stand-in for the operator's neighbour
@@ -24,8 +24,9 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ml.baselines.context import TowerTable
-from ml.baselines.signaling import IndustrialHMMConfig, emission_sigma_m, record_positions
+from ml.observation.context import TowerTable
+from ml.baselines.signaling import IndustrialHMMConfig
+from ml.observation import emission_sigma_m, record_positions
 from ml.cities.network import RoadNetwork
 from ml.mapmatch.candidates import candidate_memo
 from ml.mapmatch.od import od_table_for
@@ -46,7 +47,7 @@ def observation_positions(towers: TowerTable, cfg: IndustrialHMMConfig | None = 
     if len(cells) == 0:
         return np.zeros((0, 2))
     sites = towers.site_ids
-    centres = record_positions(cells, sites, np.full(len(cells), ""), towers, cfg)
+    centres = record_positions(cells, np.full(len(cells), ""), towers, cfg)
     parts = [centres]
     if cfg.handover_boundary and len(cells) > 1:
         spacing = towers.median_site_spacing_m
@@ -60,7 +61,7 @@ def observation_positions(towers: TowerTable, cfg: IndustrialHMMConfig | None = 
         a, b = a[keep], b[keep]
         seq = np.column_stack([a, b]).ravel()  # a1 b1 a2 b2 ...: every b is a handover from its a
         ev = np.tile(np.array(["", "handover"], dtype=object), len(a))
-        pos = record_positions(cells[seq], sites[seq], ev, towers, cfg)
+        pos = record_positions(cells[seq], ev, towers, cfg)
         parts.append(pos[1::2])
     return np.unique(np.vstack(parts), axis=0)
 

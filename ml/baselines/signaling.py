@@ -1,6 +1,7 @@
-"""Signaling-track baselines (DESIGN section 10): MaR and the industrial HMM pipeline.
+"""Signaling-track baselines (DESIGN section 10): MaR, the industrial HMM pipeline, the same pipeline
+with the learned observation model (``learned_hmm``) and the ``oracle_records`` bound.
 
-Both take a :class:`ml.baselines.context.SampleContext` and return projected positions
+Each takes a :class:`ml.observation.context.SampleContext` and return projected positions
 ``(n_eval, 2)`` at ``ctx.eval_t``.
 """
 
@@ -10,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml.baselines.context import SampleContext, TowerTable
 from ml.geo.track import collapse_same_time, interpolate_positions
 from ml.mapmatch import interpolate_along_route, match_trajectory
+from ml.observation import (HandmadeObservationConfig, HandmadeObservationModel, ObservationModel, SampleContext,
+                            TowerTable, left_cells, truth_at_records)
 
 
 def mar(ctx: SampleContext) -> np.ndarray:
@@ -28,8 +30,9 @@ def mar(ctx: SampleContext) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class IndustrialHMMConfig:
-    """Parameters of the industrial pipeline (defaults for 300-600 m inter-site distance).
+class IndustrialHMMConfig(HandmadeObservationConfig):
+    """Parameters of the industrial pipeline (defaults for 300-600 m inter-site distance); the
+    observation fields (sector shift, handover boundary, sigma) are the hand-made model's.
 
     Choices were checked on the gridville 'val' split (never on 'test'); the HMM parameters
     (sigma, beta, candidate count) move the point error by only a few metres there, while the
@@ -37,26 +40,12 @@ class IndustrialHMMConfig:
     """
 
     pingpong_window_s: float = 30.0  # A-B-A with t(A2) - t(A1) <= this: B is dropped
-    # Observation model. A cell's coverage centre is its site shifted along the sector azimuth by
-    # sector_shift_factor * (median site spacing): the centroid of a 120 deg sector of radius R
-    # lies at 2 R sin(60 deg) / (3 * pi / 3) = 0.55 R from the mast, and R is about one site
-    # spacing. 0.5 (val: 0.4-0.6 within 3 m RMSE; 0 = the mast, the old co-site position).
-    # Cells without an azimuth (omni, or no azimuth_deg column) stay at the mast.
-    sector_shift_factor: float = 0.5
-    # A handover record is taken on the boundary between the cell left and the cell entered: its
-    # observation is the midpoint of the two coverage centres (per-record RMSE to the truth on
-    # val: 206 m at the new cell's centre, 134 m at the midpoint; 300 m at the mast).
-    handover_boundary: bool = True
     # Co-site merge: True collapses a run of one site into one observation (averaged position,
     # the run's middle time; first and last time when it lasts more than stay_s). False keeps
     # every record (same-time records averaged): the default, as collapsing throws away the
     # handover timing (val RMSE +15 m).
     collapse_runs: bool = False
     stay_s: float = 120.0  # only with collapse_runs
-    sigma_m: float | None = None  # emission sigma; None: sigma_factor * median site spacing, clipped
-    sigma_factor: float = 0.5
-    sigma_min_m: float = 100.0
-    sigma_max_m: float = 800.0
     beta_factor: float = 1.0  # beta = beta_factor * sigma
     radius_factor: float = 2.5  # candidate radius = radius_factor * sigma
     # nearest edges kept per observation; more (32, 64) lets the route wander (val RMSE +5/+10 m)
@@ -104,45 +93,78 @@ def site_observations(
     return t_all[order], xy_all[order]
 
 
-def sector_unit_vectors(towers: TowerTable, cell_ids: np.ndarray) -> np.ndarray:
-    """Unit vectors (east, north) of the cells' sector azimuths, ``(n, 2)``; zero where unknown."""
-    cell_ids = np.asarray(cell_ids, dtype=np.int64).reshape(-1)
-    if "azimuth_deg" not in towers.frame.columns:
-        return np.zeros((len(cell_ids), 2))
-    az = np.deg2rad(towers.frame["azimuth_deg"].to_numpy(dtype=np.float64)[towers.index_of(cell_ids)])
-    u = np.column_stack([np.sin(az), np.cos(az)])
-    u[~np.isfinite(u).all(axis=1)] = 0.0
-    return u
+@dataclass
+class WindowObservations:
+    """A window's observations for the HMM: ``t`` (m,), ``xy`` (m, 2) and ``sigma_m`` (the candidate radius
+    and transition scale follow it); with a learned ``model``, each kept record's key (``cell``, ``left``)
+    and the observation it belongs to (``group``), so the emission is the sum of its records' log-likelihoods."""
+
+    t: np.ndarray
+    xy: np.ndarray
+    sigma_m: float
+    model: ObservationModel | None = None
+    cell: np.ndarray | None = None
+    left: np.ndarray | None = None
+    group: np.ndarray | None = None
+
+    def log_emission(self, point_idx: np.ndarray, cand_xy: np.ndarray) -> np.ndarray:
+        """``(P, K)`` log emission of the candidates ``cand_xy (P, K, 2)`` of observations ``point_idx``."""
+        P, K = cand_xy.shape[:2]
+        row_of_obs = np.full(len(self.t), -1, dtype=np.int64)
+        row_of_obs[point_idx] = np.arange(P)
+        r = row_of_obs[self.group]
+        ok = r >= 0
+        ll = self.model.log_likelihood(self.cell[ok], self.left[ok], cand_xy[r[ok]])
+        out = np.zeros((P, K))
+        np.add.at(out, r[ok], ll)
+        return out
 
 
-def record_positions(
+def observe_records(
+    t: np.ndarray,
     cell: np.ndarray,
     site: np.ndarray,
     event: np.ndarray,
     towers: TowerTable,
-    cfg: IndustrialHMMConfig | None = None,
-) -> np.ndarray:
-    """Projected position ``(n, 2)`` of each record of one time-ordered trace: the observation model.
+    cfg: IndustrialHMMConfig,
+    model: ObservationModel | None = None,
+    positions: np.ndarray | None = None,
+) -> WindowObservations:
+    """A window's observations (steps 1-2 of the pipeline) through an observation model.
 
-    A record sits at its cell's coverage centre (the site shifted along the sector azimuth by
-    ``sector_shift_factor`` x the median site spacing); a handover record (``handover_boundary``)
-    midway between the centres of the cell it left (the previous record's) and the cell it entered.
-    The industrial pipeline and the video model's record tokens (``ml.render.dataset.sample_tokens``,
-    serving) read records through this one function.
+    Each record's position is the model's point estimate for its key (cell, or (left, entered)
+    handover pair; default the hand-made model: coverage centres, handovers on the boundary),
+    taken before ping-pong removal: an A-B-A ping-pong still says the device is near the A/B
+    boundary. ``positions`` replaces them (the ``oracle_records`` bound: the true positions).
+    Ping-pong records are then dropped and either every record is kept (same-time records
+    averaged) or runs of a site are collapsed (``collapse_runs``). With the hand-made model the
+    HMM's emission is a Gaussian on the distance to the observation; with another model
+    (``model.name != "handmade"``) it is the sum of the model's log-likelihoods of the
+    observation's records.
     """
-    cfg = cfg or IndustrialHMMConfig()
-    cell = np.asarray(cell, dtype=np.int64).reshape(-1)
-    if len(cell) == 0:
-        return np.zeros((0, 2))
-    spacing = towers.median_site_spacing_m
-    shift = cfg.sector_shift_factor * spacing if np.isfinite(spacing) else 0.0
-    pos = towers.site_xy(site) + shift * sector_unit_vectors(towers, cell)
-    if cfg.handover_boundary and len(cell) > 1:
-        ho = np.zeros(len(cell), dtype=bool)
-        ho[1:] = (np.asarray(event[1:]).astype(str) == "handover") & (cell[1:] != cell[:-1])
-        prev = np.vstack([pos[:1], pos[:-1]])
-        pos = np.where(ho[:, None], 0.5 * (pos + prev), pos)
-    return pos
+    handmade = model is None or model.name == "handmade"
+    model = model or HandmadeObservationModel(towers, cfg)
+    left = left_cells(cell, event, cfg.handover_boundary)
+    pos = model.positions(cell, left) if positions is None else np.asarray(positions, dtype=np.float64)
+    sigma = model.sigma_m
+    if len(t) == 0:
+        return WindowObservations(np.zeros(0), np.zeros((0, 2)), sigma)
+    keep = mitigate_pingpong(t, site, cfg.pingpong_window_s)
+    t, site, pos, cell, left = t[keep], site[keep], pos[keep], cell[keep], left[keep]
+    if cfg.collapse_runs:
+        if not handmade:
+            raise ValueError("collapse_runs needs the hand-made observation model (a collapsed run has no single key)")
+        start = np.ones(len(t), dtype=bool)
+        start[1:] = site[1:] != site[:-1]
+        run = np.cumsum(start) - 1
+        cnt = np.bincount(run)
+        run_xy = np.column_stack([np.bincount(run, weights=pos[:, k]) / cnt for k in (0, 1)])
+        return WindowObservations(*site_observations(t, site, run_xy[run], cfg.stay_s), sigma)
+    obs_t, obs_xy = collapse_same_time(t, pos)
+    if handmade:
+        return WindowObservations(obs_t, obs_xy, sigma)
+    group = np.searchsorted(obs_t, t)
+    return WindowObservations(obs_t, obs_xy, sigma, model, cell, left, group)
 
 
 def cell_observations(
@@ -153,38 +175,16 @@ def cell_observations(
     towers: TowerTable,
     cfg: IndustrialHMMConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Observation times and positions of a window's records (steps 1-2 of the pipeline).
-
-    Each record's position is :func:`record_positions` (coverage centres; handovers on the
-    boundary, taken before ping-pong removal: an A-B-A ping-pong still says the device is near the
-    A/B boundary). Ping-pong records are then dropped
-    and either every record is kept (same-time records averaged) or runs of a site are collapsed
-    (``collapse_runs``).
-    """
-    if len(t) == 0:
-        return np.zeros(0), np.zeros((0, 2))
-    pos = record_positions(cell, site, event, towers, cfg)
-    keep = mitigate_pingpong(t, site, cfg.pingpong_window_s)
-    t, site, pos = t[keep], site[keep], pos[keep]
-    if cfg.collapse_runs:
-        start = np.ones(len(t), dtype=bool)
-        start[1:] = site[1:] != site[:-1]
-        run = np.cumsum(start) - 1
-        cnt = np.bincount(run)
-        run_xy = np.column_stack([np.bincount(run, weights=pos[:, k]) / cnt for k in (0, 1)])
-        return site_observations(t, site, run_xy[run], cfg.stay_s)
-    return collapse_same_time(t, pos)
+    """Observation times and positions of a window's records under the hand-made model (:func:`observe_records`)."""
+    obs = observe_records(t, cell, site, event, towers, cfg)
+    return obs.t, obs.xy
 
 
-def emission_sigma_m(towers: TowerTable, cfg: IndustrialHMMConfig | None = None) -> float:
-    """The industrial HMM's emission sigma for a tower table: ``sigma_factor`` x median site spacing (300 m
-    when unknown), clipped to ``[sigma_min_m, sigma_max_m]``; ``cfg.sigma_m`` when set."""
-    cfg = cfg or IndustrialHMMConfig()
-    sigma = cfg.sigma_m
-    if sigma is None:
-        spacing = towers.median_site_spacing_m
-        sigma = cfg.sigma_factor * spacing if np.isfinite(spacing) else 300.0
-    return float(np.clip(sigma, cfg.sigma_min_m, cfg.sigma_max_m))
+def _records(ctx: SampleContext) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rec = ctx.records
+    return (rec["t"].to_numpy(dtype=np.float64), rec["cell_id"].to_numpy(dtype=np.int64),
+            rec["site_id"].to_numpy(dtype=np.int64),
+            rec["event"].to_numpy() if "event" in rec.columns else np.full(len(rec), ""))
 
 
 def window_observations(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None
@@ -192,42 +192,69 @@ def window_observations(ctx: SampleContext, cfg: IndustrialHMMConfig | None = No
     """``(obs_t, obs_xy, sigma_m)`` of a window: the industrial pipeline's steps 1-2 (:func:`cell_observations`
     of its records) and its emission sigma; shared with the peer engines, which get the same input."""
     cfg = cfg or IndustrialHMMConfig()
-    rec = ctx.records
-    obs_t, obs_xy = cell_observations(
-        rec["t"].to_numpy(dtype=np.float64),
-        rec["cell_id"].to_numpy(dtype=np.int64),
-        rec["site_id"].to_numpy(dtype=np.int64),
-        rec["event"].to_numpy() if "event" in rec.columns else np.full(len(rec), ""),
-        ctx.towers_xy,
-        cfg,
-    )
-    return obs_t, obs_xy, emission_sigma_m(ctx.towers_xy, cfg)
+    obs = observe_records(*_records(ctx), ctx.towers_xy, cfg)
+    return obs.t, obs.xy, obs.sigma_m
 
 
-def industrial_hmm(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -> np.ndarray:
-    """Industrial pipeline: ping-pong mitigation, cell observations (co-site sectors at their
-    coverage centres, handovers on the cell boundary), HMM map matching with a cell-sized
-    emission sigma (``ml.mapmatch``), route by shortest paths, time interpolation along the
-    route to ``ctx.eval_t`` (held before the first and after the last observation).
+def hmm_pipeline(ctx: SampleContext, obs: WindowObservations, cfg: IndustrialHMMConfig) -> np.ndarray:
+    """Steps 3-5 of the industrial pipeline on a window's observations: HMM map matching (a cell-sized
+    sigma; the model's emission when ``obs`` carries one), route by shortest paths, time interpolation
+    along the route to ``ctx.eval_t`` (held before the first and after the last observation).
 
     Falls back to :func:`mar` when no record can be matched to a road.
     """
-    cfg = cfg or IndustrialHMMConfig()
-    if len(ctx.records) == 0:
+    if len(obs.t) == 0:
         return np.full((ctx.n_eval, 2), np.nan)
-    obs_t, obs_xy, sigma = window_observations(ctx, cfg)
-    # 3. HMM map matching with a cell-sized sigma
+    sigma = obs.sigma_m
     res = match_trajectory(
         ctx.net,
-        obs_xy,
-        obs_t,
+        obs.xy,
+        obs.t,
         sigma_m=sigma,
         beta_m=cfg.beta_factor * sigma,
         max_speed_mps=cfg.max_speed_mps,
         radius_m=cfg.radius_factor * sigma,
         max_candidates=cfg.max_candidates,
+        log_emission=obs.log_emission if obs.model is not None else None,
     )
     if not res.matched.any():
         return mar(ctx)
-    # 4-5. route by shortest paths (in the match) and time interpolation along it
-    return interpolate_along_route(res.route_xy, res.route_cum_m, res.point_route_m, obs_t, ctx.eval_t)
+    return interpolate_along_route(res.route_xy, res.route_cum_m, res.point_route_m, obs.t, ctx.eval_t)
+
+
+def industrial_hmm(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -> np.ndarray:
+    """Industrial pipeline: ping-pong mitigation, cell observations through the hand-made model
+    (co-site sectors at their coverage centres, handovers on the cell boundary), HMM map matching
+    with a cell-sized emission sigma (``ml.mapmatch``), route by shortest paths, time interpolation
+    along the route to ``ctx.eval_t``. Falls back to :func:`mar` when no record can be matched to a road.
+    """
+    cfg = cfg or IndustrialHMMConfig()
+    if len(ctx.records) == 0:
+        return np.full((ctx.n_eval, 2), np.nan)
+    return hmm_pipeline(ctx, observe_records(*_records(ctx), ctx.towers_xy, cfg), cfg)
+
+
+def learned_hmm(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -> np.ndarray:
+    """The industrial pipeline with the learned observation model (``ctx.observation``, the city's cell
+    footprints): each record's point estimate from its footprint, the HMM's emission the log-likelihood
+    of each candidate under the footprints of the observation's records. Everything else as
+    :func:`industrial_hmm`. A window built without a learned model is an error, never a silent switch.
+    """
+    cfg = cfg or IndustrialHMMConfig()
+    model = ctx.observation
+    if model is None or model.name == "handmade":
+        raise ValueError(f"learned_hmm: window {ctx.sample_id} has no learned observation model; build the windows "
+                         "with the city's cell footprints (build_sample_contexts(..., observation=...))")
+    if len(ctx.records) == 0:
+        return np.full((ctx.n_eval, 2), np.nan)
+    return hmm_pipeline(ctx, observe_records(*_records(ctx), ctx.towers_xy, cfg, model=model), cfg)
+
+
+def oracle_records(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -> np.ndarray:
+    """A bound, not a method: the industrial pipeline fed the true position at each record time
+    (``ctx.truth_xy`` interpolated), everything else unchanged. What the records' timing allows with
+    perfect observations; it needs the truth, so it only exists in evaluation."""
+    cfg = cfg or IndustrialHMMConfig()
+    if len(ctx.records) == 0:
+        return np.full((ctx.n_eval, 2), np.nan)
+    return hmm_pipeline(ctx, observe_records(*_records(ctx), ctx.towers_xy, cfg, positions=truth_at_records(ctx)), cfg)

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ml.baselines.context import SampleContext
+from ml.observation.context import SampleContext
 from ml.evaluation.methods import MethodRun
 
 #: metres per pixel handed to the road snapping: the regressed track is resampled every 20 m and matched

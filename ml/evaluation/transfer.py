@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from ml.baselines.context import SampleContext
+from ml.observation.context import SampleContext
 
 log = logging.getLogger(__name__)
 

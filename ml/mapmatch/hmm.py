@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Callable
 from itertools import chain
 from dataclasses import dataclass
 
@@ -131,6 +132,7 @@ def match_trajectory(
     backward_tol_m: float | None = None,
     route_factor: float = 3.0,
     od: ODTable | bool = True,
+    log_emission: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> MatchResult:
     """Map-match observed positions ``xy`` (n, 2) at times ``t`` (n,) seconds onto ``net``.
 
@@ -152,6 +154,10 @@ def match_trajectory(
         steps' transitions computed in one batch; steps whose bound exceeds the table's
         ``delta_m`` fall back to a bounded Dijkstra. ``False``: a bounded Dijkstra per step
         (the engine before the table; same model, kept for comparison). An ``ODTable``: that one.
+    log_emission: replaces the Gaussian emission: called with the indices of the points that have
+        candidates ``(P,)`` and the candidates' positions ``(P, K, 2)`` (NaN rows are padding), it
+        returns their log emission ``(P, K)`` (a learned observation model's likelihood). Candidates
+        are still the nearest edges within ``radius_m`` of ``xy``.
 
     Times must be non-decreasing. Rows with non-finite coordinates count as unmatched.
     """
@@ -190,7 +196,12 @@ def match_trajectory(
         C[j, :len(r)] = r
     E = C[:, :, ROW_EDGE].astype(np.int64)
     O = C[:, :, ROW_OFFSET]
-    LE = -0.5 * (C[:, :, ROW_DIST] / sigma_m) ** 2
+    if log_emission is None:
+        LE = -0.5 * (C[:, :, ROW_DIST] / sigma_m) ** 2
+    else:
+        pad = ~np.isfinite(C[:, :, ROW_DIST])
+        LE = np.asarray(log_emission(matched_pts, C[:, :, ROW_X:ROW_Y + 1]), dtype=np.float64)
+        LE = np.where(pad | ~np.isfinite(LE), _NEG, LE)
     counts = [len(rows[i]) for i in keep]
 
     pxy, pt = xy[matched_pts], t[matched_pts]

@@ -3,7 +3,7 @@
 Tensor format of a batch of records: ``records`` float32 (B, R, 4) with columns
 
 * 0: column of the record's position in the tile, as a fraction of the tile side (0 = west edge, 1 = east);
-  the position is the observation model's (``ml.baselines.signaling.record_positions``: the cell's coverage
+  the position is the observation model's (``ml.observation.record_positions``: the cell's coverage
   centre, a handover on the cell boundary), not the mast;
 * 1: row of that position, as a fraction of the tile side (0 = north edge, 1 = south);
 * 2: time fraction of the record inside the window, in [0, 1];

@@ -7,7 +7,7 @@ Layout (``docs/architecture.md``, "Rendered arrays"), in ``outputs/<city>/<profi
 - ``cond_<shard:04d>.npy``: uint8 ``(n, H, W, 3)``; ``video_<shard:04d>.npy``: uint8 ``(n, K, H, W, 3)``;
 - ``tokens_<shard:04d>.npy``: float32 ``(n, R, 4)`` signaling records as tokens (the
   ``ml.models.tokens`` format: col/res, row/res of the record's position under the observation
-  model ``ml.baselines.signaling.record_positions`` (cell coverage centre, handovers on the cell
+  model ``ml.observation.record_positions`` (cell coverage centre, handovers on the cell
   boundary) in the tile's pixel frame,
   time fraction in [0, 1], event id in ``ml.validation.contract.EVENTS`` order, ``len(EVENTS)``
   for an unknown event); ``R = cfg.max_token_records``, longer windows subsampled evenly in
@@ -32,8 +32,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ml.baselines.context import TowerTable
-from ml.baselines.signaling import record_positions
+from ml.observation.context import TowerTable
+from ml.observation import record_positions
 from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile
 from ml.io import atomic_dir
@@ -175,7 +175,7 @@ def prepare_samples(
             record_xy=rxy, record_t=rt, tower_xy=txy,
             truth_xy=truth_xy_all[ta:tb], truth_t=(tts_s[ta:tb] - t0) / 1e9, record_event=evs[lo:hi],
             # the window's records alone (as serving sees them), through the one observation model
-            record_obs_xy=record_positions(cells[lo:hi], sig_site[lo:hi], ev_names[lo:hi], tower_table),
+            record_obs_xy=record_positions(cells[lo:hi], ev_names[lo:hi], tower_table),
         ))
     return out
 

@@ -2,7 +2,7 @@
 
 Positions are in model units: metres relative to the window's mean observation position, divided by
 ``Seq2SeqConfig.scale_m``, so the model sees the shape of a trace, not where the city is. Each record
-sits where the industrial pipeline's observation model puts it (``ml.baselines.signaling.record_positions``:
+sits where the industrial pipeline's observation model puts it (``ml.observation.record_positions``:
 the cell's coverage centre, a handover on the cell boundary), the same positions the video model's
 prior and record tokens use. Each evaluation time gets the *prior*: those positions interpolated in
 time (MaR on coverage centres); the model predicts a correction to it.
@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ml.baselines.context import SampleContext
-from ml.baselines.signaling import record_positions
+from ml.observation.context import SampleContext
+from ml.observation import record_positions
 from ml.geo.track import interpolate_positions
 from ml.render.arrays import subsample_evenly
 from ml.seq2seq.config import Seq2SeqConfig
@@ -91,7 +91,7 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
     centre = np.zeros((n, 2), np.float64)
     for i, ctx in enumerate(keep):
         rec = ctx.records
-        obs = record_positions(rec["cell_id"].to_numpy(), rec["site_id"].to_numpy(), rec["event"].to_numpy(),
+        obs = record_positions(rec["cell_id"].to_numpy(), rec["event"].to_numpy(),
                                ctx.towers_xy)
         t = rec["t"].to_numpy(np.float64)
         centre[i] = obs.mean(axis=0)

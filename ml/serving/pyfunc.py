@@ -48,7 +48,7 @@ class TrajectoryReconstructor:
                  device: str | None = None) -> None:
         import torch
 
-        from ml.baselines.context import TowerTable
+        from ml.observation.context import TowerTable
         from ml.geo import CityProjection
         from ml.models.checkpoint import load_video_model
         from ml.render.config import RenderConfig
@@ -73,7 +73,7 @@ class TrajectoryReconstructor:
 
     def _cond_images(self, groups: list[tuple[Any, pd.DataFrame]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
         """Condition images (B, H, W, 3), record tokens (B, R, 4) + mask (B, R), tiles and per-request info."""
-        from ml.baselines.signaling import record_positions
+        from ml.observation import record_positions
         from ml.geo import choose_tile
         from ml.models.tokens import records_to_array
         from ml.render import render_condition_image
@@ -97,7 +97,7 @@ class TrajectoryReconstructor:
             events = g["event"].astype(str).to_numpy()[order] if "event" in g.columns else np.full(len(g), "")
             ev_w = events[keep] if keep.any() else events
             cells_w = cells[keep] if keep.any() else cells
-            obs_w = record_positions(cells_w, self.tower_table.site_of(cells_w), ev_w, self.tower_table)
+            obs_w = record_positions(cells_w, ev_w, self.tower_table)
             tile = choose_tile(rxy_w, self.crs, self.render_cfg.zoom_sizes_m, self.render_cfg.margin_m)
             towers = np.unique(rxy_w, axis=0) if self.render_cfg.towers == "serving" else \
                 self.tower_xy[tile.contains(self.tower_xy)]

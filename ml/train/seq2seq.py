@@ -21,7 +21,7 @@ import torch
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.utils.data import DataLoader, TensorDataset
 
-from ml.baselines.context import SampleContext
+from ml.observation.context import SampleContext
 from ml.seq2seq import RecordsToPositions, Seq2SeqConfig, WindowBatch, window_batch
 
 log = logging.getLogger(__name__)

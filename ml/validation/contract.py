@@ -43,7 +43,14 @@ TABLE_COLUMNS: dict[str, dict[str, Kind]] = {
     },
     "sample_truth": {"sample_id": "str", "ts": "ts", "lon": "float", "lat": "float"},
     "truth_links": {"device_id": "str", "vehicle_id": "str", "kind": "str"},
+    # ml.observation.footprints: one row per (cell or handover pair, road point); no device or vehicle id
+    "footprints": {
+        "kind": "str", "cell_id": "int", "left_cell_id": "int", "n_records": "int", "mean_x": "float",
+        "mean_y": "float", "mean_lon": "float", "mean_lat": "float", "spread_m": "float", "point_x": "float",
+        "point_y": "float", "point_lon": "float", "point_lat": "float", "weight": "float",
+    },
 }
+FOOTPRINT_KINDS: tuple[str, ...] = ("cell", "handover")
 
 #: ``df.attrs`` key of an imported frame: the file it was read from, as the city file names it.
 SOURCE_ATTR = "sig2gps_source"

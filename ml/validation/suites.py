@@ -21,7 +21,7 @@ import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ml.validation.contract import EVENTS, SPLITS, TABLE_COLUMNS, TRUTH_KINDS  # noqa: E402
+from ml.validation.contract import EVENTS, FOOTPRINT_KINDS, SPLITS, TABLE_COLUMNS, TRUTH_KINDS  # noqa: E402
 from ml.validation.context import ValidationContext  # noqa: E402
 
 _DATA_SOURCE = "sig2gps_tables"
@@ -42,8 +42,11 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("pairs", "margin"): (0.0, None),
     ("samples", "n_records"): (1, None),
     ("samples", "tile_size_m"): (0.0, None),  # strictly above 0
+    ("footprints", "n_records"): (1, None),
+    ("footprints", "spread_m"): (0.0, None),
+    ("footprints", "weight"): (0.0, 1.0),  # strictly above 0
 }
-_STRICT_MIN = {("towers", "height_m"), ("samples", "tile_size_m")}
+_STRICT_MIN = {("towers", "height_m"), ("samples", "tile_size_m"), ("footprints", "weight")}
 #: Columns that may hold nulls (all other required columns must not).
 NULLABLE: set[tuple[str, str]] = {("pairs", "margin"), ("truth_links", "vehicle_id")}
 #: Tables whose ``lon``/``lat`` must lie inside the city bbox (with margin).
@@ -58,6 +61,7 @@ FOREIGN_KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("samples", "device_id"): ("device_ids", "signaling.device_id"),
     ("samples", "vehicle_id"): ("vehicle_ids", "gps.vehicle_id"),
     ("sample_truth", "sample_id"): ("sample_ids", "samples.sample_id"),
+    ("footprints", "cell_id"): ("tower_cell_ids", "towers.cell_id"),
 }
 
 
@@ -143,6 +147,11 @@ def build_suite(table: str, usable: set[str], context: ValidationContext) -> gx.
             column="split", value_set=list(SPLITS))
         add(gxe.ExpectColumnPairValuesAToBeGreaterThanB, ("t1", "t0"), "t1_after_t0", "t1 must be after t0",
             column_A="t1", column_B="t0", or_equal=False)
+    elif table == "footprints":
+        add(gxe.ExpectColumnValuesToBeInSet, ("kind",), "in_set", f"must be one of {', '.join(FOOTPRINT_KINDS)}",
+            column="kind", value_set=list(FOOTPRINT_KINDS))
+        add(gxe.ExpectCompoundColumnsToBeUnique, ("cell_id", "left_cell_id", "point_x", "point_y"), "unique",
+            "one row per key and road point", column_list=["cell_id", "left_cell_id", "point_x", "point_y"])
     elif table == "truth_links":
         add(gxe.ExpectColumnValuesToBeInSet, ("kind",), "in_set", f"must be one of {', '.join(TRUTH_KINDS)}",
             column="kind", value_set=list(TRUTH_KINDS))

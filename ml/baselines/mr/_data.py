@@ -1,6 +1,6 @@
 """Shared input handling for the measurement-report (MR) baselines.
 
-Every MR method reads the same things from a ``SampleContext`` (``ml.baselines.context``):
+Every MR method reads the same things from a ``SampleContext`` (``ml.observation.context``):
 ``mr`` (one row per measured cell per report: ``t`` seconds since ``t0``, ``cell_id``,
 ``rsrp_dbm``), the tower positions (projected xy per ``cell_id``) and ``eval_t``. The helpers
 here turn those into dense arrays once so the methods stay vectorised:

@@ -1,7 +1,7 @@
 """A small, self-contained generator of MR windows (as ``SampleContext``) for the MR baselines' tests and benchmarks.
 
 It does not replace ``ml.simulate`` (the pipeline's simulator); it produces windows with the same
-fields as ``ml.baselines.context.SampleContext`` quickly and deterministically, with the radio
+fields as ``ml.observation.context.SampleContext`` quickly and deterministically, with the radio
 effects that decide how the MR methods rank:
 
 * route: shortest path (by length) between two random nodes at least ``min_route_m`` apart;
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.baselines.context import SampleContext, TowerTable
+from ml.observation.context import SampleContext, TowerTable
 from ml.cities.network import RoadNetwork
 from ml.geo import CityProjection
 from ml.geo.track import interpolate_positions

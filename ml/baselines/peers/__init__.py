@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ml.baselines.context import SampleContext
+from ml.observation.context import SampleContext
 from ml.baselines.peers import fmm as _fmm
 from ml.baselines.peers import leuven as _leuven
 from ml.baselines.peers import valhalla_meili as _valhalla

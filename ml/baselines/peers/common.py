@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.baselines.context import SampleContext
+from ml.observation.context import SampleContext
 from ml.baselines.signaling import window_observations  # noqa: F401  (the peers' input, re-exported)
 from ml.cities.network import RoadNetwork
 from ml.mapmatch import interpolate_along_route, polyline_cum_m

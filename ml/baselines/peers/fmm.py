@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.baselines.context import SampleContext
+from ml.observation.context import SampleContext
 from ml.baselines.peers.common import (
     EngineCache, PeerRoute, PeerUnavailable, missing_modules, network_fingerprint, package_version,
     positions_from_route, route_from_pieces, window_observations,

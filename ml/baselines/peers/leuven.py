@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml.baselines.context import SampleContext
+from ml.observation.context import SampleContext
 from ml.baselines.peers.common import (
     EngineCache, PeerRoute, PeerUnavailable, missing_modules, package_version, positions_from_route,
     route_from_pieces, window_observations,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.baselines.context import SampleContext
+from ml.observation.context import SampleContext
 from ml.baselines.peers.common import (
     EngineCache, PeerRoute, PeerUnavailable, network_fingerprint, positions_from_route, route_from_pieces,
     window_observations,

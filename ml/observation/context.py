@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from functools import cached_property
 
 import numpy as np
@@ -122,6 +123,9 @@ class SampleContext:
     device_id: str | None = None
     split: str | None = None
     extra: dict = field(default_factory=dict)
+    # how this window's records are read by methods that take a model (``learned_hmm``): an
+    # ``ml.observation.ObservationModel``, or None (the hand-made model is built where needed)
+    observation: Any = None
 
     # aliases used by other stages
     @property
@@ -180,13 +184,15 @@ def build_sample_contexts(
     mr: pd.DataFrame | None = None,
     split: str | None = None,
     eval_interval_s: float = DEFAULT_EVAL_INTERVAL_S,
+    observation: Any = None,
 ) -> list[SampleContext]:
     """One :class:`SampleContext` per sample (optionally only ``split``), in the samples' order.
 
     Signaling and MR rows are those of the sample's device with ``t0 <= ts <= t1``. The
     evaluation times are the ``sample_truth`` timestamps of the sample (with ``truth_xy``); when
     no truth is given they are ``0, eval_interval_s, ...`` up to the duration (inclusive).
-    Records whose cell is not in ``towers`` raise ``KeyError`` naming the cells.
+    Records whose cell is not in ``towers`` raise ``KeyError`` naming the cells. ``observation`` (an
+    ``ml.observation.ObservationModel``, e.g. the city's learned footprints) is attached to every window.
     """
     crs = net.crs
     s = samples if split is None else samples[samples["split"] == split]
@@ -262,6 +268,7 @@ def build_sample_contexts(
             crs=crs,
             device_id=str(dev[i]),
             split=str(s.at[i, "split"]) if "split" in s.columns else None,
+            observation=observation,
         ))
     return out
 

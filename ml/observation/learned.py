@@ -1,0 +1,103 @@
+"""The learned observation model: each record read through its cell's (or handover pair's) footprint.
+
+A record with key ``k`` (a cell, or a (left, entered) handover pair) puts the phone at ``p`` with density
+
+    f_k(p) = w_k * sum_j pi_kj N(p; r_kj, h^2 I) + (1 - w_k) * N(p; c_k, sigma^2 I),   w_k = n_k / (n_k + alpha)
+
+where ``r_kj`` are the road points the key's train records were counted on, with weights ``pi_kj``
+(:mod:`ml.observation.footprints`), ``h`` the kernel bandwidth, ``c_k`` and ``sigma`` the hand-made
+model's point and spread, ``n_k`` the key's record count and ``alpha`` the prior strength in records:
+a Dirichlet-style mix that is the hand-made model for a key without history and tends to the
+empirical kernel density as its history grows. The point estimate is the same mix of the means,
+``w_k * mean_k + (1 - w_k) * c_k``. ``h`` and ``alpha`` are chosen on val windows
+(``bench/footprints.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ml.observation.context import TowerTable
+from ml.observation.footprints import CellFootprints
+from ml.observation.handmade import HandmadeObservationConfig, HandmadeObservationModel, gaussian_log_density
+
+
+@dataclass(frozen=True)
+class LearnedObservationConfig:
+    """Settings of the learned model (chosen on gridville and ringtown val windows, ``bench/footprints.py``)."""
+
+    bandwidth_m: float = 60.0  # h: the kernel around each road point the train records were counted on
+    prior_strength: float = 5.0  # alpha: records' worth of the hand-made model in the mix
+
+    def __post_init__(self) -> None:
+        if not self.bandwidth_m > 0:
+            raise ValueError(f"LearnedObservationConfig.bandwidth_m must be > 0 (got {self.bandwidth_m})")
+        if not self.prior_strength > 0:
+            raise ValueError(f"LearnedObservationConfig.prior_strength must be > 0 (got {self.prior_strength})")
+
+
+class LearnedObservationModel:
+    """Footprints bound to a city's towers: point estimates and log-likelihoods of observation keys."""
+
+    name = "learned"
+
+    def __init__(self, footprints: pd.DataFrame | CellFootprints, towers: TowerTable,
+                 cfg: LearnedObservationConfig | None = None,
+                 handmade: HandmadeObservationConfig | None = None) -> None:
+        self.footprints = footprints if isinstance(footprints, CellFootprints) else CellFootprints(footprints, towers)
+        self.towers = towers
+        self.cfg = cfg or LearnedObservationConfig()
+        self.handmade = HandmadeObservationModel(towers, handmade or HandmadeObservationConfig())
+
+    @property
+    def sigma_m(self) -> float:
+        """The hand-made model's sigma (the HMM's candidate radius and transition scale follow it)."""
+        return self.handmade.sigma_m
+
+    def history_weight(self, cell: np.ndarray, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(row, w)``: each key's footprint row (-1 without history) and its weight ``n / (n + alpha)``."""
+        row = self.footprints.lookup(cell, left)
+        n = np.where(row >= 0, self.footprints.n_records[np.maximum(row, 0)], 0).astype(np.float64)
+        return row, n / (n + self.cfg.prior_strength)
+
+    def positions(self, cell: np.ndarray, left: np.ndarray) -> np.ndarray:
+        """Point estimate ``(n, 2)`` of each key: the history mean and the hand-made point, mixed by count."""
+        prior = self.handmade.positions(cell, left)
+        row, w = self.history_weight(cell, left)
+        mean = np.where((row >= 0)[:, None], self.footprints.mean_xy[np.maximum(row, 0)], prior) if len(row) else prior
+        return w[:, None] * mean + (1.0 - w[:, None]) * prior
+
+    def log_likelihood(self, cell: np.ndarray, left: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """Log-density (per m^2) of each key's phone at candidate positions ``xy (n, K, 2)`` -> ``(n, K)``.
+
+        NaN candidates (padding) give NaN.
+        """
+        xy = np.asarray(xy, dtype=np.float64)
+        n, K = xy.shape[:2]
+        log_prior = self.handmade.log_likelihood(cell, left, xy)
+        row, w = self.history_weight(cell, left)
+        has = row >= 0
+        out = np.log1p(-w)[:, None] + log_prior
+        if not has.any():
+            return out
+        fp = self.footprints
+        idx = np.nonzero(has)[0]
+        lo, hi = fp.offsets[row[idx]], fp.offsets[row[idx] + 1]
+        cnt = hi - lo
+        which = np.repeat(np.arange(len(idx)), cnt)  # support point -> position in idx
+        sup = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
+        h = self.cfg.bandwidth_m
+        d2 = ((xy[idx][which] - fp.points[sup][:, None, :]) ** 2).sum(axis=-1)  # (S, K)
+        comp = np.log(fp.weights[sup])[:, None] - 0.5 * d2 / h**2  # log pi_j + kernel, without the constant
+        starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+        safe = np.where(np.isfinite(comp), comp, -np.inf)
+        top = np.maximum.reduceat(safe, starts, axis=0)  # (m, K)
+        top_s = np.where(np.isfinite(top), top, 0.0)
+        lse = top_s + np.log(np.add.reduceat(np.exp(safe - top_s[which]), starts, axis=0))
+        log_kde = lse - np.log(2.0 * np.pi * h**2) + np.log(w[idx])[:, None]
+        out[idx] = np.logaddexp(out[idx], log_kde)
+        out[~np.isfinite(xy).all(axis=-1)] = np.nan
+        return out
