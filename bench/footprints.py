@@ -6,7 +6,7 @@
 Needs each city's windows (``sig2gps run <city> --select "*samples"``). Per city: footprints from
 the train windows (seconds to build), ``learned_hmm`` over a grid of kernel bandwidths and prior
 strengths on the first ``--val-max`` val windows; the setting with the lowest mean of the cities'
-val medians is the default (``LearnedObservationConfig``); then on the first ``--test-max`` test
+val medians is the default (``FootprintConfig``); then on the first ``--test-max`` test
 windows, once: ``industrial_hmm``, ``learned_hmm`` with the chosen setting, the ``oracle_records``
 bound, with ms per window side by side. ``--history``: ``learned_hmm`` on test with footprints from
 growing shares of the train taxis (records per cell on a second axis), table and PNG. Writes
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--history", action="store_true")
     args = ap.parse_args()
     from ml.baselines import industrial_hmm, learned_hmm, oracle_records
-    from ml.observation import LearnedObservationConfig, LearnedObservationModel, build_cell_footprints
+    from ml.observation import FootprintConfig, LearnedObservationModel, build_cell_footprints
 
     cities = [load_windows(c, args.profile) for c in args.cities.split(",")]
     result: dict = {"profile": args.profile, "cities": {}, "grid": [], "val_max": args.val_max,
@@ -117,7 +117,7 @@ def main() -> None:
     val_base = {cw.name: score(industrial_hmm, cw.val[: args.val_max])[0] for cw in cities}
     best = None
     for h, a in itertools.product(BANDWIDTHS_M, PRIOR_STRENGTHS):
-        cfg = LearnedObservationConfig(bandwidth_m=h, prior_strength=a)
+        cfg = FootprintConfig(bandwidth_m=h, prior_strength=a)
         meds = {}
         for cw in cities:
             model = LearnedObservationModel(footprints[cw.name], cw.towers, cfg)

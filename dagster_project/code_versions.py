@@ -15,15 +15,16 @@ ASSET_CODE: dict[str, tuple[str, ...]] = {
     "raw": ("simulate", "ingest", "validation", "cities", "geo", "io.py", "config.py"),
     "pairing": ("pairing", "validation", "geo", "io.py", "config.py"),
     "dataset_version": ("versioning.py", "tracking.py"),
-    "rendered_videos": ("render", "evaluation/preview.py", "geo", "io.py", "config.py"),
-    "training": ("models", "train", "rewards", "decode", "serving", "tracking.py", "config.py"),
-    "seq2seq": ("seq2seq", "train/seq2seq.py", "baselines", "serving/registry.py", "tracking.py", "config.py"),
+    "footprints": ("observation", "validation", "cities", "geo", "io.py", "config.py"),
+    "rendered_videos": ("render", "observation", "evaluation/preview.py", "geo", "io.py", "config.py"),
+    "training": ("models", "observation", "train", "rewards", "decode", "serving", "tracking.py", "config.py"),
+    "seq2seq": ("seq2seq", "train/seq2seq.py", "baselines", "observation", "serving/registry.py", "tracking.py", "config.py"),
     # the next-GPS seq2seq reads its prefix length from the next_gps stage
-    "seq2seq_prefix": ("seq2seq", "train/seq2seq.py", "baselines", "nextgps/config.py", "tracking.py", "config.py"),
-    "predictions": ("baselines", "mapmatch", "decode", "evaluation", "models", "seq2seq", "metrics", "rewards",
+    "seq2seq_prefix": ("seq2seq", "train/seq2seq.py", "baselines", "observation", "nextgps/config.py", "tracking.py", "config.py"),
+    "predictions": ("baselines", "observation", "mapmatch", "decode", "evaluation", "models", "seq2seq", "metrics", "rewards",
                     "config.py"),
     "operator": ("scale", "simulate", "pairing", "cities", "geo", "io.py", "config.py"),
-    "evaluation_report": ("evaluation", "metrics", "report", "baselines", "tracking.py", "config.py"),
+    "evaluation_report": ("evaluation", "metrics", "report", "baselines", "observation", "tracking.py", "config.py"),
 }
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import evaluation, next_gps, operator, raw, render, roads, training, transfer, versioning
+from dagster_project.assets import (evaluation, footprints, next_gps, operator, raw, render, roads, training, transfer,
+                                    versioning)
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
 from dagster_project.sensors import city_registry_sensor
 
 # Asset modules, upstream first. Each module's assets and checks are collected automatically.
-ASSET_MODULES = [roads, raw, versioning, render, training, evaluation, next_gps, operator, transfer]
+ASSET_MODULES = [roads, raw, footprints, versioning, render, training, evaluation, next_gps, operator, transfer]
 
 
 ASSETS = dg.load_assets_from_modules(ASSET_MODULES)

@@ -32,6 +32,7 @@ STAGE_CONFIGS: dict[str, str] = {
     "operator": "ml.scale.operator_day:OperatorDayConfig",
     "out_of_core": "ml.scale.pairing:OutOfCoreConfig",
     "next_gps": "ml.nextgps.config:NextGPSConfig",
+    "footprints": "ml.observation.config:FootprintConfig",
 }
 
 # Stages whose package defines its own profile table (a ``<stage>_profile(name, **overrides)``

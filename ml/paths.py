@@ -65,6 +65,11 @@ class CityPaths:
         return self.data / "truth_links.parquet"
 
     @property
+    def footprints(self) -> Path:
+        """The city's cell footprints (``ml.observation.footprints``), learned from the train windows."""
+        return self.data / "cell_footprints.parquet"
+
+    @property
     def sample_truth(self) -> Path:
         """Ground-truth positions of every sample at the evaluation interval."""
         return self.data / "sample_truth.parquet"

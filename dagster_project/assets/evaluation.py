@@ -18,8 +18,8 @@ from dagster_project.resources import ComputeResource, MLflowResource, PathsReso
 VIDEO_CHECKPOINTS = {"video_sft": ("sft", "model.pt"), "video_gdpo": ("gdpo", "gdpo.pt")}
 
 
-def _contexts(cc: CityContext, cfg):
-    ctxs = cc.sample_contexts(cfg.split, with_mr=True)
+def _contexts(cc: CityContext, cfg, observation=None):
+    ctxs = cc.sample_contexts(cfg.split, with_mr=True, observation=observation)
     if not ctxs:
         raise dg.Failure(f"{cc.city.name}: no samples in split '{cfg.split}' to evaluate")
     return ctxs[: cfg.max_samples] if cfg.max_samples else ctxs
@@ -30,8 +30,8 @@ def _prediction_file(track: str, method: str) -> str:
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="evaluation",
-          deps=["samples", "sample_truth", "measurement_reports", "rendered_videos", "sft_checkpoint", "gdpo_checkpoint",
-                "seq2seq_checkpoint"],
+          deps=["samples", "sample_truth", "measurement_reports", "cell_footprints", "rendered_videos", "sft_checkpoint",
+                "gdpo_checkpoint", "seq2seq_checkpoint"],
           kinds={"pandas", "pytorch"}, code_version=code_version("predictions"))
 def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> dg.MaterializeResult:
     """Trajectories of every method on the evaluation split, as ``outputs/<city>/predictions/<track>__<method>.parquet``."""
@@ -41,9 +41,10 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
 
     cc = city_context(context, paths, compute)
     cfg = compute.stage_config("evaluation", cc.city)
-    ctxs = _contexts(cc, cfg)
+    ctxs = _contexts(cc, cfg, observation=cc.learned_observation(compute.stage_config("footprints", cc.city)))
     log = context.log.info
-    methods, skipped = signaling_methods()  # peer engines too, when the `peers` extra is installed
+    # learned_hmm, the oracle_records bound, and the peer engines when the `peers` extra is installed
+    methods, skipped = signaling_methods(footprints=True, references=True)
     for why in skipped.values():
         context.log.warning(why)
     runs = [run_method(n, "signaling", f, ctxs, log) for n, f in methods.items()]
@@ -82,7 +83,7 @@ def _finite(d: dict) -> dict:
 
 # retried: the MLflow store (sqlite) can be locked for a moment by another process logging to it
 # after next_gps_report (when both run), whose next_gps.json the report embeds as its next-GPS section
-@dg.asset(partitions_def=cities_partitions, group_name="evaluation", deps=["predictions", "next_gps_report"],
+@dg.asset(partitions_def=cities_partitions, group_name="evaluation", deps=["predictions", "next_gps_report", "cell_footprints"],
           kinds={"mlflow", "pandas"},
           code_version=code_version("evaluation_report"),
           retry_policy=dg.RetryPolicy(max_retries=2, delay=5.0, backoff=dg.Backoff.EXPONENTIAL))
@@ -157,6 +158,8 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
         import mlflow as mlf
 
         mlf.log_artifacts(str(report_dir), artifact_path="report")
+        if cc.paths.footprints.is_file():  # what learned_hmm read: the cell footprints of this data version
+            mlf.log_artifact(str(cc.paths.footprints), artifact_path="footprints")
         for track, methods in evaluation["tracks"].items():
             for method, row in methods.items():
                 # in the parent's experiment (MLflow would put a nested run in the default one), with the same tags

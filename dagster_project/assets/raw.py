@@ -37,15 +37,27 @@ class CityContext:
         ctx = ValidationContext.from_road_network(self.net)
         return ctx.with_references(**refs) if refs else ctx
 
-    def sample_contexts(self, split: str, with_mr: bool = False) -> list:
-        """The windows of ``split`` as the methods see them (``ml.baselines.SampleContext``), with their truth."""
-        from ml.baselines import build_sample_contexts
+    def sample_contexts(self, split: str, with_mr: bool = False, observation=None) -> list:
+        """The windows of ``split`` as the methods see them (``ml.observation.SampleContext``), with their truth
+        (and ``observation``, an observation model, attached to each)."""
+        from ml.observation import build_sample_contexts
 
         mr = read_table(self.paths.table("mr"), "mr") if with_mr and self.paths.table("mr").is_file() else None
         return build_sample_contexts(read_table(self.paths.table("samples"), "samples"),
                                      read_table(self.paths.table("signaling"), "signaling"),
                                      read_table(self.paths.table("towers"), "towers"), self.net,
-                                     sample_truth=read_table(self.paths.sample_truth, "sample_truth"), mr=mr, split=split)
+                                     sample_truth=read_table(self.paths.sample_truth, "sample_truth"), mr=mr, split=split,
+                                     observation=observation)
+
+    def learned_observation(self, cfg):
+        """The city's learned observation model (its ``cell_footprints`` read with ``cfg``)."""
+        from ml.observation import LearnedObservationModel, TowerTable
+
+        if not self.paths.footprints.is_file():
+            raise dg.Failure(f"{self.paths.footprints}: cell footprints of '{self.city.name}' not materialised; "
+                             "materialise cell_footprints first")
+        towers = TowerTable(read_table(self.paths.table("towers"), "towers"), self.net.crs)
+        return LearnedObservationModel(pd.read_parquet(self.paths.footprints), towers, cfg)
 
     def imported(self, *tables: str) -> dict[str, pd.DataFrame]:
         """The city's own ``tables`` (pseudonymised): each asset reads just its file, so a bad file fails that

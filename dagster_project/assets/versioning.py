@@ -1,4 +1,4 @@
-"""``dataset_version``: DVC snapshot of one city's data (for the run's profile) after the raw stages."""
+"""``dataset_version``: DVC snapshot of one city's data (for the run's profile): the raw tables and the cell footprints."""
 
 
 import dagster as dg
@@ -8,14 +8,15 @@ from dagster_project.code_versions import code_version
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, PathsResource
 
-RAW_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "measurement_reports", "raw_pairs", "samples",
-              "sample_truth"]
+# the city's data: the raw tables and what is learned from them as data (the cell footprints)
+DATA_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "measurement_reports", "raw_pairs",
+               "samples", "sample_truth", "cell_footprints"]
 
 
 @dg.asset(
     partitions_def=cities_partitions,
     group_name="raw",
-    deps=[dg.AssetKey(k) for k in RAW_ASSETS],
+    deps=[dg.AssetKey(k) for k in DATA_ASSETS],
     pool="dvc",
     kinds={"dvc"},
     code_version=code_version("dataset_version"),

@@ -11,18 +11,24 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from ml.baselines import SIGNALING_METHODS, SampleContext
+from ml.baselines import FOOTPRINT_METHODS, REFERENCE_METHODS, SIGNALING_METHODS, SampleContext
 
 Method = Callable[[SampleContext], np.ndarray]
 
 
-def signaling_methods(include_peers: bool = True) -> tuple[dict[str, Method], dict[str, str]]:
+def signaling_methods(include_peers: bool = True, footprints: bool = False,
+                      references: bool = False) -> tuple[dict[str, Method], dict[str, str]]:
     """``(methods by key, {peer key: why it is skipped})`` for the signaling track.
 
-    The project's own methods (``SIGNALING_METHODS``) come first, then the runnable peers in
-    ``PEER_KEYS`` order.
+    The project's own methods (``SIGNALING_METHODS``; with ``footprints`` also ``FOOTPRINT_METHODS``,
+    whose windows must carry the city's learned observation model; with ``references`` the bounds of
+    ``REFERENCE_METHODS``, which need the truth) come first, then the runnable peers in ``PEER_KEYS`` order.
     """
     methods: dict[str, Method] = dict(SIGNALING_METHODS)
+    if footprints:
+        methods.update(FOOTPRINT_METHODS)
+    if references:
+        methods.update(REFERENCE_METHODS)
     if not include_peers:
         return methods, {}
     from ml.baselines.peers import peer_methods

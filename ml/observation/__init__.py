@@ -16,11 +16,13 @@ from typing import Protocol
 import numpy as np
 
 from ml.observation.context import SampleContext, TowerTable, build_sample_contexts, synthetic_signaling_tables
-from ml.observation.footprints import (FOOTPRINT_COLUMNS, FOOTPRINT_SPLIT, CellFootprints, FootprintConfig,
-                                       build_cell_footprints, empty_footprints, footprint_summary, truth_at_records)
+from ml.observation.config import FootprintConfig
+from ml.observation.footprints import (FOOTPRINT_COLUMNS, FOOTPRINT_SPLIT, CellFootprints,
+                                       build_cell_footprints, empty_footprints, footprint_problems, footprint_summary,
+                                       truth_at_records)
 from ml.observation.handmade import (HandmadeObservationConfig, HandmadeObservationModel, emission_sigma_m, left_cells,
                                      positions_of_keys, record_positions, sector_unit_vectors)
-from ml.observation.learned import LearnedObservationConfig, LearnedObservationModel
+from ml.observation.learned import LearnedObservationModel
 
 
 class ObservationModel(Protocol):
@@ -40,8 +42,8 @@ class ObservationModel(Protocol):
 
 __all__ = [
     "SampleContext", "TowerTable", "build_sample_contexts", "synthetic_signaling_tables", "ObservationModel",
-    "HandmadeObservationConfig", "HandmadeObservationModel", "LearnedObservationConfig", "LearnedObservationModel",
+    "HandmadeObservationConfig", "HandmadeObservationModel", "LearnedObservationModel",
     "CellFootprints", "FootprintConfig", "FOOTPRINT_COLUMNS", "FOOTPRINT_SPLIT", "build_cell_footprints",
-    "empty_footprints", "footprint_summary", "truth_at_records", "emission_sigma_m", "left_cells",
+    "empty_footprints", "footprint_summary", "footprint_problems", "truth_at_records", "emission_sigma_m", "left_cells",
     "positions_of_keys", "record_positions", "sector_unit_vectors",
 ]

@@ -14,7 +14,6 @@ it is given), and the table has no device, vehicle or sample id.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -24,6 +23,7 @@ from scipy.spatial import cKDTree
 from ml.cities.network import RoadNetwork
 from ml.geo import CityProjection
 from ml.geo.track import interpolate_positions
+from ml.observation.config import FootprintConfig
 from ml.observation.context import SampleContext, TowerTable
 from ml.observation.handmade import left_cells
 
@@ -32,15 +32,6 @@ NO_CELL = -1  # left_cell_id of a plain cell footprint (not a handover)
 
 FOOTPRINT_COLUMNS = ["kind", "cell_id", "left_cell_id", "n_records", "mean_x", "mean_y", "mean_lon", "mean_lat",
                      "spread_m", "point_x", "point_y", "point_lon", "point_lat", "weight"]
-
-
-@dataclass(frozen=True)
-class FootprintConfig:
-    """How footprints are counted."""
-
-    # road points every this many metres along each edge: fine enough for a cell-sized kernel
-    # (the bandwidth is chosen on val, 40-120 m), coarse enough to keep a cell's support small
-    point_spacing_m: float = 20.0
 
 
 def road_points(net: RoadNetwork, spacing_m: float) -> np.ndarray:
@@ -174,3 +165,33 @@ class CellFootprints:
     @cached_property
     def n_keys(self) -> int:
         return len(self._key)
+
+
+ID_COLUMNS = ("device_id", "vehicle_id", "sample_id")  # personal or window identifiers: never in a footprint table
+
+
+def footprint_problems(fp: pd.DataFrame, n_train_records: int) -> list[str]:
+    """What is wrong with a footprint table built from ``n_train_records`` train records (empty: nothing).
+
+    Checks: no identifier column; every number finite; each key's weights sum to one; every train
+    record counted exactly once (the keys' record counts add up to ``n_train_records``, so no val or
+    test record, and no record twice, went in).
+    """
+    problems = []
+    ids = [c for c in ID_COLUMNS if c in fp.columns]
+    if ids:
+        problems.append(f"identifier columns {ids} must not be stored in footprints")
+    num = fp.select_dtypes(include=[np.number])
+    bad = ~np.isfinite(num.to_numpy(dtype=np.float64))
+    if bad.any():
+        cols = sorted({num.columns[j] for j in np.nonzero(bad)[1]})
+        problems.append(f"non-finite values in {cols} ({int(bad.any(axis=1).sum())} rows)")
+    if len(fp):
+        sums = fp.groupby(["cell_id", "left_cell_id"])["weight"].sum()
+        off = sums[(sums - 1.0).abs() > 1e-6]
+        if len(off):
+            problems.append(f"weights of {len(off)} keys do not sum to 1 (e.g. {off.index[0]}: {off.iloc[0]:.6f})")
+    counted = int(footprint_summary(fp)["n_records"].sum()) if len(fp) else 0
+    if counted != n_train_records:
+        problems.append(f"footprints count {counted} records but the train windows hold {n_train_records}")
+    return problems

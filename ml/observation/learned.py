@@ -9,34 +9,19 @@ where ``r_kj`` are the road points the key's train records were counted on, with
 model's point and spread, ``n_k`` the key's record count and ``alpha`` the prior strength in records:
 a Dirichlet-style mix that is the hand-made model for a key without history and tends to the
 empirical kernel density as its history grows. The point estimate is the same mix of the means,
-``w_k * mean_k + (1 - w_k) * c_k``. ``h`` and ``alpha`` are chosen on val windows
-(``bench/footprints.py``).
+``w_k * mean_k + (1 - w_k) * c_k``. ``h`` and ``alpha`` (``FootprintConfig``) are chosen
+on val windows (``bench/footprints.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
+from ml.observation.config import FootprintConfig
 from ml.observation.context import TowerTable
 from ml.observation.footprints import CellFootprints
 from ml.observation.handmade import HandmadeObservationConfig, HandmadeObservationModel, gaussian_log_density
-
-
-@dataclass(frozen=True)
-class LearnedObservationConfig:
-    """Settings of the learned model (chosen on gridville and ringtown val windows, ``bench/footprints.py``)."""
-
-    bandwidth_m: float = 60.0  # h: the kernel around each road point the train records were counted on
-    prior_strength: float = 5.0  # alpha: records' worth of the hand-made model in the mix
-
-    def __post_init__(self) -> None:
-        if not self.bandwidth_m > 0:
-            raise ValueError(f"LearnedObservationConfig.bandwidth_m must be > 0 (got {self.bandwidth_m})")
-        if not self.prior_strength > 0:
-            raise ValueError(f"LearnedObservationConfig.prior_strength must be > 0 (got {self.prior_strength})")
 
 
 class LearnedObservationModel:
@@ -45,11 +30,11 @@ class LearnedObservationModel:
     name = "learned"
 
     def __init__(self, footprints: pd.DataFrame | CellFootprints, towers: TowerTable,
-                 cfg: LearnedObservationConfig | None = None,
+                 cfg: FootprintConfig | None = None,
                  handmade: HandmadeObservationConfig | None = None) -> None:
         self.footprints = footprints if isinstance(footprints, CellFootprints) else CellFootprints(footprints, towers)
         self.towers = towers
-        self.cfg = cfg or LearnedObservationConfig()
+        self.cfg = cfg or FootprintConfig()
         self.handmade = HandmadeObservationModel(towers, handmade or HandmadeObservationConfig())
 
     @property
@@ -60,14 +45,17 @@ class LearnedObservationModel:
     def history_weight(self, cell: np.ndarray, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(row, w)``: each key's footprint row (-1 without history) and its weight ``n / (n + alpha)``."""
         row = self.footprints.lookup(cell, left)
-        n = np.where(row >= 0, self.footprints.n_records[np.maximum(row, 0)], 0).astype(np.float64)
+        n = np.zeros(len(row))
+        has = row >= 0
+        n[has] = self.footprints.n_records[row[has]]
         return row, n / (n + self.cfg.prior_strength)
 
     def positions(self, cell: np.ndarray, left: np.ndarray) -> np.ndarray:
         """Point estimate ``(n, 2)`` of each key: the history mean and the hand-made point, mixed by count."""
         prior = self.handmade.positions(cell, left)
         row, w = self.history_weight(cell, left)
-        mean = np.where((row >= 0)[:, None], self.footprints.mean_xy[np.maximum(row, 0)], prior) if len(row) else prior
+        mean = prior.copy()
+        mean[row >= 0] = self.footprints.mean_xy[row[row >= 0]]
         return w[:, None] * mean + (1.0 - w[:, None]) * prior
 
     def log_likelihood(self, cell: np.ndarray, left: np.ndarray, xy: np.ndarray) -> np.ndarray:

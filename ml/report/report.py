@@ -14,6 +14,10 @@ JSON_KEYS = ("median_error_m", "mean_error_m", "p90_error_m", "rmse_m", "tme_pct
 REWARD_KEYS = ("reward_distance", "reward_direction", "reward_connectivity")
 #: video methods also report how they draw (ml.decode.drawing_metrics)
 DRAWING_KEYS = ("head_detect_rate", "head_error_px", "path_iou")
+#: rows that are bounds needing the truth, not methods (``ml.baselines.REFERENCE_METHODS``): listed last, marked
+REFERENCE_ROWS = ("oracle_records",)
+REFERENCE_NOTE = ("a bound, not a method: the industrial pipeline fed the true position at each record time "
+                  "(needs the truth); what the records' timing allows with perfect observations")
 
 
 def _clean(v: Any) -> Any:
@@ -37,6 +41,9 @@ def evaluation_json(city: str, split: str, n_samples: int, summaries: Mapping[st
                     row[k] = _clean(s[k])
             tracks[track][method] = row
     out = {"city": city, "split": split, "n_samples": int(n_samples), "tracks": tracks}
+    refs = {m: REFERENCE_NOTE for ms in tracks.values() for m in ms if m in REFERENCE_ROWS}
+    if refs:
+        out["references"] = refs
     if skipped:
         out["skipped"] = dict(skipped)
     return out
@@ -60,8 +67,12 @@ def comparison_table(evaluation: Mapping[str, Any], track: str) -> str:
         return str(v)
 
     out = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for m, r in rows.items():
-        out.append(f"| {m} | " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+    order = [m for m in rows if m not in REFERENCE_ROWS] + [m for m in rows if m in REFERENCE_ROWS]
+    for m in order:
+        name = f"_{m} (bound, needs the truth)_" if m in REFERENCE_ROWS else m
+        out.append(f"| {name} | " + " | ".join(fmt(rows[m].get(c)) for c in cols) + " |")
+    if any(m in REFERENCE_ROWS for m in rows):
+        out += ["", f"_{', '.join(m for m in REFERENCE_ROWS if m in rows)}: {REFERENCE_NOTE}._"]
     return "\n".join(out) + "\n"
 
 
