@@ -5,9 +5,10 @@
 
 Needs each city's windows (``sig2gps run <city> --select "*samples"``). Per city: footprints from
 the train windows (seconds to build), ``learned_hmm`` over a grid of kernel bandwidths and prior
-strengths on the first ``--val-max`` val windows; the setting with the lowest mean of the cities'
-val medians is the default (``FootprintConfig``); then on the first ``--test-max`` test
-windows, once: ``industrial_hmm``, ``learned_hmm`` with the chosen setting, the ``oracle_records``
+strengths, handover priors and HMM settings on the first ``--val-max`` val windows; the setting
+with the lowest mean of the cities' val ratios to ``industrial_hmm`` is the default
+(``FootprintConfig``, ``LEARNED_HMM_CONFIG``; the result says whether the code's defaults are it);
+then on the first ``--test-max`` test windows, once, with the defaults: ``industrial_hmm``, ``learned_hmm`` with the chosen setting, the ``oracle_records``
 bound, with ms per window side by side. ``--history``: ``learned_hmm`` on test with footprints from
 growing shares of the train taxis (records per cell on a second axis), table and PNG. Writes
 ``outputs/bench/footprints.json`` (and ``footprints_history.png``).
@@ -30,7 +31,11 @@ import numpy as np  # noqa: E402
 from bench.common import ROOT, write_result  # noqa: E402
 
 BANDWIDTHS_M = (60.0, 100.0, 150.0)
-PRIOR_STRENGTHS = (3.0, 10.0, 30.0)
+PRIOR_STRENGTHS = (1.0, 3.0, 10.0)
+HANDOVER_PRIORS = ("handmade", "cells")
+# the HMM settings learned_hmm may run with: the industrial pipeline's, or more candidates, a looser
+# transition and no ping-pong removal (LEARNED_HMM_CONFIG)
+HMM_SETTINGS = ("industrial", "learned")
 HISTORY_SHARES = (0.1, 0.25, 0.5, 1.0)
 
 
@@ -95,7 +100,8 @@ def main() -> None:
     ap.add_argument("--test-max", type=int, default=100)
     ap.add_argument("--history", action="store_true")
     args = ap.parse_args()
-    from ml.baselines import industrial_hmm, learned_hmm, oracle_records
+    from ml.baselines import IndustrialHMMConfig, industrial_hmm, learned_hmm, oracle_records
+    from ml.baselines.signaling import LEARNED_HMM_CONFIG
     from ml.observation import FootprintConfig, LearnedObservationModel, build_cell_footprints
 
     cities = [load_windows(c, args.profile) for c in args.cities.split(",")]
@@ -116,27 +122,31 @@ def main() -> None:
     # ---- choose on val
     val_base = {cw.name: score(industrial_hmm, cw.val[: args.val_max])[0] for cw in cities}
     best = None
-    for h, a in itertools.product(BANDWIDTHS_M, PRIOR_STRENGTHS):
-        cfg = FootprintConfig(bandwidth_m=h, prior_strength=a)
+    for h, a, ho, hmm in itertools.product(BANDWIDTHS_M, PRIOR_STRENGTHS, HANDOVER_PRIORS, HMM_SETTINGS):
+        cfg = FootprintConfig(bandwidth_m=h, prior_strength=a, handover_prior=ho)
+        hcfg = LEARNED_HMM_CONFIG if hmm == "learned" else IndustrialHMMConfig()
         meds = {}
         for cw in cities:
             model = LearnedObservationModel(footprints[cw.name], cw.towers, cfg)
-            meds[cw.name] = score(learned_hmm, with_model(cw.val[: args.val_max], model))[0]
+            meds[cw.name] = score(lambda c: learned_hmm(c, hcfg), with_model(cw.val[: args.val_max], model))[0]
         ratio = float(np.mean([meds[c] / val_base[c] for c in meds]))
-        result["grid"].append({"bandwidth_m": h, "prior_strength": a, "val_median_m": meds, "mean_ratio": ratio})
-        print(f"val h={h:.0f} alpha={a:.0f}: " + ", ".join(f"{c} {m:.1f}" for c, m in meds.items())
+        result["grid"].append({"bandwidth_m": h, "prior_strength": a, "handover_prior": ho, "hmm": hmm,
+                               "val_median_m": meds, "mean_ratio": ratio})
+        print(f"val h={h:.0f} alpha={a:.0f} {ho} {hmm}: " + ", ".join(f"{c} {m:.1f}" for c, m in meds.items())
               + f"  mean ratio {ratio:.3f}", flush=True)
         if best is None or ratio < best[0]:
-            best = (ratio, cfg)
-    chosen = best[1]
+            best = (ratio, cfg, hmm)
+    chosen, chosen_hmm = best[1], best[2]
     result["val_industrial_hmm_m"] = val_base
-    result["chosen"] = {"bandwidth_m": chosen.bandwidth_m, "prior_strength": chosen.prior_strength}
-    print(f"chosen on val: h={chosen.bandwidth_m} alpha={chosen.prior_strength}", flush=True)
+    result["chosen"] = {"bandwidth_m": chosen.bandwidth_m, "prior_strength": chosen.prior_strength,
+                        "handover_prior": chosen.handover_prior, "hmm": chosen_hmm}
+    result["defaults_are_chosen"] = (chosen == FootprintConfig() and chosen_hmm == "learned")
+    print(f"chosen on val: {result['chosen']} (the code's defaults: {result['defaults_are_chosen']})", flush=True)
 
-    # ---- test, once
+    # ---- test, once, with the code's defaults (FootprintConfig, LEARNED_HMM_CONFIG)
     for cw in cities:
         test = cw.test[: args.test_max]
-        model = LearnedObservationModel(footprints[cw.name], cw.towers, chosen)
+        model = LearnedObservationModel(footprints[cw.name], cw.towers)
         base, base_ms = score(industrial_hmm, test)
         learned, learned_ms = score(learned_hmm, with_model(test, model))
         oracle, _ = score(oracle_records, test)
@@ -148,11 +158,11 @@ def main() -> None:
               f"({learned_ms:.1f} ms), ratio {learned / base:.3f}; oracle_records {oracle:.1f} m", flush=True)
 
     if args.history:
-        result["history"] = history_curve(cities, chosen, args.test_max)
+        result["history"] = history_curve(cities, args.test_max)
     write_result("footprints", result)
 
 
-def history_curve(cities: list, cfg, test_max: int, seed: int = 0) -> list[dict]:
+def history_curve(cities: list, test_max: int, seed: int = 0) -> list[dict]:
     """``learned_hmm`` on test with footprints from a share of the train taxis (drawn at random, nested)."""
     from ml.baselines import industrial_hmm, learned_hmm
     from ml.observation import LearnedObservationModel, build_cell_footprints
@@ -161,14 +171,14 @@ def history_curve(cities: list, cfg, test_max: int, seed: int = 0) -> list[dict]
     for cw in cities:
         test = cw.test[:test_max]
         base, _ = score(industrial_hmm, test)
-        taxis = sorted({c.extra.get("vehicle_id") or c.device_id for c in cw.train})
+        taxis = sorted({c.device_id for c in cw.train})  # one paired driver's phone per taxi
         order = list(np.random.default_rng(seed).permutation(taxis))
         for share in HISTORY_SHARES:
             keep = set(order[: max(1, int(round(share * len(order))))])
-            train = [c for c in cw.train if (c.extra.get("vehicle_id") or c.device_id) in keep]
+            train = [c for c in cw.train if c.device_id in keep]
             fp = build_cell_footprints(train, cw.net)
             med, p10 = records_per_cell(fp)
-            learned, _ = score(learned_hmm, with_model(test, LearnedObservationModel(fp, cw.towers, cfg)))
+            learned, _ = score(learned_hmm, with_model(test, LearnedObservationModel(fp, cw.towers)))
             rows.append({"city": cw.name, "share": share, "taxis": len(keep), "train_windows": len(train),
                          "records_per_cell_median": med, "records_per_cell_p10": p10, "learned_hmm_m": learned,
                          "industrial_hmm_m": base, "ratio": learned / base})

@@ -148,7 +148,7 @@ def _reconstruct_ray(args: argparse.Namespace, signaling: Path, uri: str, root: 
 
     video = None
     try:
-        inputs = city_inputs(args.city, args.profile, root)
+        inputs = city_inputs(args.city, args.profile, root, footprints=args.method == "learned_hmm")
         samples = stage_config("samples", args.profile, load_city(args.city))
         if args.method == "video":
             if not args.model:
@@ -242,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--tracking-uri", default=None, help="default: the repository's mlflow/ store")
     rec.add_argument("--engine", choices=["local", "ray"], default=None,
                      help="local: one process (default for a file); ray: Ray Data (default for a folder)")
-    rec.add_argument("--method", choices=["video", "industrial_hmm"], default="video", help="--engine ray only for "
-                     "industrial_hmm")
+    rec.add_argument("--method", choices=["video", "industrial_hmm", "learned_hmm"], default="video",
+                     help="--engine ray only for industrial_hmm and learned_hmm (the city's cell footprints)")
     rec.add_argument("--workers", type=int, default=1, help="actors of the reconstruction stage (--engine ray)")
     rec.add_argument("--ray-address", default=None, help="a running Ray cluster (host:port, ray://host:port or auto); "
                      "default: a local Ray started for this command")

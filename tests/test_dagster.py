@@ -22,7 +22,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 ALL_CHECKS = [("cell_towers", "towers_contract"), ("taxi_gps", "gps_contract"),
               ("signaling_records", "signaling_contract"), ("measurement_reports", "mr_contract"),
-              ("raw_pairs", "pairs_contract"), ("samples", "samples_contract")]
+              ("raw_pairs", "pairs_contract"), ("samples", "samples_contract"),
+              ("cell_footprints", "footprints_contract"), ("cell_footprints", "footprints_from_train")]
 
 
 def check_evaluation(instance: dg.DagsterInstance, asset: str, check: str):
@@ -131,7 +132,7 @@ def test_cli_city_add_and_list(project: Path, instance: dg.DagsterInstance, caps
 
 
 ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "truth_links", "measurement_reports",
-              "raw_pairs", "samples", "sample_truth", "dataset_version", "rendered_videos", "sft_checkpoint",
+              "raw_pairs", "samples", "sample_truth", "cell_footprints", "dataset_version", "rendered_videos", "sft_checkpoint",
               "gdpo_checkpoint", "seq2seq_checkpoint", "seq2seq_prefix_checkpoint", "predictions", "next_gps_report",
               "evaluation_report"]
 # partitioned by city x day (tests/test_operator_assets.py materialises them)
@@ -159,7 +160,11 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
     ev = json.loads((out / "report" / "evaluation.json").read_text())
     assert ev["city"] == "tinytown" and ev["n_samples"] > 0
     sig = ev["tracks"]["signaling"]
-    assert {"mar", "industrial_hmm", "video_sft", "video_gdpo", "seq2seq"} <= set(sig)
+    assert {"mar", "industrial_hmm", "learned_hmm", "oracle_records", "video_sft", "video_gdpo", "seq2seq"} <= set(sig)
+    assert sig["learned_hmm"]["n_failed"] == 0 and "oracle_records" in ev["references"]
+    assert "oracle_records (bound, needs the truth)" in (out / "report" / "evaluation.md").read_text()
+    fp_md = instance.get_latest_materialization_event(dg.AssetKey("cell_footprints")).asset_materialization.metadata
+    assert fp_md["cells_with_history"].value > 0 and 0 < fp_md["test_records_with_cell_history"].value <= 1
     assert {"median_error_m", "rmse_m", "tme_pct", "route_f1", "road_adherence", "latency_ms", "n"} <= set(sig["mar"])
     assert "reward_distance" in sig["video_sft"]
     # the video model draws: most windows decode to a trajectory (failures are counted, never hidden)
@@ -203,6 +208,7 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
                             for r in children)
     assert set(client.get_registered_model("sig2gps-video-tinytown").aliases) >= {"sft", "gdpo"}
     assert "best_val" in client.get_registered_model("sig2gps-seq2seq-tinytown").aliases
+    assert "latest" in client.get_registered_model("sig2gps-learned-hmm-tinytown").aliases
     # every GE check ran in this run and passed
     run_id = instance.get_runs(limit=1)[0].run_id
     for asset, check in ALL_CHECKS:

@@ -147,3 +147,24 @@ def test_learned_hmm_learns_the_city(contexts, towers, footprints):
     oracle = _median(oracle_records, test)
     assert learned < 0.95 * base, (learned, base)
     assert oracle < learned
+
+
+def test_learned_hmm_pyfunc_serves_what_the_evaluation_scores(grid_net, tables, contexts, towers, footprints):
+    """The serving pyfunc's pipeline (records in, lon/lat out) gives learned_hmm's positions on the same windows."""
+    from ml.geo import CityProjection
+    from ml.serving.hmm_pyfunc import HMMReconstructor
+
+    test = [c for c in contexts if c.split == "test"][:3]
+    rec = HMMReconstructor(tables["towers"], grid_net, footprints,
+                           {"duration_s": test[0].duration_s, "eval_interval_s": 30.0})
+    req = tables["signaling"].merge(tables["samples"][["device_id", "sample_id", "t0", "t1"]], on="device_id")
+    req = req[req["sample_id"].isin([c.sample_id for c in test]) & (req["ts"] >= req["t0"]) & (req["ts"] <= req["t1"])]
+    out = rec.reconstruct(req[["sample_id", "ts", "cell_id", "event", "t0"]])
+    assert set(out["method"]) == {"learned_hmm"} and (out["error"] == "").all()
+    model = LearnedObservationModel(footprints, towers)
+    for c in test:
+        got = out[out["sample_id"] == c.sample_id]
+        eval_t = np.arange(0.0, c.duration_s + 1e-9, 30.0)
+        want = learned_hmm(replace(c, observation=model, eval_t=eval_t, truth_xy=None))
+        xy = CityProjection(grid_net.crs).to_xy(got["lon"].to_numpy(), got["lat"].to_numpy())
+        np.testing.assert_allclose(xy, want, atol=0.05)

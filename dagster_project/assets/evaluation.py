@@ -158,8 +158,6 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
         import mlflow as mlf
 
         mlf.log_artifacts(str(report_dir), artifact_path="report")
-        if cc.paths.footprints.is_file():  # what learned_hmm read: the cell footprints of this data version
-            mlf.log_artifact(str(cc.paths.footprints), artifact_path="footprints")
         for track, methods in evaluation["tracks"].items():
             for method, row in methods.items():
                 # in the parent's experiment (MLflow would put a nested run in the default one), with the same tags
@@ -171,12 +169,21 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
                     mlf.log_metrics(_finite(row))
                     run_ids[f"{track}/{method}"] = child.info.run_id
         parent_id = parent.info.run_id
+    # learned_hmm as a served model, logged into the same run: the footprints it read are the run's artifact
+    from ml.io import read_table
+    from ml.serving.registry import log_learned_hmm_model
+
+    windows = compute.stage_config("samples", cc.city)
+    learned = log_learned_hmm_model(cc.city.name, read_table(cc.paths.table("towers"), "towers"), cc.net,
+                                    cc.paths.footprints, windows.window_s, windows.eval_interval_s,
+                                    compute.stage_config("footprints", cc.city), tracking_uri=uri, run_id=parent_id)
 
     table = [{"track": t, "method": m, **{k: r[k] for k in ("median_error_m", "rmse_m", "tme_pct", "route_f1", "n")}}
              for t, ms in evaluation["tracks"].items() for m, r in ms.items()]
     meta = {"report": dg.MetadataValue.path(str(report_dir / "evaluation.md")),
             "evaluation_json": dg.MetadataValue.path(str(report_dir / "evaluation.json")),
             "comparison": table_metadata(table), **mlflow_link(uri, parent_id),
+            "learned_hmm_model": learned.alias_uri,
             "data_version": version}
     for track in summaries:
         meta[f"error_cdf_{track}"] = image_markdown(report_dir / f"error_cdf_{track}.png")

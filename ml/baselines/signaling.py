@@ -234,13 +234,20 @@ def industrial_hmm(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -
     return hmm_pipeline(ctx, observe_records(*_records(ctx), ctx.towers_xy, cfg), cfg)
 
 
+#: ``learned_hmm``'s HMM settings, chosen on val windows of four cities (``python -m bench.footprints``): a real
+#: likelihood keeps the route from wandering, so more candidates help (24), the transition may weigh less
+#: against the emission (beta 2 sigma), and ping-pong records are kept (a footprint reads an A-B-A as what it is)
+LEARNED_HMM_CONFIG = IndustrialHMMConfig(max_candidates=24, beta_factor=2.0, pingpong_window_s=0.0)
+
+
 def learned_hmm(ctx: SampleContext, cfg: IndustrialHMMConfig | None = None) -> np.ndarray:
     """The industrial pipeline with the learned observation model (``ctx.observation``, the city's cell
     footprints): each record's point estimate from its footprint, the HMM's emission the log-likelihood
     of each candidate under the footprints of the observation's records. Everything else as
-    :func:`industrial_hmm`. A window built without a learned model is an error, never a silent switch.
+    :func:`industrial_hmm` (with ``LEARNED_HMM_CONFIG``'s settings by default). A window built without a
+    learned model is an error, never a silent switch.
     """
-    cfg = cfg or IndustrialHMMConfig()
+    cfg = cfg or LEARNED_HMM_CONFIG
     model = ctx.observation
     if model is None or model.name == "handmade":
         raise ValueError(f"learned_hmm: window {ctx.sample_id} has no learned observation model; build the windows "

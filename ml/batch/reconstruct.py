@@ -21,8 +21,8 @@ Pipeline (one Ray Data dataset, streamed):
    then never split between two batches of step 3.
 3. ``map_batches`` with a callable class on an actor pool of ``num_workers`` actors: each actor
    loads the road network and towers (and the model) once, then reconstructs batches of windows:
-   ``industrial_hmm`` through ``build_sample_contexts`` + ``ml.evaluation.methods.run_method`` with
-   ``SIGNALING_METHODS["industrial_hmm"]``; ``video`` through
+   ``industrial_hmm`` and ``learned_hmm`` (with the city's footprints) through ``build_sample_contexts`` +
+   ``ml.evaluation.methods.run_method``; ``video`` through
    ``ml.serving.pyfunc.TrajectoryReconstructor.reconstruct`` (the pyfunc's pipeline, batched on the
    model). Video actors ask Ray for one GPU each when the cluster reports GPUs.
 4. ``write_parquet(out_dir, partition_cols=["day"])``.
@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("industrial_hmm", "video")
+METHODS: tuple[str, ...] = ("industrial_hmm", "learned_hmm", "video")
 RECORD_COLUMNS: tuple[str, ...] = ("device_id", "ts", "cell_id")  # required; "event" is optional
 OUTPUT_COLUMNS: list[str] = ["sample_id", "device_id", "ts", "lon", "lat", "method", "error", "day"]
 WINDOW_SCHEMA = pa.schema([
@@ -70,13 +70,15 @@ class CityInputs:
 
     roads_npz: bytes
     towers: pd.DataFrame
+    footprints: pd.DataFrame | None = None  # the city's cell footprints (``learned_hmm`` needs them)
 
     @classmethod
-    def from_objects(cls, net: Any, towers: pd.DataFrame) -> "CityInputs":
-        """From a loaded ``RoadNetwork`` and a towers table (cell_id, site_id, lon, lat, ...)."""
+    def from_objects(cls, net: Any, towers: pd.DataFrame, footprints: pd.DataFrame | None = None) -> "CityInputs":
+        """From a loaded ``RoadNetwork``, a towers table (cell_id, site_id, lon, lat, ...) and optionally the
+        city's cell footprints."""
         buf = io.BytesIO()
         net.save_npz(buf)
-        return cls(roads_npz=buf.getvalue(), towers=towers.reset_index(drop=True))
+        return cls(roads_npz=buf.getvalue(), towers=towers.reset_index(drop=True), footprints=footprints)
 
     def network(self) -> Any:
         """The ``RoadNetwork`` (rebuilt from the bytes; caches start empty in each actor)."""
@@ -85,8 +87,9 @@ class CityInputs:
         return RoadNetwork.load_npz(io.BytesIO(self.roads_npz))
 
 
-def city_inputs(city: str, profile: str = "demo", root: Path | None = None) -> CityInputs:
-    """The road network and towers of a registered city (``data/<city>/roads/``, ``data/<city>/<profile>/towers.parquet``)."""
+def city_inputs(city: str, profile: str = "demo", root: Path | None = None, footprints: bool = False) -> CityInputs:
+    """The road network and towers of a registered city (``data/<city>/roads/``, ``data/<city>/<profile>/towers.parquet``),
+    with its cell footprints (``data/<city>/<profile>/cell_footprints.parquet``) when ``footprints``."""
     from ml.cities import load_city, load_road_network
     from ml.cities.config import project_root
     from ml.paths import CityPaths
@@ -98,7 +101,14 @@ def city_inputs(city: str, profile: str = "demo", root: Path | None = None) -> C
     if not towers_path.is_file():
         raise FileNotFoundError(f"{towers_path}: no towers table for city '{city}' profile '{profile}' "
                                 f"(materialise it first: sig2gps run {city} --profile {profile} --select cell_towers)")
-    return CityInputs.from_objects(load_road_network(cfg, paths.roads_dir), pd.read_parquet(towers_path))
+    fp = None
+    if footprints:
+        if not paths.footprints.is_file():
+            raise FileNotFoundError(f"{paths.footprints}: no cell footprints for city '{city}' profile '{profile}' "
+                                    f"(materialise them first: sig2gps run {city} --profile {profile} "
+                                    "--select '*cell_footprints')")
+        fp = pd.read_parquet(paths.footprints)
+    return CityInputs.from_objects(load_road_network(cfg, paths.roads_dir), pd.read_parquet(towers_path), fp)
 
 
 @dataclass(frozen=True)
@@ -254,20 +264,31 @@ def _empty_output() -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- map functions
 class HMMWindows:
-    """Actor: ``industrial_hmm`` on batches of window rows (the evaluation's ``run_method`` path).
+    """Actor: ``industrial_hmm`` or ``learned_hmm`` on batches of window rows (the evaluation's ``run_method`` path).
 
     A window that fails yields NaN positions with the exception text in ``error`` (counted in
     :class:`BatchResult`), as in the evaluation; an unknown cell id fails the batch (and the job)."""
 
-    def __init__(self, inputs: CityInputs, duration_s: float, eval_interval_s: float) -> None:
+    def __init__(self, inputs: CityInputs, duration_s: float, eval_interval_s: float,
+                 method: str = "industrial_hmm") -> None:
+        from ml.baselines import FOOTPRINT_METHODS, SIGNALING_METHODS
+        from ml.observation import LearnedObservationModel, TowerTable
+
         self.net = inputs.network()
         self.towers = inputs.towers
         self.duration_s = float(duration_s)
         self.eval_interval_s = float(eval_interval_s)
+        self.method = method
+        self.fn = {**SIGNALING_METHODS, **FOOTPRINT_METHODS}[method]
+        self.observation = None
+        if method in FOOTPRINT_METHODS:
+            if inputs.footprints is None:
+                raise ValueError(f"method '{method}' needs the city's cell footprints (CityInputs.footprints)")
+            self.observation = LearnedObservationModel(inputs.footprints, TowerTable(self.towers, self.net.crs))
 
     def __call__(self, windows: pa.Table) -> pd.DataFrame:
-        from ml.baselines import SIGNALING_METHODS, build_sample_contexts
         from ml.evaluation.methods import predictions_frame, run_method
+        from ml.observation import build_sample_contexts
 
         if windows.num_rows == 0:
             return _empty_output()
@@ -280,9 +301,10 @@ class HMMWindows:
                                 "t1": (t0 + pd.Timedelta(seconds=self.duration_s)).to_numpy()})
         sig = pd.DataFrame({"device_id": rec["sample_id"], "ts": rec["ts"], "cell_id": rec["cell_id"],
                             "event": rec["event"]})
-        ctxs = build_sample_contexts(samples, sig, self.towers, self.net, eval_interval_s=self.eval_interval_s)
-        run = run_method("industrial_hmm", "signaling", SIGNALING_METHODS["industrial_hmm"], ctxs)
-        return _output_frame(predictions_frame(run, ctxs), windows, "industrial_hmm", run.failures)
+        ctxs = build_sample_contexts(samples, sig, self.towers, self.net, eval_interval_s=self.eval_interval_s,
+                                     observation=self.observation)
+        run = run_method(self.method, "signaling", self.fn, ctxs)
+        return _output_frame(predictions_frame(run, ctxs), windows, self.method, run.failures)
 
 
 class VideoWindows:
@@ -438,8 +460,8 @@ def reconstruct_dataset(
 ) -> BatchResult:
     """Reconstruct every window of a (hive-)partitioned Parquet signaling table on Ray Data.
 
-    ``method``: ``industrial_hmm`` (needs ``inputs`` and ``duration_s``, the window length;
-    ``eval_interval_s`` spaces its output points) or ``video`` (needs ``video``; the window length
+    ``method``: ``industrial_hmm`` or ``learned_hmm`` (needs ``inputs``, with its footprints for
+    ``learned_hmm``, and ``duration_s``, the window length; ``eval_interval_s`` spaces its output points) or ``video`` (needs ``video``; the window length
     and output times come from the model's serving config, and ``duration_s``, if given, must
     match it). ``num_workers``: actors of the map stage. ``ray_address``: a running cluster
     (``host:port``, ``ray://host:port`` or ``auto``); default a local Ray. ``out_dir`` must be empty
@@ -470,9 +492,11 @@ def reconstruct_dataset(
         bs = batch_size or int((video.serving_config or {}).get("batch_size", 16))
     else:
         if inputs is None or duration_s is None:
-            raise ValueError("method 'industrial_hmm' needs the city's inputs (roads, towers) and duration_s")
+            raise ValueError(f"method '{method}' needs the city's inputs (roads, towers) and duration_s")
+        if method == "learned_hmm" and inputs.footprints is None:
+            raise ValueError("method 'learned_hmm' needs the city's cell footprints (city_inputs(..., footprints=True))")
         fn, ctor = HMMWindows, {"inputs": inputs, "duration_s": float(duration_s),
-                                "eval_interval_s": float(eval_interval_s)}
+                                "eval_interval_s": float(eval_interval_s), "method": method}
         bs = batch_size or 64
 
     ray = _import_ray()

@@ -50,9 +50,21 @@ class LearnedObservationModel:
         n[has] = self.footprints.n_records[row[has]]
         return row, n / (n + self.cfg.prior_strength)
 
+    def prior_positions(self, cell: np.ndarray, left: np.ndarray) -> np.ndarray:
+        """The point each key shrinks toward: the hand-made one; for a handover pair with
+        ``handover_prior == "cells"``, the midpoint of the two cells' own (learned) point estimates."""
+        cell = np.asarray(cell, dtype=np.int64).reshape(-1)
+        left = np.asarray(left, dtype=np.int64).reshape(-1)
+        ho = left >= 0
+        if self.cfg.handover_prior == "handmade" or not ho.any():
+            return self.handmade.positions(cell, left)
+        pos = self.positions(cell, np.full(len(cell), -1, dtype=np.int64))
+        pos[ho] = 0.5 * (pos[ho] + self.positions(left[ho], np.full(int(ho.sum()), -1, dtype=np.int64)))
+        return pos
+
     def positions(self, cell: np.ndarray, left: np.ndarray) -> np.ndarray:
-        """Point estimate ``(n, 2)`` of each key: the history mean and the hand-made point, mixed by count."""
-        prior = self.handmade.positions(cell, left)
+        """Point estimate ``(n, 2)`` of each key: the history mean and the prior point, mixed by count."""
+        prior = self.prior_positions(cell, left)
         row, w = self.history_weight(cell, left)
         mean = prior.copy()
         mean[row >= 0] = self.footprints.mean_xy[row[row >= 0]]
@@ -65,7 +77,7 @@ class LearnedObservationModel:
         """
         xy = np.asarray(xy, dtype=np.float64)
         n, K = xy.shape[:2]
-        log_prior = self.handmade.log_likelihood(cell, left, xy)
+        log_prior = gaussian_log_density(xy, self.prior_positions(cell, left), self.sigma_m)
         row, w = self.history_weight(cell, left)
         has = row >= 0
         out = np.log1p(-w)[:, None] + log_prior
@@ -84,8 +96,10 @@ class LearnedObservationModel:
         safe = np.where(np.isfinite(comp), comp, -np.inf)
         top = np.maximum.reduceat(safe, starts, axis=0)  # (m, K)
         top_s = np.where(np.isfinite(top), top, 0.0)
-        lse = top_s + np.log(np.add.reduceat(np.exp(safe - top_s[which]), starts, axis=0))
+        with np.errstate(divide="ignore"):  # padding candidates (NaN) sum to 0: log 0 = -inf, then NaN below
+            lse = top_s + np.log(np.add.reduceat(np.exp(safe - top_s[which]), starts, axis=0))
         log_kde = lse - np.log(2.0 * np.pi * h**2) + np.log(w[idx])[:, None]
-        out[idx] = np.logaddexp(out[idx], log_kde)
+        with np.errstate(invalid="ignore"):
+            out[idx] = np.logaddexp(out[idx], log_kde)
         out[~np.isfinite(xy).all(axis=-1)] = np.nan
         return out

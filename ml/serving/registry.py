@@ -35,6 +35,53 @@ class LoggedModel:
         return f"models:/{self.name}@{self.alias}"
 
 
+def learned_hmm_registered_name(city: str) -> str:
+    """Registry name of a city's ``learned_hmm`` (its footprints with the network and towers)."""
+    return f"sig2gps-learned-hmm-{city}"
+
+
+def log_learned_hmm_model(city: str, towers: pd.DataFrame, roads: Any, footprints: str | Path, duration_s: float,
+                          eval_interval_s: float, footprint_cfg: Any = None, tracking_uri: str | None = None,
+                          run_id: str | None = None, alias: str = "latest") -> LoggedModel:
+    """Log ``learned_hmm`` as a pyfunc (``ml.serving.hmm_pyfunc``: towers, roads, the footprint table, serving
+    config) into ``run_id`` (or a new run of ``sig2gps-serving``) and register it as
+    ``sig2gps-learned-hmm-<city>`` with ``alias``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.serving.hmm_pyfunc import LearnedHMMModel
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    name = learned_hmm_registered_name(city)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        towers.to_parquet(tmp / "towers.parquet", index=False)
+        roads.save_npz(tmp / "roads.npz")
+        fcfg = footprint_cfg.model_dump(mode="json") if hasattr(footprint_cfg, "model_dump") else dict(footprint_cfg or {})
+        cfg = {"city": city, "crs": roads.crs, "duration_s": float(duration_s), "eval_interval_s": float(eval_interval_s),
+               "footprints": fcfg}
+        (tmp / "serving_config.json").write_text(json.dumps(cfg, indent=2))
+        artifacts = {"towers": str(tmp / "towers.parquet"), "roads": str(tmp / "roads.npz"),
+                     "footprints": str(footprints), "serving_config": str(tmp / "serving_config.json")}
+        if run_id is None:
+            from ml.tracking import ensure_experiment
+
+            exp_id = ensure_experiment("sig2gps-serving", mlflow.get_tracking_uri())
+            ctx = mlflow.start_run(experiment_id=exp_id, run_name=f"{city}-learned-hmm-pyfunc", tags={"city": city})
+        else:
+            ctx = mlflow.start_run(run_id=run_id)
+        with ctx as run:
+            info = mlflow.pyfunc.log_model(name="learned_hmm_pyfunc", python_model=LearnedHMMModel(),
+                                           artifacts=artifacts, registered_model_name=name, input_example=None,
+                                           pip_requirements=["sig2gps"])
+            rid = run.info.run_id
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(name, alias, version)
+    log.info("registered %s version %s alias %s", name, version, alias)
+    return LoggedModel(run_id=rid, model_uri=info.model_uri, name=name, version=version, alias=alias)
+
+
 def input_example() -> pd.DataFrame:
     """A request with the expected columns (used in docs and tests)."""
     ts = pd.Timestamp("2024-01-01T08:00:00Z")
