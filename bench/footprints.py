@@ -8,7 +8,7 @@ the train windows (seconds to build), ``learned_hmm`` over a grid of kernel band
 strengths, handover priors and HMM settings on the first ``--val-max`` val windows; the setting
 with the lowest mean of the cities' val ratios to ``industrial_hmm`` is the default
 (``FootprintConfig``, ``LEARNED_HMM_CONFIG``; the result says whether the code's defaults are it);
-then on the first ``--test-max`` test windows, once, with the defaults: ``industrial_hmm``, ``learned_hmm`` with the chosen setting, the ``oracle_records``
+then on the first ``--test-max`` test windows, once, with the chosen setting: ``industrial_hmm``, ``learned_hmm`` with the chosen setting, the ``oracle_records``
 bound, with ms per window side by side. ``--history``: ``learned_hmm`` on test with footprints from
 growing shares of the train taxis (records per cell on a second axis), table and PNG. Writes
 ``outputs/bench/footprints.json`` (and ``footprints_history.png``).
@@ -143,12 +143,13 @@ def main() -> None:
     result["defaults_are_chosen"] = (chosen == FootprintConfig() and chosen_hmm == "learned")
     print(f"chosen on val: {result['chosen']} (the code's defaults: {result['defaults_are_chosen']})", flush=True)
 
-    # ---- test, once, with the code's defaults (FootprintConfig, LEARNED_HMM_CONFIG)
+    # ---- test, once, with the setting chosen on val (the code's defaults when defaults_are_chosen)
+    chosen_hcfg = LEARNED_HMM_CONFIG if chosen_hmm == "learned" else IndustrialHMMConfig()
     for cw in cities:
         test = cw.test[: args.test_max]
-        model = LearnedObservationModel(footprints[cw.name], cw.towers)
+        model = LearnedObservationModel(footprints[cw.name], cw.towers, chosen)
         base, base_ms = score(industrial_hmm, test)
-        learned, learned_ms = score(learned_hmm, with_model(test, model))
+        learned, learned_ms = score(lambda c: learned_hmm(c, chosen_hcfg), with_model(test, model))
         oracle, _ = score(oracle_records, test)
         result["cities"][cw.name].update({
             "test_windows": len(test), "industrial_hmm_m": base, "learned_hmm_m": learned, "oracle_records_m": oracle,
@@ -158,11 +159,11 @@ def main() -> None:
               f"({learned_ms:.1f} ms), ratio {learned / base:.3f}; oracle_records {oracle:.1f} m", flush=True)
 
     if args.history:
-        result["history"] = history_curve(cities, args.test_max)
+        result["history"] = history_curve(cities, args.test_max, chosen, chosen_hcfg)
     write_result("footprints", result)
 
 
-def history_curve(cities: list, test_max: int, seed: int = 0) -> list[dict]:
+def history_curve(cities: list, test_max: int, cfg, hcfg, seed: int = 0) -> list[dict]:
     """``learned_hmm`` on test with footprints from a share of the train taxis (drawn at random, nested)."""
     from ml.baselines import industrial_hmm, learned_hmm
     from ml.observation import LearnedObservationModel, build_cell_footprints
@@ -178,7 +179,7 @@ def history_curve(cities: list, test_max: int, seed: int = 0) -> list[dict]:
             train = [c for c in cw.train if c.device_id in keep]
             fp = build_cell_footprints(train, cw.net)
             med, p10 = records_per_cell(fp)
-            learned, _ = score(learned_hmm, with_model(test, LearnedObservationModel(fp, cw.towers)))
+            learned, _ = score(lambda c: learned_hmm(c, hcfg), with_model(test, LearnedObservationModel(fp, cw.towers, cfg)))
             rows.append({"city": cw.name, "share": share, "taxis": len(keep), "train_windows": len(train),
                          "records_per_cell_median": med, "records_per_cell_p10": p10, "learned_hmm_m": learned,
                          "industrial_hmm_m": base, "ratio": learned / base})

@@ -3,7 +3,8 @@
     python -m bench peers [--cities gridville,ringtown,krems,bayreuth] [--max-windows N]
 
 For each city (its ``data/<city>/`` tables, as materialised by the pipeline), every method gets
-the same windows: ``mar``, ``industrial_hmm`` and the peers of :mod:`ml.baselines.peers`
+the same windows: ``mar``, ``industrial_hmm``, ``learned_hmm`` (footprints from the train windows;
+its setup time is building them) and the peers of :mod:`ml.baselines.peers`
 (``fmm``, ``valhalla_meili``, ``leuven``) that can run here; the others are listed with the
 reason. Each peer's cell-noise settings (2-3, relative to the industrial HMM's sigma) are
 tried on the city's ``val`` windows; the one with the lowest median error (mean error breaks
@@ -65,7 +66,7 @@ def _settings():
 
 
 def _contexts(city: str, max_windows: int | None):
-    from ml.baselines import build_sample_contexts
+    from ml.observation import LearnedObservationModel, TowerTable, build_cell_footprints, build_sample_contexts
     from ml.cities import load_city, load_road_network
     from ml.io import read_table
     from ml.paths import CityPaths
@@ -76,10 +77,15 @@ def _contexts(city: str, max_windows: int | None):
     net = load_road_network(load_city(city, ROOT), cache_dir=cp.roads_dir)
     tabs = {k: read_table(cp.table(k), k) for k in ("samples", "signaling", "towers")}
     truth = read_table(cp.sample_truth, "sample_truth")
-    out = {}
+    # learned_hmm reads the city's footprints, learned from the train windows (as the cell_footprints asset does)
+    t0 = time.perf_counter()
+    train = build_sample_contexts(tabs["samples"], tabs["signaling"], tabs["towers"], net, sample_truth=truth,
+                                  split="train")
+    model = LearnedObservationModel(build_cell_footprints(train, net), TowerTable(tabs["towers"], net.crs))
+    out = {"footprints_s": time.perf_counter() - t0}
     for split in ("val", "test"):
         ctxs = build_sample_contexts(tabs["samples"], tabs["signaling"], tabs["towers"], net, sample_truth=truth,
-                                     split=split)
+                                     split=split, observation=model)
         out[split] = ctxs[:max_windows] if max_windows else ctxs
         if not out[split]:
             raise SystemExit(f"{city}: no '{split}' windows")
@@ -134,7 +140,7 @@ def bench_city(city: str, max_windows: int | None, cache_root: str) -> dict:
     """Setup, val selection and the test table of one city."""
     from functools import partial
 
-    from ml.baselines import industrial_hmm, mar
+    from ml.baselines import industrial_hmm, learned_hmm, mar
     from ml.baselines.peers import fmm as F
     from ml.baselines.peers import leuven as L
     from ml.baselines.peers import peer_methods
@@ -148,7 +154,7 @@ def bench_city(city: str, max_windows: int | None, cache_root: str) -> dict:
           "windows", flush=True)
     peers, skipped = peer_methods()
     settings = _settings()
-    setup: dict[str, float] = {"mar": 0.0}
+    setup: dict[str, float] = {"mar": 0.0, "learned_hmm": ctxs.pop("footprints_s")}
     info: dict = {}
 
     # pandas builds some column accessors lazily on first use: touch every window's records once
@@ -218,7 +224,8 @@ def bench_city(city: str, max_windows: int | None, cache_root: str) -> dict:
     # ---- test: every method; industrial_hmm's memo back to its setup state (what val added dropped)
     candidate_memo(net).clear()
     prepare_industrial_hmm(net, towers)
-    methods = {"mar": mar, "industrial_hmm": industrial_hmm, **{k: fn(k, chosen[k]) for k in peers}}
+    methods = {"mar": mar, "industrial_hmm": industrial_hmm, "learned_hmm": learned_hmm,
+               **{k: fn(k, chosen[k]) for k in peers}}
     timers = {"valhalla_meili": valhalla_timer} if "valhalla_meili" in peers else {}
     res = _run(methods, ctxs["test"], timers)
     memo = candidate_memo(net)

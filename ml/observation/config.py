@@ -15,8 +15,8 @@ class FootprintConfig(BaseModel):
 
     # road points every this many metres along each edge: fine against the kernel, a cell's support stays small
     point_spacing_m: float = Field(20.0, gt=0, description="spacing of the road points records are counted on")
-    bandwidth_m: float = Field(100.0, gt=0, description="h: Gaussian kernel around each counted road point")
-    prior_strength: float = Field(3.0, gt=0, description="alpha: records' worth of the hand-made model in each "
+    bandwidth_m: float = Field(150.0, gt=0, description="h: Gaussian kernel around each counted road point")
+    prior_strength: float = Field(1.0, gt=0, description="alpha: records' worth of the hand-made model in each "
                                   "footprint (w = n / (n + alpha))")
     handover_prior: Literal["handmade", "cells"] = Field(
         "handmade", description="what a handover pair's footprint shrinks toward: the hand-made boundary point, or "
