@@ -22,6 +22,7 @@ from ml.validation.report import MAX_EXAMPLES, RuleFailure, ValidationReport, ex
 ID_COLUMN: dict[str, str] = {
     "towers": "cell_id", "gps": "vehicle_id", "signaling": "device_id", "mr": "device_id",
     "pairs": "device_id", "samples": "sample_id", "sample_truth": "sample_id", "truth_links": "device_id",
+    "footprints": "cell_id",
 }
 #: Tables whose ``ts`` must be non-decreasing within each id (rows taken in frame order).
 MONOTONIC_BY: dict[str, str] = {"gps": "vehicle_id", "signaling": "device_id", "mr": "device_id", "sample_truth": "sample_id"}
