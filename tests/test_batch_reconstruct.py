@@ -160,3 +160,26 @@ def test_video_on_ray_reconstructs_every_window(tables, local_ray):
     with pytest.raises(ValueError, match="trained on windows of 600"):
         reconstruct_dataset(tables["dir"] / "signaling", tables["dir"] / "o2", "video", tables["inputs"], video=source,
                             duration_s=300.0)
+
+
+def test_learned_hmm_needs_the_city_footprints(tables, tmp_path):
+    """No silent switch to industrial_hmm: without footprints the command stops before any work, naming them."""
+    with pytest.raises(ValueError, match="cell footprints"):
+        reconstruct_dataset(tables["dir"] / "signaling", tmp_path / "out", "learned_hmm", tables["inputs"],
+                            duration_s=DURATION_S)
+
+
+def test_learned_hmm_actor_reads_the_footprints(tables):
+    """The batch actor runs learned_hmm with the city's footprints: its windows differ from industrial_hmm's."""
+    from ml.observation import build_cell_footprints, build_sample_contexts, synthetic_signaling_tables
+
+    t = synthetic_signaling_tables(tables["net"], 30, seed=11, duration_s=DURATION_S)
+    fp = build_cell_footprints(build_sample_contexts(t["samples"], t["signaling"], t["towers"], tables["net"],
+                                                     sample_truth=t["sample_truth"], split="train"), tables["net"])
+    rows = window_rows(t["signaling"], DURATION_S)
+    inputs = CityInputs.from_objects(tables["net"], t["towers"], fp)
+    learned = HMMWindows(inputs, DURATION_S, EVAL_S, method="learned_hmm")(rows)
+    plain = HMMWindows(inputs, DURATION_S, EVAL_S)(rows)
+    assert set(learned["method"]) == {"learned_hmm"} and (learned["error"].fillna("") == "").all()
+    assert len(learned) == len(plain)
+    assert not np.allclose(learned[["lon", "lat"]].to_numpy(float), plain[["lon", "lat"]].to_numpy(float))
