@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     sig = pd.read_parquet(sig_path)
-    inputs = city_inputs(args.city, args.profile, ROOT)
+    inputs = city_inputs(args.city, args.profile, ROOT, footprints=True)  # the video checkpoint was trained on them
     samples_cfg = stage_config("samples", args.profile, load_city(args.city))
     # the base checkpoint was trained with the demo profile's windows and render settings
     video = video_source_from_checkpoint(args.checkpoint, args.city, "demo")

@@ -148,7 +148,10 @@ def _reconstruct_ray(args: argparse.Namespace, signaling: Path, uri: str, root: 
 
     video = None
     try:
-        inputs = city_inputs(args.city, args.profile, root, footprints=args.method == "learned_hmm")
+        # learned_hmm reads the city's footprints; so does a pipeline checkpoint (its training arrays placed records
+        # through them), which serving must reproduce
+        inputs = city_inputs(args.city, args.profile, root, footprints=args.method == "learned_hmm" or (
+            args.method == "video" and bool(args.model) and args.model.endswith(".pt")))
         samples = stage_config("samples", args.profile, load_city(args.city))
         if args.method == "video":
             if not args.model:

@@ -168,3 +168,46 @@ def test_learned_hmm_pyfunc_serves_what_the_evaluation_scores(grid_net, tables, 
         want = learned_hmm(replace(c, observation=model, eval_t=eval_t, truth_xy=None))
         xy = CityProjection(grid_net.crs).to_xy(got["lon"].to_numpy(), got["lat"].to_numpy())
         np.testing.assert_allclose(xy, want, atol=0.05)
+
+
+def test_served_tokens_equal_rendered_tokens_with_footprints(grid_net, tables, contexts, footprints, tmp_path):
+    """Parity: records placed through the learned footprints give the serving pyfunc the tokens the renderer
+    wrote for training (same windows, same tiles), and those differ from the hand-made model's."""
+    from ml.models.config import sft_profile
+    from ml.render.arrays import RenderedArrays
+    from ml.render.config import RenderConfig
+    from ml.render.dataset import render_samples
+    from ml.geo import choose_tile
+    from ml.serving.pyfunc import TrajectoryReconstructor
+    from ml.train.sft import _resolve_init
+
+    towers = TowerTable(tables["towers"], grid_net.crs)
+    model = LearnedObservationModel(footprints, towers)
+    base = _resolve_init(sft_profile("demo").init_checkpoint)
+    rec = TrajectoryReconstructor(base, tables["towers"], grid_net, {"duration_s": 600.0, "eval_interval_s": 30.0},
+                                  footprints=footprints)
+    cfg = RenderConfig(resolution=rec.model_cfg.resolution, frames=rec.model_cfg.frames, shard_size=8,
+                       max_token_records=rec.model_cfg.max_records)
+    test_ids = [c.sample_id for c in contexts if c.split == "test"][:4]
+    samples = tables["samples"][tables["samples"]["sample_id"].isin(test_ids)].reset_index(drop=True)
+
+    # the tile the server would choose from the window's serving towers, as the pipeline's samples carry it
+    for i, sid in enumerate(samples["sample_id"]):
+        c = next(c for c in contexts if c.sample_id == sid)
+        tile = choose_tile(c.record_xy, grid_net.crs, cfg.zoom_sizes_m, cfg.margin_m)
+        samples.loc[i, ["tile_crs", "tile_x0", "tile_y0", "tile_size_m"]] = [tile.crs, tile.x0, tile.y0, tile.size_m]
+    out = tmp_path / "r"
+    render_samples(grid_net, samples, tables["signaling"], tables["towers"], tables["sample_truth"], cfg, out,
+                   workers=1, observation=model)
+    arrays = RenderedArrays(out)
+    req = tables["signaling"].merge(samples[["device_id", "sample_id", "t0", "t1"]], on="device_id")
+    req = req[(req["ts"] >= req["t0"]) & (req["ts"] <= req["t1"])]
+    groups = [(sid, req[req["sample_id"] == sid]) for sid in samples["sample_id"]]
+    _, toks, masks, _, _ = rec._cond_images(groups)
+    for k, sid in enumerate(samples["sample_id"]):
+        rendered = arrays.tokens(int(np.nonzero(arrays.index["sample_id"].to_numpy() == sid)[0][0]))
+        rendered = rendered[~np.isnan(rendered[:, 0])]  # the renderer pads with NaN, serving with a mask
+        np.testing.assert_allclose(toks[k][masks[k].astype(bool)], rendered, atol=1e-5)
+    hand = TrajectoryReconstructor(base, tables["towers"], grid_net, {"duration_s": 600.0, "eval_interval_s": 30.0})
+    _, toks_hand, _, _, _ = hand._cond_images(groups)
+    assert not np.allclose(toks_hand, toks)

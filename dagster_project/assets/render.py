@@ -13,7 +13,7 @@ from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, PathsResource
 
 
-@dg.asset(partitions_def=cities_partitions, group_name="video", deps=["samples", "sample_truth", "dataset_version"],
+@dg.asset(partitions_def=cities_partitions, group_name="video", deps=["samples", "sample_truth", "cell_footprints", "dataset_version"],
           kinds={"numpy", "scikitimage"}, code_version=code_version("rendered_videos"))
 def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource) -> dg.MaterializeResult:
     """Map-visual representation (DESIGN 7): sharded uint8 arrays under ``outputs/<city>/<profile>/render/r<res>_k<K>/``.
@@ -33,6 +33,7 @@ def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, com
         cc.net, samples, read_table(cc.paths.table("signaling"), "signaling"),
         read_table(cc.paths.table("towers"), "towers"), read_table(cc.paths.sample_truth, "sample_truth"),
         cfg, out, progress=lambda done, total: context.log.info(f"rendered shard {done}/{total}"),
+        observation=cc.learned_observation(compute.stage_config("footprints", cc.city)),
     )
     dt = time.perf_counter() - t0
     # a fresh gallery each time (no GIFs left over from earlier windows), swapped in atomically

@@ -149,7 +149,8 @@ def video_source_from_checkpoint(checkpoint: str | Path, city: str | None = None
                                  **overrides: Any) -> VideoSource:
     """A checkpoint with the serving config the pipeline registers with it (``dagster_project`` ``_register``):
     window length and evaluation interval from the ``samples`` stage, Euler steps and noise scale from
-    ``evaluation``, the ``render`` config; ``overrides`` replace single keys (e.g. ``batch_size``)."""
+    ``evaluation``, the ``render`` config, the footprint settings (the city's footprints come with its
+    ``CityInputs``); ``overrides`` replace single keys (e.g. ``batch_size``)."""
     from ml.cities import load_city
     from ml.config import stage_config
 
@@ -161,7 +162,8 @@ def video_source_from_checkpoint(checkpoint: str | Path, city: str | None = None
     rc.pop("frames", None)
     cfg = {"duration_s": float(samples.window_s), "eval_interval_s": float(samples.eval_interval_s),
            "n_steps": int(ev.video_sampling_steps), "noise_scale": float(ev.video_noise_scale), "shift": 1.0,
-           "seed": 0, "batch_size": int(ev.video_batch_size), "render": rc, **overrides}
+           "seed": 0, "batch_size": int(ev.video_batch_size), "render": rc,
+           "footprints": stage_config("footprints", profile, cc).model_dump(mode="json"), **overrides}
     return VideoSource(checkpoint=str(checkpoint), serving_config=cfg)
 
 
@@ -324,7 +326,7 @@ class VideoWindows:
             if inputs is None:
                 raise ValueError("VideoWindows: a checkpoint source needs the city's CityInputs (roads, towers)")
             self.impl = TrajectoryReconstructor(source.checkpoint, inputs.towers, inputs.network(),
-                                                dict(source.serving_config or {}))
+                                                dict(source.serving_config or {}), footprints=inputs.footprints)
 
     def __call__(self, windows: pa.Table) -> pd.DataFrame:
         if windows.num_rows == 0:

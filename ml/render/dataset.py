@@ -7,8 +7,8 @@ Layout (``docs/architecture.md``, "Rendered arrays"), in ``outputs/<city>/<profi
 - ``cond_<shard:04d>.npy``: uint8 ``(n, H, W, 3)``; ``video_<shard:04d>.npy``: uint8 ``(n, K, H, W, 3)``;
 - ``tokens_<shard:04d>.npy``: float32 ``(n, R, 4)`` signaling records as tokens (the
   ``ml.models.tokens`` format: col/res, row/res of the record's position under the observation
-  model ``ml.observation.record_positions`` (cell coverage centre, handovers on the cell
-  boundary) in the tile's pixel frame,
+  model (``ml.observation``: the city's learned footprints when given, else the hand-made model's cell
+  coverage centre, handovers on the cell boundary) in the tile's pixel frame,
   time fraction in [0, 1], event id in ``ml.validation.contract.EVENTS`` order, ``len(EVENTS)``
   for an unknown event); ``R = cfg.max_token_records``, longer windows subsampled evenly in
   time, padding rows NaN;
@@ -32,8 +32,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ml.observation import HandmadeObservationModel, ObservationModel, left_cells
 from ml.observation.context import TowerTable
-from ml.observation import record_positions
 from ml.cities.network import RoadNetwork
 from ml.geo.tile import Tile
 from ml.io import atomic_dir
@@ -99,8 +99,10 @@ def prepare_samples(
     towers_df: pd.DataFrame,
     sample_truth_df: pd.DataFrame,
     cfg: RenderConfig,
+    observation: ObservationModel | None = None,
 ) -> list[PreparedSample]:
-    """Join the tables into per-window arrays (vectorised look-ups, one slice per sample).
+    """Join the tables into per-window arrays (vectorised look-ups, one slice per sample). Records are
+    placed by ``observation`` (default the hand-made model), as serving places them.
 
     Raises ``ValueError`` naming the table, column and rule when a signaling cell is not in
     ``towers`` or a sample has no ground truth.
@@ -116,6 +118,7 @@ def prepare_samples(
             raise ValueError(f"table '{name}': missing column(s) {missing} (rule: required by render_samples)")
     proj = net.projection
     tower_table = TowerTable(towers_df, net.crs)
+    observation = observation or HandmadeObservationModel(tower_table)
     tower_xy_all = proj.to_xy(towers_df["lon"].to_numpy(), towers_df["lat"].to_numpy())
     cell_index = pd.Index(towers_df["cell_id"].to_numpy())
     # signaling of the sampled devices, sorted by (device, ts)
@@ -175,7 +178,7 @@ def prepare_samples(
             record_xy=rxy, record_t=rt, tower_xy=txy,
             truth_xy=truth_xy_all[ta:tb], truth_t=(tts_s[ta:tb] - t0) / 1e9, record_event=evs[lo:hi],
             # the window's records alone (as serving sees them), through the one observation model
-            record_obs_xy=record_positions(cells[lo:hi], ev_names[lo:hi], tower_table),
+            record_obs_xy=observation.positions(cells[lo:hi], left_cells(cells[lo:hi], ev_names[lo:hi])),
         ))
     return out
 
@@ -220,6 +223,7 @@ def render_samples(
     out_dir: str | Path,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    observation: ObservationModel | None = None,
 ) -> pd.DataFrame:
     """Render every sample and write the arrays to ``out_dir`` atomically; returns the index.
 
@@ -233,11 +237,13 @@ def render_samples(
             workers that share the prepared inputs and the city road rasters. Shards hold at most
             ``cfg.shard_size`` rows (fewer for small runs, so that work spreads over workers).
         progress: optional callback ``(shards_done, shards_total)``.
+        observation: how records are placed for the tokens (the city's learned footprints; default the
+            hand-made model); serving must place them the same way.
     """
     out_dir = Path(out_dir)
     workers = int(workers or cfg.workers)
     t_start = time.perf_counter()
-    prepared = prepare_samples(net, samples_df, signaling_df, towers_df, sample_truth_df, cfg)
+    prepared = prepare_samples(net, samples_df, signaling_df, towers_df, sample_truth_df, cfg, observation)
     try:
         with atomic_dir(out_dir) as tmp:
             n = len(prepared)

@@ -16,7 +16,9 @@ by ``ml.render.render_condition_image``, a batched Euler sample of the flow mode
 
 Artifacts: ``checkpoint`` (``save_video_model`` file), ``towers`` (parquet: cell_id, lon, lat),
 ``roads`` (``RoadNetwork.save_npz``), ``serving_config`` (JSON: city, crs, duration_s,
-eval_interval_s, n_steps, noise_scale, shift, seed, render config).
+eval_interval_s, n_steps, noise_scale, shift, seed, render config, footprint settings) and, when the
+model was trained on them, ``footprints`` (the city's ``cell_footprints``: records are placed for the
+tokens as the renderer placed them).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class TrajectoryReconstructor:
     """The reconstruction pipeline with its loaded parts (model, network, towers); used by the pyfunc."""
 
     def __init__(self, checkpoint: str | Path, towers: pd.DataFrame, net: Any, serving_config: dict[str, Any],
-                 device: str | None = None) -> None:
+                 device: str | None = None, footprints: pd.DataFrame | None = None) -> None:
         import torch
 
         from ml.observation.context import TowerTable
@@ -65,6 +67,13 @@ class TrajectoryReconstructor:
         self.cell_ids = pd.Index(towers["cell_id"].astype(np.int64).to_numpy())
         self.tower_xy = self.proj.to_xy(towers["lon"].to_numpy(float), towers["lat"].to_numpy(float))
         self.tower_table = TowerTable(towers, self.crs)
+        # records are placed for the tokens exactly as the renderer placed them for training: the city's
+        # footprints when the model was registered with them, else the hand-made model
+        from ml.observation import FootprintConfig, HandmadeObservationModel, LearnedObservationModel
+
+        self.observation = (HandmadeObservationModel(self.tower_table) if footprints is None else
+                            LearnedObservationModel(footprints, self.tower_table,
+                                                    FootprintConfig(**(self.cfg.get("footprints") or {}))))
         rc = dict(self.cfg.get("render") or {})
         rc.update(resolution=self.model_cfg.resolution, frames=self.model_cfg.frames)
         self.render_cfg = RenderConfig.model_validate(rc)
@@ -73,8 +82,8 @@ class TrajectoryReconstructor:
 
     def _cond_images(self, groups: list[tuple[Any, pd.DataFrame]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
         """Condition images (B, H, W, 3), record tokens (B, R, 4) + mask (B, R), tiles and per-request info."""
-        from ml.observation import record_positions
         from ml.geo import choose_tile
+        from ml.observation import left_cells
         from ml.models.tokens import records_to_array
         from ml.render import render_condition_image
 
@@ -97,7 +106,7 @@ class TrajectoryReconstructor:
             events = g["event"].astype(str).to_numpy()[order] if "event" in g.columns else np.full(len(g), "")
             ev_w = events[keep] if keep.any() else events
             cells_w = cells[keep] if keep.any() else cells
-            obs_w = record_positions(cells_w, ev_w, self.tower_table)
+            obs_w = self.observation.positions(cells_w, left_cells(cells_w, ev_w))
             tile = choose_tile(rxy_w, self.crs, self.render_cfg.zoom_sizes_m, self.render_cfg.margin_m)
             towers = np.unique(rxy_w, axis=0) if self.render_cfg.towers == "serving" else \
                 self.tower_xy[tile.contains(self.tower_xy)]
@@ -178,7 +187,8 @@ class VideoTrajectoryModel(PythonModel):
         cfg = json.loads(Path(art["serving_config"]).read_text())
         towers = pd.read_parquet(art["towers"])
         net = RoadNetwork.load_npz(art["roads"])
-        self._impl = TrajectoryReconstructor(art["checkpoint"], towers, net, cfg)
+        footprints = pd.read_parquet(art["footprints"]) if "footprints" in art else None
+        self._impl = TrajectoryReconstructor(art["checkpoint"], towers, net, cfg, footprints=footprints)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame):

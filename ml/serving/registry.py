@@ -106,6 +106,8 @@ def log_video_model(
     run_id: str | None = None,
     experiment_name: str = "sig2gps-serving",
     tags: dict[str, str] | None = None,
+    footprints: str | Path | None = None,
+    footprint_cfg: Any = None,
 ) -> LoggedModel:
     """Log the checkpoint as a pyfunc (with towers, roads and serving config) and register it.
 
@@ -113,7 +115,9 @@ def log_video_model(
     ``.npz`` written by ``RoadNetwork.save_npz``; ``duration_s``: the window length W the model was
     trained on; ``render_cfg``: the ``RenderConfig`` (or dict) the training images were drawn with.
     The model is registered as ``sig2gps-video-<city>`` and ``alias`` (``sft`` or ``gdpo``) is set
-    on the new version. Logs into ``run_id`` when given, else into a new run.
+    on the new version. Logs into ``run_id`` when given, else into a new run. ``footprints`` (the city's
+    ``cell_footprints`` parquet, with ``footprint_cfg``) travel with the model when its training arrays
+    placed records through them, so serving places them the same way.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -144,9 +148,14 @@ def log_video_model(
         rc.pop("frames", None)
         cfg = {"city": city, "crs": crs, "duration_s": float(duration_s), "eval_interval_s": float(eval_interval_s),
                "n_steps": int(n_steps), "noise_scale": float(noise_scale), "shift": float(shift), "seed": int(seed), "render": rc}
+        if footprints is not None:
+            cfg["footprints"] = (footprint_cfg.model_dump(mode="json") if hasattr(footprint_cfg, "model_dump")
+                                 else dict(footprint_cfg or {}))
         (tmp / "serving_config.json").write_text(json.dumps(cfg, indent=2))
         artifacts = {"checkpoint": str(checkpoint_path), "towers": str(tmp / "towers.parquet"),
                      "roads": str(roads_path), "serving_config": str(tmp / "serving_config.json")}
+        if footprints is not None:
+            artifacts["footprints"] = str(footprints)
         if run_id is None:
             from ml.tracking import ensure_experiment
 
