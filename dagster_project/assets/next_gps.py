@@ -59,8 +59,10 @@ def next_gps_report(context: dg.AssetExecutionContext, paths: PathsResource, mlf
         if not p.is_file():
             context.log.warning(f"next_gps: no {what} at {p}; its methods are skipped")
     has_video = video.is_file() and (rendered / "index.parquet").is_file()
+    obs = cc.learned_observation(compute.stage_config("footprints", cc.city))  # as the seq2seq models were trained
     report, scored = run_report(
-        cc.city.name, cc.sample_contexts(cfg.val_split), cc.sample_contexts(cfg.split), cfg,
+        cc.city.name, cc.sample_contexts(cfg.val_split, observation=obs), cc.sample_contexts(cfg.split, observation=obs),
+        cfg,
         video_checkpoint=video if has_video else None, rendered_dir=rendered if has_video else None,
         seq2seq_checkpoint=seq2seq if seq2seq.is_file() else None, device=compute.torch_device(),
         progress=context.log.info, seq2seq_prefix_checkpoint=seq2seq_prefix if seq2seq_prefix.is_file() else None)

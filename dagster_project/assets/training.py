@@ -84,7 +84,7 @@ def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlf
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "dataset_version"],
+@dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "cell_footprints", "dataset_version"],
           kinds={"pytorch", "mlflow"}, code_version=code_version("seq2seq"))
 def seq2seq_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                        compute: ComputeResource) -> dg.MaterializeResult:
@@ -98,7 +98,8 @@ def seq2seq_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, 
     cfg = compute.stage_config("seq2seq", cc.city, run_name=f"{cc.city.name}-seq2seq")
     tags = run_tags(cc.city.name, "seq2seq", paths.root_path, data_version=data_version(cc.paths.data_version_file),
                     dagster_run_id=context.run_id, profile=compute.profile)
-    train, val = cc.sample_contexts("train"), cc.sample_contexts("val")
+    obs = cc.learned_observation(compute.stage_config("footprints", cc.city))  # its tokens read the footprints
+    train, val = cc.sample_contexts("train", observation=obs), cc.sample_contexts("val", observation=obs)
     res = train_seq2seq(train, val, cfg, cc.paths.checkpoints / "seq2seq", tracking_uri=uri, tags=tags)
     if res.skipped:
         context.log.warning(f"seq2seq: {len(res.skipped)} windows without records were left out")
@@ -112,7 +113,7 @@ def seq2seq_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, 
         **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}})
 
 
-@dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "dataset_version"],
+@dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "cell_footprints", "dataset_version"],
           kinds={"pytorch", "mlflow"}, code_version=code_version("seq2seq_prefix"))
 def seq2seq_prefix_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                               compute: ComputeResource) -> dg.MaterializeResult:
@@ -127,7 +128,8 @@ def seq2seq_prefix_checkpoint(context: dg.AssetExecutionContext, paths: PathsRes
     tags = run_tags(cc.city.name, "seq2seq_prefix", paths.root_path,
                     data_version=data_version(cc.paths.data_version_file), dagster_run_id=context.run_id,
                     profile=compute.profile)
-    res = train_seq2seq(cc.sample_contexts("train"), cc.sample_contexts("val"), cfg,
+    obs = cc.learned_observation(compute.stage_config("footprints", cc.city))  # its tokens read the footprints
+    res = train_seq2seq(cc.sample_contexts("train", observation=obs), cc.sample_contexts("val", observation=obs), cfg,
                         cc.paths.checkpoints / "seq2seq_prefix", tracking_uri=uri, tags=tags)
     if res.skipped:
         context.log.warning(f"seq2seq_prefix: {len(res.skipped)} windows without records were left out")

@@ -2,10 +2,10 @@
 
 Positions are in model units: metres relative to the window's mean observation position, divided by
 ``Seq2SeqConfig.scale_m``, so the model sees the shape of a trace, not where the city is. Each record
-sits where the industrial pipeline's observation model puts it (``ml.observation.record_positions``:
-the cell's coverage centre, a handover on the cell boundary), the same positions the video model's
-prior and record tokens use. Each evaluation time gets the *prior*: those positions interpolated in
-time (MaR on coverage centres); the model predicts a correction to it.
+sits where the window's observation model puts it (``ctx.observation``: the city's learned footprints in the
+pipeline; the hand-made model, ``ml.observation.record_positions``, for windows without one), the same positions
+the video model's prior and record tokens use. Each evaluation time gets the *prior*: those positions interpolated in
+time (MaR on those positions); the model predicts a correction to it.
 
 With ``cfg.prefix_s`` (next-GPS prediction) the window's GPS truth at the evaluation times up to
 ``prefix_s`` follows the records as extra tokens (event :data:`EVENT_GPS`), those times' prior is the
@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ml.observation import HandmadeObservationModel, left_cells
 from ml.observation.context import SampleContext
-from ml.observation import record_positions
 from ml.geo.track import interpolate_positions
 from ml.render.arrays import subsample_evenly
 from ml.seq2seq.config import Seq2SeqConfig
@@ -91,8 +91,10 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
     centre = np.zeros((n, 2), np.float64)
     for i, ctx in enumerate(keep):
         rec = ctx.records
-        obs = record_positions(rec["cell_id"].to_numpy(), rec["event"].to_numpy(),
-                               ctx.towers_xy)
+        # the window's observation model (the city's footprints when the windows carry them), else hand-made
+        model = ctx.observation or HandmadeObservationModel(ctx.towers_xy)
+        cells = rec["cell_id"].to_numpy()
+        obs = model.positions(cells, left_cells(cells, rec["event"].to_numpy()))
         t = rec["t"].to_numpy(np.float64)
         centre[i] = obs.mean(axis=0)
         dur = max(float(ctx.duration_s), 1e-6)
