@@ -205,8 +205,13 @@ def plot_history(rows: list[dict], path) -> None:
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.axhline(0.85, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100, 200]))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("train records per cell (median; labels: taxis)")
-    ax.set_ylabel("learned_hmm / industrial_hmm, test median error")
+    ax.set_ylabel("learned_hmm / industrial_hmm\n(test median error)")
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ Pairs and cuts the day out of core (``ml.scale``: the demo profile's pairing and
 ``--held-out`` taxis at random: their windows are the test set (at most ``--max-test``, scored by
 ``industrial_hmm``, ``learned_hmm`` and ``oracle_records``). Footprints come from the windows of the first
 50 / 200 / 1,000 of the other taxis (a random order, nested; every window of a history taxi counts as
-train), with the median train records per cell beside each. Writes ``outputs/bench/footprints_day.json``.
+train), with the median train records per cell beside each. Writes ``outputs/bench/footprints_day.json``
+and ``footprints_day.png``.
 """
 
 from __future__ import annotations
@@ -98,10 +99,18 @@ def main() -> None:
                      "learned_hmm_m": learned, "ratio": learned / base, "learned_hmm_ms": ms})
         print(f"{n} taxis ({len(train)} windows, {med:.0f} records/cell): learned_hmm {learned:.1f} m "
               f"({learned / base:.3f} x industrial_hmm {base:.1f} m)", flush=True)
+    plot_day(rows, ROOT / "outputs" / "bench" / "footprints_day.png")
     write_result("footprints_day", {
         "day": str(day), "paired_taxis": len(taxis), "windows": len(ctxs), "held_out_taxis": len(held),
         "test_windows": len(test), "cells": int(len(towers)), "pair_and_cut_s": pair_cut_s,
         "industrial_hmm_m": base, "industrial_hmm_ms": base_ms, "oracle_records_m": oracle, "rows": rows})
+
+
+def plot_day(rows: list[dict], path: Path) -> None:
+    """The history curve of the day, drawn like the demo cities' (``bench.footprints.plot_history``)."""
+    from bench.footprints import plot_history
+
+    plot_history([{"city": "campo_grande (operator day)", "taxis": r["history_taxis"], **r} for r in rows], path)
 
 
 def replace_split(ctx):
