@@ -208,7 +208,7 @@ def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.Dags
                             for r in children)
     assert set(client.get_registered_model("sig2gps-video-tinytown").aliases) >= {"sft", "gdpo"}
     assert "best_val" in client.get_registered_model("sig2gps-seq2seq-tinytown").aliases
-    assert "latest" in client.get_registered_model("sig2gps-learned-hmm-tinytown").aliases
+    assert "evaluated" in client.get_registered_model("sig2gps-learned-hmm-tinytown").aliases
     # every GE check ran in this run and passed
     run_id = instance.get_runs(limit=1)[0].run_id
     for asset, check in ALL_CHECKS:

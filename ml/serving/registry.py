@@ -42,7 +42,7 @@ def learned_hmm_registered_name(city: str) -> str:
 
 def log_learned_hmm_model(city: str, towers: pd.DataFrame, roads: Any, footprints: str | Path, duration_s: float,
                           eval_interval_s: float, footprint_cfg: Any = None, tracking_uri: str | None = None,
-                          run_id: str | None = None, alias: str = "latest") -> LoggedModel:
+                          run_id: str | None = None, alias: str = "evaluated") -> LoggedModel:
     """Log ``learned_hmm`` as a pyfunc (``ml.serving.hmm_pyfunc``: towers, roads, the footprint table, serving
     config) into ``run_id`` (or a new run of ``sig2gps-serving``) and register it as
     ``sig2gps-learned-hmm-<city>`` with ``alias``."""
