@@ -76,7 +76,6 @@ class LearnedObservationModel:
         NaN candidates (padding) give NaN.
         """
         xy = np.asarray(xy, dtype=np.float64)
-        n, K = xy.shape[:2]
         log_prior = gaussian_log_density(xy, self.prior_positions(cell, left), self.sigma_m)
         row, w = self.history_weight(cell, left)
         has = row >= 0
@@ -88,11 +87,11 @@ class LearnedObservationModel:
         lo, hi = fp.offsets[row[idx]], fp.offsets[row[idx] + 1]
         cnt = hi - lo
         which = np.repeat(np.arange(len(idx)), cnt)  # support point -> position in idx
-        sup = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
+        starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+        sup = np.arange(int(cnt.sum())) - starts[which] + lo[which]  # rows of the keys' support points
         h = self.cfg.bandwidth_m
         d2 = ((xy[idx][which] - fp.points[sup][:, None, :]) ** 2).sum(axis=-1)  # (S, K)
         comp = np.log(fp.weights[sup])[:, None] - 0.5 * d2 / h**2  # log pi_j + kernel, without the constant
-        starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
         safe = np.where(np.isfinite(comp), comp, -np.inf)
         top = np.maximum.reduceat(safe, starts, axis=0)  # (m, K)
         top_s = np.where(np.isfinite(top), top, 0.0)
