@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
-
-from ml.serving.pyfunc import id_column
+from ml.serving.pyfunc import ReconstructorModel, id_column
 
 
 class HMMReconstructor:
@@ -74,7 +72,7 @@ class HMMReconstructor:
         return pd.concat(out, ignore_index=True)
 
 
-class LearnedHMMModel(PythonModel):
+class LearnedHMMModel(ReconstructorModel):
     """``mlflow.pyfunc`` wrapper of :class:`HMMReconstructor` (artifacts listed in the module docstring)."""
 
     def load_context(self, context: Any) -> None:
@@ -84,10 +82,3 @@ class LearnedHMMModel(PythonModel):
         self._impl = HMMReconstructor(pd.read_parquet(art["towers"]), RoadNetwork.load_npz(art["roads"]),
                                       pd.read_parquet(art["footprints"]),
                                       json.loads(Path(art["serving_config"]).read_text()))
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        if not isinstance(model_input, pd.DataFrame):
-            model_input = pd.DataFrame(model_input)
-        res = self._impl.reconstruct(model_input)
-        res["ts"] = res["ts"].astype(str)  # JSON-safe for the REST server
-        return res

@@ -177,7 +177,19 @@ class TrajectoryReconstructor:
         return pd.concat(out, ignore_index=True)
 
 
-class VideoTrajectoryModel(PythonModel):
+class ReconstructorModel(PythonModel):
+    """A pyfunc whose ``load_context`` sets ``self._impl`` (anything with ``reconstruct(df) -> df``): records in,
+    trajectories out, timestamps as strings for the REST server."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        res = self._impl.reconstruct(model_input)
+        res["ts"] = res["ts"].astype(str)  # JSON-safe for the REST server
+        return res
+
+
+class VideoTrajectoryModel(ReconstructorModel):
     """``mlflow.pyfunc`` wrapper of ``TrajectoryReconstructor`` (artifacts listed in the module docstring)."""
 
     def load_context(self, context: Any) -> None:
@@ -189,10 +201,3 @@ class VideoTrajectoryModel(PythonModel):
         net = RoadNetwork.load_npz(art["roads"])
         footprints = pd.read_parquet(art["footprints"]) if "footprints" in art else None
         self._impl = TrajectoryReconstructor(art["checkpoint"], towers, net, cfg, footprints=footprints)
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        if not isinstance(model_input, pd.DataFrame):
-            model_input = pd.DataFrame(model_input)
-        res = self._impl.reconstruct(model_input)
-        res["ts"] = res["ts"].astype(str)  # JSON-safe for the REST server
-        return res
