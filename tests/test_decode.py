@@ -216,3 +216,49 @@ def test_spur_pruning():
     line[3, 2:9] = True
     np.testing.assert_array_equal(prune_spurs(line, 3), line)  # no junction: ends kept
     assert default_prune_px(64) == 0 and default_prune_px(128) >= 2
+
+
+class _PullTowards:
+    """An observation model whose every record says "near ``xy``" (a Gaussian of ``sigma_m``)."""
+
+    name = "pull"
+    sigma_m = 80.0
+
+    def __init__(self, xy):
+        self.xy = np.asarray(xy, dtype=float)
+
+    def log_likelihood(self, cell, left, xy):
+        return -0.5 * ((np.asarray(xy) - self.xy) ** 2).sum(-1) / self.sigma_m**2
+
+
+def test_record_evidence_reweighs_the_snapping(grid_net, rendered):
+    """The records' log-likelihoods join the snapping HMM: evidence pulling away from the drawing moves the decoded
+    positions at the record times toward it; weight 0 is the drawing alone."""
+    from ml.observation.evidence import RecordEvidence
+
+    w, _, video = rendered[0]
+    plain = decode_video_to_trajectory(video, w.tile, RES, w.duration_s, grid_net, w.truth_t)
+    mid = len(w.truth_t) // 2
+    pull = plain.xy[mid] + np.array([120.0, 120.0])  # off the decoded route
+    t_rec = np.array([w.truth_t[mid - 1], w.truth_t[mid], w.truth_t[mid + 1]])
+    cells = np.zeros(3, dtype=np.int64)
+    left = -np.ones(3, dtype=np.int64)
+    model = _PullTowards(pull)
+    off = decode_video_to_trajectory(video, w.tile, RES, w.duration_s, grid_net, w.truth_t,
+                                     evidence=RecordEvidence(t_rec, cells, left, model, 0.0))
+    np.testing.assert_allclose(off.xy, plain.xy)
+    pulled = decode_video_to_trajectory(video, w.tile, RES, w.duration_s, grid_net, w.truth_t,
+                                        evidence=RecordEvidence(t_rec, cells, left, model, 50.0))
+    assert pulled.snapped and pulled.snap_method == "hmm", pulled.issues
+    d_plain = np.hypot(*(plain.xy[mid] - pull))
+    d_pulled = np.hypot(*(pulled.xy[mid] - pull))
+    assert d_pulled < d_plain - 20.0, (d_plain, d_pulled)
+
+
+def test_record_evidence_checks_its_inputs():
+    from ml.observation.evidence import RecordEvidence
+
+    with pytest.raises(ValueError, match="differ in length"):
+        RecordEvidence(np.zeros(2), np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64), _PullTowards((0, 0)))
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        RecordEvidence(np.zeros(1), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), _PullTowards((0, 0)), -1.0)

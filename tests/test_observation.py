@@ -170,9 +170,11 @@ def test_learned_hmm_pyfunc_serves_what_the_evaluation_scores(grid_net, tables, 
         np.testing.assert_allclose(xy, want, atol=0.05)
 
 
-def test_served_tokens_equal_rendered_tokens_with_footprints(grid_net, tables, contexts, footprints, tmp_path):
-    """Parity: records placed through the learned footprints give the serving pyfunc the tokens the renderer
-    wrote for training (same windows, same tiles), and those differ from the hand-made model's."""
+@pytest.mark.parametrize("trace", ["serving_towers", "records"])
+def test_served_tokens_equal_rendered_tokens_with_footprints(grid_net, tables, contexts, footprints, tmp_path, trace):
+    """Parity: records placed through the learned footprints give the serving pyfunc the tokens and the condition
+    image (its polyline through the serving towers or through the records' footprint positions) the renderer
+    wrote for training (same windows, same tiles), and the tokens differ from the hand-made model's."""
     from ml.models.config import sft_profile
     from ml.render.arrays import RenderedArrays
     from ml.render.config import RenderConfig
@@ -184,10 +186,11 @@ def test_served_tokens_equal_rendered_tokens_with_footprints(grid_net, tables, c
     towers = TowerTable(tables["towers"], grid_net.crs)
     model = LearnedObservationModel(footprints, towers)
     base = _resolve_init(sft_profile("demo").init_checkpoint)
-    rec = TrajectoryReconstructor(base, tables["towers"], grid_net, {"duration_s": 600.0, "eval_interval_s": 30.0},
+    rec = TrajectoryReconstructor(base, tables["towers"], grid_net, {"duration_s": 600.0, "eval_interval_s": 30.0,
+                                                                     "render": {"trace": trace}},
                                   footprints=footprints)
     cfg = RenderConfig(resolution=rec.model_cfg.resolution, frames=rec.model_cfg.frames, shard_size=8,
-                       max_token_records=rec.model_cfg.max_records)
+                       max_token_records=rec.model_cfg.max_records, trace=trace)
     test_ids = [c.sample_id for c in contexts if c.split == "test"][:4]
     samples = tables["samples"][tables["samples"]["sample_id"].isin(test_ids)].reset_index(drop=True)
 
@@ -203,11 +206,13 @@ def test_served_tokens_equal_rendered_tokens_with_footprints(grid_net, tables, c
     req = tables["signaling"].merge(samples[["device_id", "sample_id", "t0", "t1"]], on="device_id")
     req = req[(req["ts"] >= req["t0"]) & (req["ts"] <= req["t1"])]
     groups = [(sid, req[req["sample_id"] == sid]) for sid in samples["sample_id"]]
-    _, toks, masks, _, _ = rec._cond_images(groups)
+    conds, toks, masks, _, _ = rec._cond_images(groups)
     for k, sid in enumerate(samples["sample_id"]):
-        rendered = arrays.tokens(int(np.nonzero(arrays.index["sample_id"].to_numpy() == sid)[0][0]))
+        row = int(np.nonzero(arrays.index["sample_id"].to_numpy() == sid)[0][0])
+        rendered = arrays.tokens(row)
         rendered = rendered[~np.isnan(rendered[:, 0])]  # the renderer pads with NaN, serving with a mask
         np.testing.assert_allclose(toks[k][masks[k].astype(bool)], rendered, atol=1e-5)
+        np.testing.assert_array_equal(conds[k], arrays.batch(np.array([row]))[0][0])
     hand = TrajectoryReconstructor(base, tables["towers"], grid_net, {"duration_s": 600.0, "eval_interval_s": 30.0})
     _, toks_hand, _, _, _ = hand._cond_images(groups)
     assert not np.allclose(toks_hand, toks)

@@ -313,3 +313,21 @@ def test_render_at_32px_decodes(grid_net, windows):
         got = decode_head_positions(video)
         inside = ((want > 2) & (want < 30)).all(axis=1)
         assert np.hypot(*(got[inside] - want[inside]).T).max() < 0.6
+
+
+def test_trace_draws_the_polyline_through_serving_towers_or_record_positions(grid_net, windows):
+    """``RenderConfig.trace``: the condition image's signaling polyline joins the serving towers or the records'
+    observation-model positions; nothing else in the image changes."""
+    from ml.render.dataset import PreparedSample, render_prepared
+
+    w = windows[0][0]
+    shifted = w.record_xy + np.array([180.0, -120.0])  # where an observation model would put the records
+    s = PreparedSample("s", "test", w.tile, w.duration_s, w.record_xy, shifted, w.record_t, w.tower_xy,
+                       w.truth_xy, w.truth_t)
+    towers_img, _ = render_prepared(grid_net, s, RenderConfig(trace="serving_towers"))
+    records_img, _ = render_prepared(grid_net, s, RenderConfig(trace="records"))
+    np.testing.assert_array_equal(
+        towers_img, render_condition_image(grid_net, w.tile, 64, w.record_xy, w.tower_xy, w.record_t))
+    np.testing.assert_array_equal(
+        records_img, render_condition_image(grid_net, w.tile, 64, shifted, w.tower_xy, w.record_t))
+    assert (towers_img != records_img).any()

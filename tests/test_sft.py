@@ -283,3 +283,35 @@ def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
         sched.step()
     assert lrs[0] == 0.0 and lrs[1] == pytest.approx(2.5e-4) and lrs[4] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 0.01 * 1e-3
+
+
+def test_one_step_rows_are_trained_where_the_evaluation_samples(tmp_path) -> None:
+    """``one_step_fraction``: those rows start at flow time 1 from zero noise (the evaluation's one Euler step from
+    zero initial noise), so with every row one-step the loss no longer depends on the random draws."""
+    import torch
+
+    from ml.models.config import model_preset, sft_profile
+    from ml.models.data import RenderedVideoDataset, make_toy_rendered_arrays
+    from ml.models.lightning_sft import SFTModule
+
+    root = make_toy_rendered_arrays(tmp_path / "toy", n=4, resolution=32, frames=5, seed=0)
+    ds = RenderedVideoDataset(root, with_tokens=True, max_records=8)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+
+    def losses(fraction: float) -> list[float]:
+        cfg = sft_profile("ci", model=model_preset("ci", frames=5, max_records=8), init_checkpoint=None,
+                          one_step_fraction=fraction)
+        torch.manual_seed(0)
+        module = SFTModule(cfg)
+        seen = {}
+        module.model.register_forward_hook(lambda mod, args, out: seen.update(xs=args[0].detach(), s=args[1].detach()))
+        out = []
+        for seed in (1, 2):
+            out.append(float(module.flow_loss(batch, generator=torch.Generator().manual_seed(seed))))
+        return out, seen
+
+    (a, b), seen = losses(1.0)
+    assert a == pytest.approx(b)
+    assert torch.count_nonzero(seen["xs"]) == 0 and torch.all(seen["s"] == 1.0)
+    _, seen = losses(0.0)  # the flow-matching rows: noised inputs at times inside (0, 1)
+    assert torch.count_nonzero(seen["xs"]) > 0 and torch.all(seen["s"] < 1.0)

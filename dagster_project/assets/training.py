@@ -31,6 +31,7 @@ def _register(context, cc, compute: ComputeResource, checkpoint, alias: str, run
         n_steps=eval_cfg.video_sampling_steps, noise_scale=eval_cfg.video_noise_scale,
         render_cfg=compute.stage_config("render", cc.city), run_id=run_id, tags=tags,
         footprints=cc.paths.footprints, footprint_cfg=compute.stage_config("footprints", cc.city),
+        record_evidence_weight=eval_cfg.video_record_evidence_weight,
     )
     context.log.info(f"registered {logged.name} version {logged.version} as {logged.alias_uri}")
     return {"registered_model": logged.name, "model_version": logged.version, "model_uri": logged.alias_uri}

@@ -9,7 +9,10 @@ Steps (DESIGN section 7):
    time between anchors (constant speed between frames) -> the unsnapped trajectory;
 4. snapping: the route points (with their times) are map-matched to the road graph with the HMM
    engine ``ml.mapmatch.match_trajectory`` and the positions are re-interpolated along the
-   matched route between the anchors (``ml.mapmatch.interpolate_along_route``).
+   matched route between the anchors (``ml.mapmatch.interpolate_along_route``). With the window's
+   records as evidence (``ml.observation.RecordEvidence``), each record's log-likelihood under the
+   city's observation model is added, weighted, to the emission of the route point nearest its time:
+   the drawing proposes the candidates, the records re-weigh them.
 
 Nothing fails silently: everything that could not be decoded is listed in ``issues``.
 """
@@ -39,6 +42,7 @@ HEAD_SIGMA_PX = 3.0
 
 if TYPE_CHECKING:  # typing only: keeps networkx out of the training path
     from ml.cities.network import RoadNetwork
+    from ml.observation.evidence import RecordEvidence
 
 
 @dataclass
@@ -212,6 +216,29 @@ def interpolate_by_travel_time(
     return point_at_distance(route_xy, cum, np.interp(tau_q, tau, cum))
 
 
+def _emission_with_records(obs_xy: np.ndarray, obs_t: np.ndarray, sigma_m: float, evidence: RecordEvidence):
+    """The snapping HMM's emission: the drawn point's Gaussian plus the records nearest in time to it."""
+    # each record joins the route point nearest its time (records outside the drawn span join its ends)
+    if len(obs_t) == 1:
+        nearest = np.zeros(len(evidence.t), dtype=np.int64)
+    else:
+        after = np.clip(np.searchsorted(obs_t, evidence.t), 1, len(obs_t) - 1)
+        nearest = after - (evidence.t - obs_t[after - 1] < obs_t[after] - evidence.t)
+
+    def log_emission(point_idx: np.ndarray, cand_xy: np.ndarray) -> np.ndarray:
+        d2 = ((cand_xy - obs_xy[point_idx][:, None, :]) ** 2).sum(axis=-1)
+        out = -0.5 * d2 / sigma_m**2
+        row_of = np.full(len(obs_t), -1, dtype=np.int64)
+        row_of[point_idx] = np.arange(len(point_idx))
+        r = row_of[nearest]
+        ok = np.nonzero(r >= 0)[0]
+        if len(ok):
+            np.add.at(out, r[ok], evidence.log_likelihood(ok, cand_xy[r[ok]]))
+        return out
+
+    return log_emission
+
+
 def snap_route(
     net: RoadNetwork,
     route_xy: np.ndarray,
@@ -221,13 +248,15 @@ def snap_route(
     mpp: float,
     sigma_m: float | None = None,
     speed_weighted: bool = True,
+    evidence: RecordEvidence | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
     """Snap a timed route (metres) to the road graph and place positions at ``eval_t``.
 
     Uses ``ml.mapmatch.match_trajectory`` (HMM) on route points every ~ one pixel with the
     anchors as time references; positions between anchors follow the matched route, spread by
     expected travel time (``speed_weighted``, see :func:`interpolate_by_travel_time`) or by
-    length. Returns
+    length. ``evidence``: the window's records, whose weighted log-likelihoods join the emission of the
+    route point nearest each record's time. Returns
     ``(xy (n_eval, 2), matched route (m, 2), method, issues)``.
     """
     issues: list[str] = []
@@ -238,8 +267,11 @@ def snap_route(
     # observation times must increase strictly: nudge ties (standing still between frames)
     obs_t = obs_t + 1e-6 * np.arange(len(obs_t))
     # an error here is a bug, not a poor sample (points without candidates come back unmatched): it is raised
+    log_emission = None
+    if evidence is not None and len(evidence) and evidence.weight > 0:
+        log_emission = _emission_with_records(obs_xy, obs_t, sigma, evidence)
     res = match_trajectory(net, obs_xy, obs_t, sigma_m=sigma, beta_m=max(2.0 * mpp, 30.0),
-                           radius_m=max(3.0 * sigma, 2.0 * mpp, 25.0))
+                           radius_m=max(3.0 * sigma, 2.0 * mpp, 25.0), log_emission=log_emission)
     pos_in_obs = np.searchsorted(idx, anchor_idx)
     a_m = res.point_route_m[pos_in_obs]
     if res.n_unmatched:
@@ -265,6 +297,7 @@ def decode_video_to_trajectory(
     sigma_m: float | None = None,
     speed_weighted: bool = True,
     layer: np.ndarray | None = None,
+    evidence: RecordEvidence | None = None,
 ) -> DecodedTrajectory:
     """Decode a video of the window ``[0, duration_s]`` into positions at ``eval_t`` (seconds).
 
@@ -281,6 +314,8 @@ def decode_video_to_trajectory(
             travel time instead of by length.
         layer: the generated drawing layer (uint8 ``(K, H, W, 2)``) when the model has one: heads and
             the path are then read from it directly (``decode_heads_from_layer``), not from colours.
+        evidence: the window's records under the city's observation model, read by the snapping HMM
+            beside the drawing (:func:`snap_route`); ``None``: the drawing alone.
     """
     V = as_video_255(video)
     K, H, W, _ = V.shape
@@ -326,7 +361,8 @@ def decode_video_to_trajectory(
             out.snapped, out.snap_method = True, "nearest_road"
             out.issues.append("a single anchor: position projected on the nearest road")
         else:
-            xy, rxy, method, more = snap_route(net, route_xy, route_t, anchor_idx, eval_t, mpp, sigma_m, speed_weighted)
+            xy, rxy, method, more = snap_route(net, route_xy, route_t, anchor_idx, eval_t, mpp, sigma_m, speed_weighted,
+                                              evidence)
             out.xy, out.route_xy, out.snap_method = xy, rxy, method
             out.snapped = method != "none"
             out.issues += more

@@ -16,6 +16,10 @@ class EvaluationConfig(BaseModel):
     video_sampling_steps: int = Field(1, ge=1, description="size: Euler steps when sampling videos")
     video_noise_scale: float = Field(0.0, ge=0.0, description="scale of the sampler's initial noise (1: a sample of "
                                      "the learnt distribution; 0: deterministic, see ml.models.sampling.generate)")
+    video_record_evidence_weight: float = Field(
+        1.0, ge=0.0, description="weight of the records' log-likelihoods (the city's observation model) in the "
+        "decoder's snapping HMM beside the drawing (ml.observation.RecordEvidence; 0: the drawing alone); chosen on "
+        "val windows by bench/decode_evidence.py")
     video_batch_size: int = Field(8, ge=1, description="size: conditions sampled at once")
     video_seed: int = 0
     robustness_drop_fracs: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)

@@ -23,7 +23,8 @@ def predict_video_method(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> MethodRun:
-    """Sample one video per condition (Euler ODE), decode it to GPS at each sample's eval times.
+    """Sample one video per condition (Euler ODE), decode it to GPS at each sample's eval times (the snapping
+    reads the window's records beside the drawing, ``cfg.video_record_evidence_weight``).
 
     The latency of a trajectory is its share of the batched sampling time plus its decoding time.
     Per-sample rewards (distance, direction, connectivity against the true video) and drawing metrics
@@ -35,6 +36,7 @@ def predict_video_method(
     from ml.models import load_video_model
     from ml.models.data import cond_to_tensor, record_tokens_batch
     from ml.models.sampling import generate
+    from ml.observation.evidence import context_evidence
     from ml.render.arrays import RenderedArrays
     from ml.rewards import compute_rewards
 
@@ -71,7 +73,8 @@ def predict_video_method(
         for j, (ctx, r) in enumerate(zip(batch, rows)):
             t1 = time.perf_counter()
             dec = decode_video_to_trajectory(frames[j], arrays.tile(r), arrays.resolution, arrays.duration_s(r),
-                                             ctx.net, ctx.eval_t, layer=None if layers is None else layers[j])
+                                             ctx.net, ctx.eval_t, layer=None if layers is None else layers[j],
+                                             evidence=context_evidence(ctx, cfg.video_record_evidence_weight))
             run.predictions[ctx.sample_id] = np.asarray(dec.xy, dtype=np.float64).reshape(ctx.n_eval, 2)
             run.latency_ms[ctx.sample_id] = per_sample_ms + (time.perf_counter() - t1) * 1e3
             if not np.isfinite(dec.xy).any():

@@ -164,6 +164,10 @@ class SFTConfig(BaseModel):
         1.0, ge=0.0, description="weight of the head-position term added to the flow-matching loss: the smooth-L1 "
         "distance (px) between the drawn head of the predicted clean layer and the true head, at every noise "
         "level (drawing-layer target only; 0: off)")
+    one_step_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of each batch trained exactly as the evaluation samples: flow time "
+        "1 from zero noise (one Euler step from zero initial noise, EvaluationConfig), so the estimate the evaluation "
+        "reads is itself regressed on the truth; the rest of the batch keeps the logit-normal flow times")
     loss_space: Literal["velocity", "x0"] = Field(
         "x0", description="'velocity': MSE on e - x0 (weights a step by 1 / s^2 under x0 prediction, so the "
         "high-noise steps that place the route weigh least); 'x0': MSE on the implied clean sample, every noise "

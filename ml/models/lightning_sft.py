@@ -134,6 +134,12 @@ class SFTModule(L.LightningModule):
         else:
             noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
             s = sample_timesteps(B, generator, c.timestep_mean, c.timestep_std, c.timestep_shift).to(x0.device)
+        if c.one_step_fraction > 0.0:  # these rows start where the evaluation's sampler does: s = 1, zero noise
+            u = torch.rand(B, generator=generator, device=generator.device) if generator is not None \
+                else torch.rand(B, device=x0.device)
+            one = u.to(x0.device) < c.one_step_fraction
+            noise = torch.where(one[:, None, None, None, None], torch.zeros_like(noise), noise)
+            s = torch.where(one, torch.ones_like(s), s)
         tokens, token_mask = batch.get("tokens"), batch.get("token_mask")
         cond = self.model.encode_condition(batch["cond"], tokens, token_mask, frames=x0.shape[2])
         source = self.model.source_sample(cond, noise)  # x_1: noise, or the prior plus noise

@@ -32,6 +32,9 @@ class RenderConfig(BaseModel):
     signal_width_px: float = Field(1.0, gt=0.0)
     tower_size_px: float = Field(2.0, gt=0.0, description="side of the square tower marker")
     towers: Literal["serving", "all"] = Field("serving", description="mark the window's serving towers or all towers in the tile")
+    trace: Literal["serving_towers", "records"] = Field(
+        "records", description="what the signaling polyline joins, in time order: the serving towers, or each "
+        "record's position under the city's observation model (its footprint's point when the city has history)")
     path_width_px: float = Field(1.0, gt=0.0)
     head_radius_px: float = Field(2.0, gt=0.0, description="must stay wider than the path line")
     min_width_px: float = Field(1.0, gt=0.0, description="floor of every scaled width")
@@ -58,3 +61,7 @@ class RenderConfig(BaseModel):
         res = self.resolution if resolution is None else resolution
         r = max(self.min_head_radius_px, self.head_radius_px * res / style.REFERENCE_RESOLUTION)
         return max(r, 0.5 * self.scaled(self.path_width_px, res) + 1.0)
+
+    def trace_xy(self, serving_xy, record_obs_xy):
+        """The points the signaling polyline joins (``trace``): the serving towers' or the records' own positions."""
+        return serving_xy if self.trace == "serving_towers" else record_obs_xy

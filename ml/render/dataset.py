@@ -56,8 +56,8 @@ class PreparedSample:
     split: str
     tile: Tile
     duration_s: float
-    record_xy: np.ndarray  # serving mast of each record (drawn on the condition image)
-    record_obs_xy: np.ndarray  # (r, 2) each record's observation-model position (the tokens)
+    record_xy: np.ndarray  # serving mast of each record (the polyline with RenderConfig.trace "serving_towers")
+    record_obs_xy: np.ndarray  # (r, 2) each record's observation-model position (the tokens; the polyline with "records")
     record_t: np.ndarray
     tower_xy: np.ndarray
     truth_xy: np.ndarray
@@ -185,7 +185,8 @@ def prepare_samples(
 
 def render_prepared(net: RoadNetwork, s: PreparedSample, cfg: RenderConfig) -> tuple[np.ndarray, np.ndarray]:
     """``(cond (H, W, 3), video (K, H, W, 3))`` uint8 of one prepared window."""
-    cond = render_condition_image(net, s.tile, cfg.resolution, s.record_xy, s.tower_xy, s.record_t, cfg)
+    cond = render_condition_image(net, s.tile, cfg.resolution, cfg.trace_xy(s.record_xy, s.record_obs_xy), s.tower_xy,
+                                  s.record_t, cfg)
     video = render_target_video(cond, s.tile, cfg.resolution, s.truth_xy, s.truth_t, s.duration_s, cfg.frames, cfg)
     return cond, video
 

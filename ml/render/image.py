@@ -218,7 +218,8 @@ def render_condition_image(
         net: the city's road network (projected metres).
         tile: the window's tile (chosen from the signaling positions only).
         resolution: image side in pixels.
-        record_xy: ``(n, 2)`` serving-tower positions of the window's records, in time order.
+        record_xy: ``(n, 2)`` the points of the signaling polyline in time order (``RenderConfig.trace_xy``: the
+            serving towers, or the records' observation-model positions).
         tower_xy: ``(m, 2)`` tower positions to mark (the serving towers, or all towers in the tile).
         record_t: optional ``(n,)`` record times (any unit); the ramp follows time when given,
             the record order otherwise.

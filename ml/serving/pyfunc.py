@@ -12,11 +12,13 @@ not be decoded: the serving-tower positions interpolated in time) .
 
 Pipeline per request: ``ml.geo.choose_tile`` on the serving-tower positions, the condition image
 by ``ml.render.render_condition_image``, a batched Euler sample of the flow model, then
-``ml.decode.decode_video_to_trajectory`` (snapped to the road network).
+``ml.decode.decode_video_to_trajectory`` (snapped to the road network, reading the request's records beside the
+drawing as the evaluation does).
 
 Artifacts: ``checkpoint`` (``save_video_model`` file), ``towers`` (parquet: cell_id, lon, lat),
 ``roads`` (``RoadNetwork.save_npz``), ``serving_config`` (JSON: city, crs, duration_s,
-eval_interval_s, n_steps, noise_scale, shift, seed, render config, footprint settings) and, when the
+eval_interval_s, n_steps, noise_scale, shift, seed, record_evidence_weight, render config, footprint settings) and,
+when the
 model was trained on them, ``footprints`` (the city's ``cell_footprints``: records are placed for the
 tokens as the renderer placed them).
 """
@@ -110,21 +112,28 @@ class TrajectoryReconstructor:
             tile = choose_tile(rxy_w, self.crs, self.render_cfg.zoom_sizes_m, self.render_cfg.margin_m)
             towers = np.unique(rxy_w, axis=0) if self.render_cfg.towers == "serving" else \
                 self.tower_xy[tile.contains(self.tower_xy)]
-            conds.append(render_condition_image(self.net, tile, R, rxy_w, towers, rt_w, self.render_cfg))
+            conds.append(render_condition_image(self.net, tile, R, self.render_cfg.trace_xy(rxy_w, obs_w), towers, rt_w,
+                                                self.render_cfg))
             # the same token format as the renderer's (ml.render.dataset.sample_tokens)
             tok, mask = records_to_array(tile.xy_to_pixel(obs_w, R) / R, np.clip(rt_w / self.duration_s, 0.0, 1.0),
                                          ev_w, self.model_cfg.max_records)
             toks.append(tok)
             masks.append(mask)
             tiles.append(tile)
-            metas.append((key, t0, rxy_w, rt_w))
+            metas.append((key, t0, rxy_w, rt_w, cells_w, ev_w))
         return np.stack(conds), np.stack(toks), np.stack(masks), tiles, metas
 
-    def _decode(self, video: np.ndarray, layer: np.ndarray | None, tile: Any) -> np.ndarray:
+    def _decode(self, video: np.ndarray, layer: np.ndarray | None, tile: Any, record_t: np.ndarray,
+                cells: np.ndarray, events: np.ndarray) -> np.ndarray:
         from ml.decode import decode_video_to_trajectory
+        from ml.observation.evidence import record_evidence
 
+        # the evaluation's decoder: the records' evidence beside the drawing, at the weight the model was
+        # registered with (older registrations carry none: the drawing alone, as they were evaluated)
+        weight = float(self.cfg.get("record_evidence_weight", 0.0))
+        evidence = record_evidence(record_t, cells, events, self.observation, weight) if weight > 0 else None
         dec = decode_video_to_trajectory(video, tile, self.model_cfg.resolution, self.duration_s, self.net, self.eval_t,
-                                         layer=layer)
+                                         layer=layer, evidence=evidence)
         return np.asarray(dec.xy, dtype=float)
 
     def reconstruct(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -162,10 +171,10 @@ class TrajectoryReconstructor:
             layers.extend([None] * len(v) if lay is None else list(lay))
         videos_u8 = np.concatenate(videos)
         out = []
-        for video, layer, tile, (key, t0, rxy, rt) in zip(videos_u8, layers, tiles, metas):
+        for video, layer, tile, (key, t0, rxy, rt, cells, events) in zip(videos_u8, layers, tiles, metas):
             method = "video"
             # a poor sample decodes to NaN positions (filled below, and labelled); an exception is a bug and is raised
-            xy = self._decode(video, layer, tile)
+            xy = self._decode(video, layer, tile, rt, cells, events)
             if not np.isfinite(xy).all():
                 method = "fallback_mar"
                 fb = interpolate_positions(rt, rxy, self.eval_t, "request records")

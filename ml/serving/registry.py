@@ -108,6 +108,7 @@ def log_video_model(
     tags: dict[str, str] | None = None,
     footprints: str | Path | None = None,
     footprint_cfg: Any = None,
+    record_evidence_weight: float = 0.0,
 ) -> LoggedModel:
     """Log the checkpoint as a pyfunc (with towers, roads and serving config) and register it.
 
@@ -117,7 +118,8 @@ def log_video_model(
     The model is registered as ``sig2gps-video-<city>`` and ``alias`` (``sft`` or ``gdpo``) is set
     on the new version. Logs into ``run_id`` when given, else into a new run. ``footprints`` (the city's
     ``cell_footprints`` parquet, with ``footprint_cfg``) travel with the model when its training arrays
-    placed records through them, so serving places them the same way.
+    placed records through them, so serving places them the same way. ``record_evidence_weight``: the
+    decoder's weight of the records beside the drawing (``EvaluationConfig.video_record_evidence_weight``).
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -147,7 +149,8 @@ def log_video_model(
         rc.pop("resolution", None)
         rc.pop("frames", None)
         cfg = {"city": city, "crs": crs, "duration_s": float(duration_s), "eval_interval_s": float(eval_interval_s),
-               "n_steps": int(n_steps), "noise_scale": float(noise_scale), "shift": float(shift), "seed": int(seed), "render": rc}
+               "n_steps": int(n_steps), "noise_scale": float(noise_scale), "shift": float(shift), "seed": int(seed),
+               "record_evidence_weight": float(record_evidence_weight), "render": rc}
         if footprints is not None:
             cfg["footprints"] = (footprint_cfg.model_dump(mode="json") if hasattr(footprint_cfg, "model_dump")
                                  else dict(footprint_cfg or {}))
