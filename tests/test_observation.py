@@ -85,6 +85,18 @@ def test_learned_model_without_history_is_the_handmade_model(towers, contexts):
     np.testing.assert_allclose(learned.positions(cell, left), hand.positions(cell, left))
     xy = hand.positions(cell, left)[:, None, :] + np.array([[0.0, 0.0], [150.0, -80.0], [400.0, 30.0]])[None]
     np.testing.assert_allclose(learned.log_likelihood(cell, left, xy), hand.log_likelihood(cell, left, xy))
+    np.testing.assert_allclose(learned.spread_m(cell, left), hand.spread_m(cell, left))
+    np.testing.assert_allclose(hand.spread_m(cell, left), np.sqrt(2.0) * hand.sigma_m)
+
+
+def test_spread_tends_to_the_footprints_own(towers, footprints):
+    """With much history (weak prior) a key's spread is its phones' RMS distance from their mean."""
+    summ = footprint_summary(footprints).sort_values("n_records").iloc[-1]
+    cell, left = np.array([summ["cell_id"]]), np.array([summ["left_cell_id"]])
+    near = LearnedObservationModel(footprints, towers, FootprintConfig(prior_strength=1e-6)).spread_m(cell, left)[0]
+    assert near == pytest.approx(summ["spread_m"], rel=1e-3)
+    weak = LearnedObservationModel(footprints, towers, FootprintConfig(prior_strength=1e6)).spread_m(cell, left)[0]
+    assert weak == pytest.approx(np.sqrt(2.0) * HandmadeObservationModel(towers).sigma_m, rel=1e-3)
 
 
 def test_history_pulls_the_point_toward_the_footprint_mean(towers, footprints):

@@ -153,3 +153,26 @@ def test_a_next_gps_checkpoint_is_not_a_reconstruction_method(contexts, tmp_path
     assert set(out) == {c.sample_id for c in contexts[12:14]} and all(v.shape == (3, 2) for v in out.values())
     with pytest.raises(ValueError, match="trained with a 150 s GPS prefix"):
         seq2seq_at_targets(res.checkpoint_path, contexts[12:14], NextGPSConfig(known_s=120.0))
+
+
+def test_record_tokens_carry_the_observation_models_spread(contexts, grid_net):
+    """Each record token reads how far to trust its position (``ObservationModel.spread_m``, model units), the
+    network's output depends on it, and a checkpoint config without the feature keeps four columns' worth."""
+    from ml.observation import HandmadeObservationModel, left_cells
+
+    cfg = seq2seq_profile("ci")
+    b = window_batch(contexts[:2], cfg)
+    ctx = contexts[0]
+    cells = ctx.records["cell_id"].to_numpy()
+    want = HandmadeObservationModel(ctx.towers_xy).spread_m(cells, left_cells(cells, ctx.records["event"].to_numpy()))
+    n = len(cells)
+    np.testing.assert_allclose(b.records[0, :n, 4] * cfg.scale_m, want, rtol=1e-5)
+    model = RecordsToPositions(cfg).eval()
+    torch.nn.init.normal_(model.out.weight, std=0.1)
+    args = [torch.from_numpy(a) for a in (b.records, b.record_mask, b.query_t, b.query_prior, b.query_mask)]
+    tighter = args[0].clone()
+    tighter[..., 4] *= 0.2
+    with torch.no_grad():
+        assert not torch.allclose(model(*args), model(tighter, *args[1:]))
+    blind = RecordsToPositions(seq2seq_profile("ci", record_spread=False))
+    assert blind.record_in[0].in_features == model.record_in[0].in_features - 1

@@ -36,6 +36,9 @@ class ObservationModel(Protocol):
     def positions(self, cell: np.ndarray, left: np.ndarray) -> np.ndarray:
         """Point estimate ``(n, 2)`` of each key."""
 
+    def spread_m(self, cell: np.ndarray, left: np.ndarray) -> np.ndarray:
+        """RMS distance ``(n,)`` of each key's phone from its point estimate (how far to trust it)."""
+
     def log_likelihood(self, cell: np.ndarray, left: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """Log-density ``(n, K)`` of each key's phone at candidate positions ``xy (n, K, 2)``."""
 

@@ -142,6 +142,10 @@ class HandmadeObservationModel:
         """Point estimate ``(n, 2)`` of each observation key (``left``: :func:`left_cells`)."""
         return positions_of_keys(cell, left, self.towers, self.cfg)
 
+    def spread_m(self, cell: np.ndarray, left: np.ndarray) -> np.ndarray:
+        """RMS distance ``(n,)`` of each key's phone from its point estimate: sqrt(2) sigma (a 2-D Gaussian)."""
+        return np.full(len(np.asarray(cell).reshape(-1)), np.sqrt(2.0) * self.sigma_m)
+
     def log_likelihood(self, cell: np.ndarray, left: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """Log-density (per m^2) of each record's phone at candidate positions ``xy (n, K, 2)`` -> ``(n, K)``."""
         return gaussian_log_density(xy, self.positions(cell, left), self.sigma_m)

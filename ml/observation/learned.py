@@ -70,6 +70,22 @@ class LearnedObservationModel:
         mean[row >= 0] = self.footprints.mean_xy[row[row >= 0]]
         return w[:, None] * mean + (1.0 - w[:, None]) * prior
 
+    def spread_m(self, cell: np.ndarray, left: np.ndarray) -> np.ndarray:
+        """RMS distance ``(n,)`` of each key's phone from its point estimate ``p``: the history's share
+        ``w (spread^2 + |mean - p|^2)`` plus the hand-made share ``(1 - w) (2 sigma^2 + |prior - p|^2)``
+        (``spread``: the train records' RMS distance from their mean; the kernel's smoothing is left out, so a
+        key whose phones sit on one street reads as tight)."""
+        prior = self.prior_positions(cell, left)
+        row, w = self.history_weight(cell, left)
+        p = self.positions(cell, left)
+        var = (1.0 - w) * (2.0 * self.sigma_m**2 + ((prior - p) ** 2).sum(-1))
+        has = row >= 0
+        if has.any():
+            fp, r = self.footprints, row[has]
+            d_mean = ((fp.mean_xy[r] - p[has]) ** 2).sum(-1)
+            var[has] += w[has] * (fp.spread_m[r] ** 2 + d_mean)
+        return np.sqrt(var)
+
     def log_likelihood(self, cell: np.ndarray, left: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """Log-density (per m^2) of each key's phone at candidate positions ``xy (n, K, 2)`` -> ``(n, K)``.
 

@@ -22,6 +22,9 @@ class Seq2SeqConfig(BaseModel):
     max_records: int = Field(64, ge=2, description="records per window (longer traces are subsampled evenly)")
     scale_m: float = Field(1000.0, gt=0.0, description="metres per model unit (positions are relative to the "
                            "window's mean observation position)")
+    record_spread: bool = Field(True, description="each record token also reads how far to trust its position: "
+                                "the observation model's RMS spread of the key's phones (ObservationModel.spread_m; "
+                                "the footprint's where the cell has history)")
     # next-GPS (ml.nextgps): the window's GPS up to prefix_s is given as extra tokens
     prefix_s: float | None = Field(None, gt=0.0, description="None: reconstruction (the signaling only). A number: "
                                    "the GPS truth at the evaluation times <= prefix_s is read as extra tokens, the "

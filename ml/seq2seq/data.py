@@ -4,8 +4,9 @@ Positions are in model units: metres relative to the window's mean observation p
 ``Seq2SeqConfig.scale_m``, so the model sees the shape of a trace, not where the city is. Each record
 sits where the window's observation model puts it (``ctx.observation``: the city's learned footprints in the
 pipeline; the hand-made model, ``ml.observation.record_positions``, for windows without one), the same positions
-the video model's prior and record tokens use. Each evaluation time gets the *prior*: those positions interpolated in
-time (MaR on those positions); the model predicts a correction to it.
+the video model's prior and record tokens use, with how far the model trusts each (its RMS spread, in model units;
+a known GPS position gets :data:`GPS_SPREAD_M`). Each evaluation time gets the *prior*: those positions interpolated
+in time (MaR on those positions); the model predicts a correction to it.
 
 With ``cfg.prefix_s`` (next-GPS prediction) the window's GPS truth at the evaluation times up to
 ``prefix_s`` follows the records as extra tokens (event :data:`EVENT_GPS`), those times' prior is the
@@ -33,13 +34,15 @@ EVENT_UNKNOWN = len(EVENTS)
 #: event id of a known GPS position (the next-GPS prefix tokens)
 EVENT_GPS = EVENT_UNKNOWN + 1
 _EVENT_ID = {e: i for i, e in enumerate(EVENTS)}
+#: spread of a known GPS position (the next-GPS prefix tokens): a taxi GPS fix's typical error
+GPS_SPREAD_M = 10.0
 
 
 @dataclass
 class WindowBatch:
     """Arrays of ``N`` windows with ``R`` record slots and ``Q`` evaluation-time slots."""
 
-    records: np.ndarray  # (N, R, 4) float32: x, y (model units), time fraction, event id
+    records: np.ndarray  # (N, R, 5) float32: x, y (model units), time fraction, event id, spread (model units)
     record_mask: np.ndarray  # (N, R) bool
     query_t: np.ndarray  # (N, Q) float32: evaluation time as a fraction of the window
     query_prior: np.ndarray  # (N, Q, 2) float32: the prior position (model units)
@@ -81,7 +84,7 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
     P = max((len(p) for p in prefixes), default=0)
     R, Q = cfg.max_records + P, max((c.n_eval for c in keep), default=1)
     n = len(keep)
-    records = np.zeros((n, R, 4), np.float32)
+    records = np.zeros((n, R, 5), np.float32)
     record_mask = np.zeros((n, R), bool)
     query_t = np.zeros((n, Q), np.float32)
     query_prior = np.zeros((n, Q, 2), np.float32)
@@ -94,7 +97,8 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
         # the window's observation model (the city's footprints when the windows carry them), else hand-made
         model = ctx.observation or HandmadeObservationModel(ctx.towers_xy)
         cells = rec["cell_id"].to_numpy()
-        obs = model.positions(cells, left_cells(cells, rec["event"].to_numpy()))
+        left = left_cells(cells, rec["event"].to_numpy())
+        obs = model.positions(cells, left)
         t = rec["t"].to_numpy(np.float64)
         centre[i] = obs.mean(axis=0)
         dur = max(float(ctx.duration_s), 1e-6)
@@ -103,6 +107,7 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
         records[i, :m, :2] = (obs[idx] - centre[i]) / cfg.scale_m
         records[i, :m, 2] = np.clip(t[idx] / dur, 0.0, 1.0)
         records[i, :m, 3] = [_EVENT_ID.get(str(e), EVENT_UNKNOWN) for e in rec["event"].to_numpy()[idx]]
+        records[i, :m, 4] = model.spread_m(cells[idx], left[idx]) / cfg.scale_m
         record_mask[i, :m] = True
         q = ctx.n_eval
         eval_t = np.asarray(ctx.eval_t, np.float64)
@@ -116,6 +121,7 @@ def window_batch(contexts: Sequence[SampleContext], cfg: Seq2SeqConfig, with_tar
             records[i, m : m + len(known), :2] = (gps - centre[i]) / cfg.scale_m
             records[i, m : m + len(known), 2] = query_t[i, known]
             records[i, m : m + len(known), 3] = EVENT_GPS
+            records[i, m : m + len(known), 4] = GPS_SPREAD_M / cfg.scale_m
             record_mask[i, m : m + len(known)] = True
             prior = _prefix_prior(prior, eval_t, known, gps, dur, cfg.prefix_prior)
             loss_mask[i, known] = False

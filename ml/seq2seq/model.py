@@ -38,7 +38,10 @@ class RecordsToPositions(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.fourier = FourierFeatures(cfg.n_freqs)
-        self.record_in = nn.Sequential(nn.Linear(self.fourier.out_dim(3), d), nn.GELU(), nn.Linear(d, d))
+        self.record_spread = cfg.record_spread
+        # the spread enters as its log (spreads span tens to hundreds of metres), beside the Fourier features
+        self.record_in = nn.Sequential(nn.Linear(self.fourier.out_dim(3) + int(cfg.record_spread), d), nn.GELU(),
+                                       nn.Linear(d, d))
         # one more event id, the known GPS positions, only for next-GPS models (reconstruction checkpoints keep theirs)
         self.event = nn.Embedding(EVENT_GPS + 1 if cfg.prefix_s is not None else EVENT_UNKNOWN + 1, d)
         self.query_in = nn.Sequential(nn.Linear(self.fourier.out_dim(3), d), nn.GELU(), nn.Linear(d, d))
@@ -54,7 +57,10 @@ class RecordsToPositions(nn.Module):
     def forward(self, records: torch.Tensor, record_mask: torch.Tensor, query_t: torch.Tensor,
                 query_prior: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
         event = records[..., 3].long().clamp(0, self.event.num_embeddings - 1)
-        tokens = self.record_in(self.fourier(records[..., :3])) + self.event(event)
+        feats = self.fourier(records[..., :3])
+        if self.record_spread:
+            feats = torch.cat([feats, torch.log(records[..., 4:5].clamp_min(1e-3))], dim=-1)
+        tokens = self.record_in(feats) + self.event(event)
         memory = self.encoder(tokens, src_key_padding_mask=~record_mask)
         q = self.query_in(self.fourier(torch.cat([query_prior, query_t[..., None]], dim=-1)))
         h = self.decoder(q, memory, tgt_key_padding_mask=~query_mask, memory_key_padding_mask=~record_mask)

@@ -125,7 +125,8 @@ def load_seq2seq(path: str | Path, device: str = "cpu") -> tuple[RecordsToPositi
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path}: not a seq2seq checkpoint (format {obj.get('format') if isinstance(obj, dict) else '?'}"
                          f", expected {FORMAT})")
-    cfg = Seq2SeqConfig.model_validate(obj["config"])
+    # checkpoints from before the spread feature read four columns per record
+    cfg = Seq2SeqConfig.model_validate({"record_spread": False, **obj["config"]})
     model = RecordsToPositions(cfg)
     model.load_state_dict(obj["state_dict"])
     return model.to(device).eval(), cfg
