@@ -14,8 +14,11 @@ from bench.common import ROOT
 
 BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "peers", "hre", "hre_paper", "sft_step", "sft",
               "sft_objective",
-              "sampling_steps", "memory", "gdpo", "seq2seq", "seq2seq_prefix"]
-# base_curve needs a training run (models/train_base.sh); continuation, the demo sft_checkpoint (`make demo`)
+              "sampling_steps", "memory", "gdpo", "seq2seq", "seq2seq_prefix", "footprints", "video_prior",
+              "decode_evidence", "video_design"]
+# base_curve needs a training run (models/train_base.sh, models/train_base_footprints.sh); continuation, the demo
+# sft_checkpoint (`make demo`); footprints, video_prior, decode_evidence and video_design the demo cities'
+# materialised data (`make demo` and `make demo CITY=ringtown`)
 
 
 def main(argv: list[str]) -> int:

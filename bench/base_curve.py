@@ -2,12 +2,15 @@
 
     .venv/bin/python -m bench.base_curve [--run runs/base] [--cities gridville ringtown] [--val 48]
                                          [--sample-steps 10] [--png models/base_learning_curve.png]
+                                         [--footprints] [--out base_curve]
 
 For each ``step*.ckpt`` in ``<run>/checkpoints`` (kept with ``keep_checkpoints=-1``, see
 models/train_base.sh) and step 0 (the untrained model, which draws the signaling prior exactly), one
 video per val window of each city is sampled (Euler ODE) and decoded to GPS: head-detect rate, head
 error (px) and decoded median error (m), the figures the model card shows. MaR and industrial_hmm on
-the same windows are the reference lines. Writes ``outputs/bench/base_curve.json`` and the PNG.
+the same windows are the reference lines. With ``--footprints`` the windows read their records through the
+city's materialised ``cell_footprints`` (the footprint base's inputs; the decoder's record evidence reads them
+too) and ``learned_hmm`` joins the reference lines. Writes ``outputs/bench/<out>.json`` and the PNG.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=1, help="score every n-th checkpoint")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--png", type=Path, default=ROOT / "models" / "base_learning_curve.png")
+    ap.add_argument("--footprints", action="store_true", help="windows read through the city's cell_footprints")
+    ap.add_argument("--out", default="base_curve")
     args = ap.parse_args(argv)
     import torch
 
@@ -48,10 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     ckpts = sorted((p for p in (args.run / "checkpoints").glob("step*.ckpt")), key=_step)[:: args.every]
     if not ckpts:
         raise SystemExit(f"{args.run}/checkpoints: no step*.ckpt (train with --set keep_checkpoints=-1)")
-    cities = {c: val_contexts(c, args.val) for c in args.cities}
-    result = {"name": "base_curve", "run": str(args.run), "val_windows": {c: len(v[0]) for c, v in cities.items()},
-              "sample_steps": args.sample_steps, "baselines": {c: baselines(v[0]) for c, v in cities.items()},
-              "points": []}
+    if args.footprints:
+        from bench.decode_evidence import city_val
+
+        cities = {c: (lambda v: (v[0][: args.val], v[1]))(city_val(c)) for c in args.cities}
+    else:
+        cities = {c: val_contexts(c, args.val) for c in args.cities}
+    result = {"name": args.out, "run": str(args.run), "val_windows": {c: len(v[0]) for c, v in cities.items()},
+              "footprints": args.footprints, "sample_steps": args.sample_steps,
+              "baselines": {c: baselines(v[0], learned=args.footprints) for c, v in cities.items()}, "points": []}
     first = SFTModule.load_from_checkpoint(str(ckpts[0]), map_location="cpu", weights_only=False)
     untrained = SFTModule(first.cfg)  # step 0: the zero-initialised residual draws the prior
     for step, module in [(0, untrained)] + [(_step(p), p) for p in ckpts]:
@@ -64,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 point[city] = score(module, cp.render_dir(64, 17), ctxs, args.sample_steps)
         result["points"].append(point)
         print(point, flush=True)
-        write_result("base_curve", result)
+        write_result(args.out, result)
     plot(result, args.png)
     return 0
 
@@ -82,7 +92,9 @@ def plot(result: dict, png: Path) -> None:
         ax[0].plot(steps, [p[city]["head_detect_rate"] for p in pts], "o-", label=city)
         ax[1].plot(steps, [p[city]["head_error_px"] for p in pts], "o-", label=city)
         line = ax[2].plot(steps, [p[city]["median_error_m"] for p in pts], "o-", label=f"{city}: video")[0]
-        for name, style in (("mar", ":"), ("industrial_hmm", "--")):
+        for name, style in (("mar", ":"), ("industrial_hmm", "--"), ("learned_hmm", "-.")):
+            if name not in result["baselines"][city]:
+                continue
             ax[2].axhline(result["baselines"][city][name]["median_error_m"], ls=style, color=line.get_color(),
                           lw=1, label=f"{city}: {name}")
     ax[0].set(title="head detected (share of frames)", xlabel="training step", ylim=(0, 1.05))

@@ -41,6 +41,10 @@ VARIANTS: dict[str, dict] = {
     # 2 conditions x 4 rollouts, one inner epoch, lr 1e-4: for the time split
     "old_settings": {"n_steps": 10, "init_noise_scale": 1.0, "noise_scale": 0.7, "exploration_radius_px": None,
                      "conditions_per_step": 2, "group_size": 4, "inner_epochs": 1, "lr": 1e-4},
+    # exploration that can move the head further: noise within 12 px of the drawing, or on every pixel (the
+    # default explores within 5 px, so a rollout can only jitter the head near where the prior put it)
+    "explore_12px": {"exploration_radius_px": 12},
+    "explore_everywhere": {"exploration_radius_px": None},
 }
 
 

@@ -132,13 +132,15 @@ def score(module, rendered: Path, contexts, sample_steps: int) -> dict:
     return out
 
 
-def baselines(contexts) -> dict:
-    from ml.baselines import SIGNALING_METHODS
+def baselines(contexts, learned: bool = False) -> dict:
+    """MaR and industrial_hmm on ``contexts`` (and ``learned_hmm`` with ``learned``: the windows carry footprints)."""
+    from ml.baselines import FOOTPRINT_METHODS, SIGNALING_METHODS
     from ml.evaluation import run_method, score_run, summarise
 
     out = {}
-    for name in ("mar", "industrial_hmm"):
-        s = summarise(score_run(run_method(name, "signaling", SIGNALING_METHODS[name], contexts), contexts))
+    methods = {**SIGNALING_METHODS, **FOOTPRINT_METHODS}
+    for name in ("mar", "industrial_hmm") + (("learned_hmm",) if learned else ()):
+        s = summarise(score_run(run_method(name, "signaling", methods[name], contexts), contexts))
         out[name] = {k: s.get(k) for k in ("median_error_m", "mean_error_m", "p90_error_m", "route_f1", "n", "n_failed")}
     return out
 

@@ -1,7 +1,7 @@
 """What the video model should read and how it should train, chosen on val windows at equal CPU time.
 
     .venv/bin/python -m bench.video_design [--cities gridville ringtown] [--minutes 4] [--variants NAME ...]
-                                           [--threads 1] [--seed 0]
+                                           [--threads 1] [--seed 0] [--evidence-weight 0]
 
 For each city (its materialised demo data and ``cell_footprints``) the train and val windows are rendered
 once per input design: the record tokens (and so the per-frame signal prior) placed by the hand-made
@@ -9,7 +9,9 @@ observation model or by the city's footprints, and the condition image's signali
 serving towers or through the records' footprint positions (``RenderConfig.trace``). Every trained variant
 starts from the shipped base and fine-tunes with the ``demo`` SFT settings for ``--minutes`` of wall-clock
 time on one thread (equal CPU time), then every val window is sampled once with the evaluation's sampler
-(one Euler step from zero noise) and decoded as the evaluation does. ``prior_only`` is the untrained
+(one Euler step from zero noise) and decoded as the evaluation does, by default from the drawing alone
+(``--evidence-weight 0``: the decoder's record evidence, bench/decode_evidence.py, would blur what the
+variants draw differently). ``prior_only`` is the untrained
 residual model (it draws the footprint prior exactly) and ``base`` the shipped base without fine-tuning:
 the references that show what training adds. Reported: steps, s/step, head error (px, against the true
 head), decoded median and mean error (m), windows with no output, and ``learned_hmm`` / ``industrial_hmm``
@@ -104,7 +106,7 @@ def fine_tune(rendered: Path, overrides: dict, seconds: float, seed: int):
     return module, steps, elapsed / max(steps, 1)
 
 
-def score(model, mcfg, rendered: Path, contexts) -> dict:
+def score(model, mcfg, rendered: Path, contexts, evidence_weight: float) -> dict:
     from ml.evaluation import score_run, summarise
     from ml.evaluation.config import EvaluationConfig
     from ml.evaluation.video import predict_video_method
@@ -112,7 +114,8 @@ def score(model, mcfg, rendered: Path, contexts) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         ckpt = save_video_model(Path(d) / "model.pt", model, mcfg)
-        run = predict_video_method("video", ckpt, rendered, contexts, EvaluationConfig(split="val"))
+        run = predict_video_method("video", ckpt, rendered, contexts,
+                                   EvaluationConfig(split="val", video_record_evidence_weight=evidence_weight))
     s = summarise(score_run(run, contexts).merge(run.extra["rewards"], on="sample_id", how="left"))
     return {k: s.get(k) for k in ("median_error_m", "mean_error_m", "n", "n_failed", "head_detect_rate",
                                   "head_error_px", "reward_distance", "reward_direction", "reward_connectivity")}
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--evidence-weight", type=float, default=0.0)
     ap.add_argument("--out", default="video_design")
     args = ap.parse_args(argv)
     import torch
@@ -138,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     result = {"name": args.out, "machine": machine(), "minutes": args.minutes, "threads": args.threads,
+              "evidence_weight": args.evidence_weight,
               "base": str(BASE.relative_to(ROOT)), "cities": {}}
     for city in args.cities:
         cfg_city, net, tabs, truth, learned, val = city_data(city)
@@ -164,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 if train:
                     module, steps, s_per_step = fine_tune(data, overrides, args.minutes * 60.0, args.seed)
                     with module.eval_weights():  # the EMA weights, as the trainer exports them
-                        scores = score(module.model, module.cfg.model, data, val)
+                        scores = score(module.model, module.cfg.model, data, val, args.evidence_weight)
                 else:
                     model, mcfg = load_video_model(BASE)
                     if name == "prior_only":
                         torch.manual_seed(args.seed)
                         model = build_video_model(mcfg).eval()
-                    scores = score(model, mcfg, data, val)
+                    scores = score(model, mcfg, data, val, args.evidence_weight)
                 r = {"observation": obs, "trace": trace, "overrides": overrides, "steps": steps,
                      "s_per_step": s_per_step, **scores}
                 rows[name] = r
