@@ -200,7 +200,8 @@ def markdown_table(result: dict) -> str:
         for c in cities:
             v = result["cities"][c]["variants"].get(n)
             cells.append("| | | |" if v is None else
-                         f"{v['steps']} | {v['s_per_step']:.2f} | {v['head_error_px']:.2f} | {v['median_error_m']:.1f}")
+                         f"{v['steps']} | {'' if v['s_per_step'] != v['s_per_step'] else format(v['s_per_step'], '.2f')} | "
+                         f"{v['head_error_px']:.2f} | {v['median_error_m']:.1f}")
         lines.append(f"| {n} | {v0['observation']} | {v0['trace']} | " + " | ".join(cells) + " |")
     for ref in ("learned_hmm", "industrial_hmm"):
         lines.append(f"| *{ref}* | | | " + " | ".join(
