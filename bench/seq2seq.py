@@ -27,8 +27,10 @@ VARIANTS: dict[str, dict] = {
     "unsnapped": {"snap": False},
     "snap_sigma_60": {"snap_sigma_m": 60.0},
     "snap_sigma_250": {"snap_sigma_m": 250.0},
+    "spread": {"record_spread": True},
     "no_spread": {"record_spread": False},
     "no_dropout": {"dropout": 0.0},
+    "spread_no_dropout": {"record_spread": True, "dropout": 0.0},
 }
 
 

@@ -160,7 +160,7 @@ def test_record_tokens_carry_the_observation_models_spread(contexts, grid_net):
     network's output depends on it, and a checkpoint config without the feature keeps four columns' worth."""
     from ml.observation import HandmadeObservationModel, left_cells
 
-    cfg = seq2seq_profile("ci")
+    cfg = seq2seq_profile("ci", record_spread=True)
     b = window_batch(contexts[:2], cfg)
     ctx = contexts[0]
     cells = ctx.records["cell_id"].to_numpy()

@@ -246,10 +246,11 @@ def sft_profile(name: str, **overrides) -> SFTConfig:
                    val_every_n_steps=10, limit_val_batches=1, n_val_samples=2,
                    ckpt_every_n_steps=5, log_every_n_steps=1),
         # fine-tunes the shipped base model (models/README.md) on the city: minutes, not hours
-        # 100 steps: 150 changed the val head error by under 0.2 % on gridville and ringtown (docs/results.md),
-        # and 100 keep the SFT near 2 minutes of `make demo`
+        # 50 steps: 150 changed the val head error by under 0.2 % on gridville and ringtown, and 61-78 steps of
+        # any design left it equal to the base's to two decimals (docs/results.md, bench.video_design); 50 keep the
+        # SFT within `make demo`'s minutes
         "demo": dict(model=model_preset("demo"), init_checkpoint="models/sig2gps-base-64px-k17.pt", batch_size=8,
-                     lr=1e-4, warmup_steps=10, max_steps=100, val_every_n_steps=50, n_val_samples=16, ema_decay=0.98),
+                     lr=1e-4, warmup_steps=10, max_steps=50, val_every_n_steps=50, n_val_samples=16, ema_decay=0.98),
         # effective batch 32 as 16 x 2: ~36 GiB estimated peak on an 80 GB GPU with checkpointing (batch 32:
         # ~70 GiB, too close to the 72 GiB budget; docs/results/gpu_memory.md)
         "gpu": dict(model=model_preset("gpu"), batch_size=16, accumulate_grad_batches=2, lr=2e-4, warmup_steps=500,
@@ -348,7 +349,8 @@ def gdpo_profile(name: str, **overrides) -> GDPOConfig:
     """The GDPOConfig of a profile (``ci``, ``demo``, ``gpu``) plus field overrides; profiles differ in sizes only."""
     table: dict[str, dict] = {
         "ci": dict(group_size=2, conditions_per_step=2, steps=2, n_eval=2, val_every_n_steps=1, progress_bar=False),
-        "demo": {},
+        # `make demo` within minutes: 20 iterations, scored on 64 val windows at 0, 10 and 20
+        "demo": dict(steps=20, n_eval=64),
         "gpu": dict(conditions_per_step=8, steps=300, n_eval=128, val_every_n_steps=25, micro_batch_size=32,
                     log_every_n_steps=5),
     }
