@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.base_curve [--run runs/base] [--cities gridville ringtown] [--val 48]
                                          [--sample-steps 10] [--png models/base_learning_curve.png]
-                                         [--footprints] [--out base_curve]
+                                         [--footprints] [--out base_curve] [--compare models/<other base>.pt]
 
 For each ``step*.ckpt`` in ``<run>/checkpoints`` (kept with ``keep_checkpoints=-1``, see
 models/train_base.sh) and step 0 (the untrained model, which draws the signaling prior exactly), one
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png", type=Path, default=ROOT / "models" / "base_learning_curve.png")
     ap.add_argument("--footprints", action="store_true", help="windows read through the city's cell_footprints")
     ap.add_argument("--out", default="base_curve")
+    ap.add_argument("--compare", type=Path, nargs="*", default=[],
+                    help="other model.pt files (e.g. the previous base) scored on the same windows")
     args = ap.parse_args(argv)
     import torch
 
@@ -73,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
             for city, (ctxs, cp) in cities.items():
                 point[city] = score(module, cp.render_dir(64, 17), ctxs, args.sample_steps)
         result["points"].append(point)
+        print(point, flush=True)
+        write_result(args.out, result)
+    for path in args.compare:
+        from types import SimpleNamespace
+
+        from ml.models import load_video_model
+
+        model, mcfg = load_video_model(path)
+        holder = SimpleNamespace(model=model, cfg=SimpleNamespace(model=mcfg))  # what score() reads of a module
+        point = {"checkpoint": str(path)}
+        for city, (ctxs, cp) in cities.items():
+            point[city] = score(holder, cp.render_dir(64, 17), ctxs, args.sample_steps)
+        result.setdefault("compared", []).append(point)
         print(point, flush=True)
         write_result(args.out, result)
     plot(result, args.png)

@@ -8,7 +8,8 @@
   Gaussian) and :class:`LearnedObservationModel` (the city's cell footprints, shrunk toward the
   hand-made model by record count).
 
-Baselines, rendering, serving, seq2seq and the decoder all read records through this package.
+Baselines, rendering, serving, seq2seq and the decoder all read records through this package (the decoder
+through :class:`RecordEvidence`: a window's records as weighted log-likelihoods for its snapping HMM).
 """
 
 from typing import Protocol
@@ -23,6 +24,7 @@ from ml.observation.footprints import (FOOTPRINT_COLUMNS, FOOTPRINT_SPLIT, CellF
 from ml.observation.handmade import (HandmadeObservationConfig, HandmadeObservationModel, emission_sigma_m, left_cells,
                                      positions_of_keys, record_positions, sector_unit_vectors)
 from ml.observation.learned import LearnedObservationModel
+from ml.observation.evidence import RecordEvidence, context_evidence, record_evidence
 
 
 class ObservationModel(Protocol):
@@ -48,5 +50,6 @@ __all__ = [
     "HandmadeObservationConfig", "HandmadeObservationModel", "LearnedObservationModel",
     "CellFootprints", "FootprintConfig", "FOOTPRINT_COLUMNS", "FOOTPRINT_SPLIT", "build_cell_footprints",
     "empty_footprints", "footprint_summary", "footprint_problems", "truth_at_records", "emission_sigma_m", "left_cells",
-    "positions_of_keys", "record_positions", "sector_unit_vectors",
+    "positions_of_keys", "record_positions", "sector_unit_vectors", "RecordEvidence", "record_evidence",
+    "context_evidence",
 ]
