@@ -248,8 +248,9 @@ def sft_profile(name: str, **overrides) -> SFTConfig:
         # fine-tunes the shipped base model (models/README.md) on the city: minutes, not hours
         # 50 steps: 150 changed the val head error by under 0.2 % on gridville and ringtown, and 61-78 steps of
         # any design left it equal to the base's to two decimals (docs/results.md, bench.video_design); 50 keep the
-        # SFT within `make demo`'s minutes
-        "demo": dict(model=model_preset("demo"), init_checkpoint="models/sig2gps-base-64px-k17.pt", batch_size=8,
+        # SFT within `make demo`'s minutes. The base is the footprint base (models/README.md): trained on windows
+        # whose tokens, prior and polyline read each city's footprints, as the demo renders them
+        "demo": dict(model=model_preset("demo"), init_checkpoint="models/sig2gps-base-fp-64px-k17.pt", batch_size=8,
                      lr=1e-4, warmup_steps=10, max_steps=50, val_every_n_steps=50, n_val_samples=16, ema_decay=0.98),
         # effective batch 32 as 16 x 2: ~36 GiB estimated peak on an 80 GB GPU with checkpointing (batch 32:
         # ~70 GiB, too close to the 72 GiB budget; docs/results/gpu_memory.md)
