@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the shipped base model models/sig2gps-base-64px-k17.pt from scratch (models/README.md).
+# Since the footprints the demo renders read each city's cell_footprints and draw the records' polyline
+# (RenderConfig.trace = "records"), so this script now trains that base's recipe on the new inputs; the base the demo
+# fine-tunes is made by models/train_base_footprints.sh.
 #   models/train_base.sh [MAX_STEPS]      run from the repository root; needs ../shared/cities
 # 1. registers the training cities (two synthetic ones beside the demo cities, four real extracts),
 # 2. renders their windows with the demo profile (64 px, K = 17),
