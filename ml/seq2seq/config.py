@@ -45,9 +45,11 @@ class Seq2SeqConfig(BaseModel):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_steps: int = Field(50, ge=0)
-    max_steps: int = Field(3000, ge=1, description="size: optimiser steps at most (early stopping ends sooner)")
+    # `make demo` within ten minutes: on gridville val the best step was 700-1,600 (1,200 for the default;
+    # bench.seq2seq), so 1,200 steps cap it and four validations without improvement end it sooner
+    max_steps: int = Field(1200, ge=1, description="size: optimiser steps at most (early stopping ends sooner)")
     val_every_n_steps: int = Field(100, ge=1)
-    patience: int = Field(8, ge=1, description="validations without improvement of val/loss before stopping")
+    patience: int = Field(4, ge=1, description="validations without improvement of val/loss before stopping")
     augment_rotation: bool = Field(True, description="rotate each training window by a random angle (records, "
                                    "priors and truth together): the model sees shapes, not the city's orientation")
     seed: int = 0
@@ -66,10 +68,8 @@ def seq2seq_profile(name: str, **overrides) -> Seq2SeqConfig:
     table: dict[str, dict] = {
         "ci": dict(d_model=32, encoder_layers=1, decoder_layers=1, max_steps=30, val_every_n_steps=10, batch_size=8,
                    warmup_steps=0, progress_bar=False),
-        # `make demo` within minutes: on gridville val the best step was 700-1,600 (1,200 for the default;
-        # bench.seq2seq), so four validations without improvement end the run and 1,200 steps cap it
-        "demo": dict(max_steps=1200, patience=4),
-        "gpu": dict(d_model=256, n_heads=8, encoder_layers=6, decoder_layers=4, batch_size=256, max_steps=20000,
+        "demo": {},
+        "gpu": dict(d_model=256, n_heads=8, encoder_layers=6, decoder_layers=4, batch_size=256, max_steps=20000, patience=8,
                     val_every_n_steps=500, warmup_steps=500),
     }
     if name not in table:
