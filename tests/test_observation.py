@@ -226,5 +226,6 @@ def test_served_tokens_equal_rendered_tokens_with_footprints(grid_net, tables, c
         np.testing.assert_allclose(toks[k][masks[k].astype(bool)], rendered, atol=1e-5)
         np.testing.assert_array_equal(conds[k], arrays.batch(np.array([row]))[0][0])
     hand = TrajectoryReconstructor(base, tables["towers"], grid_net, {"duration_s": 600.0, "eval_interval_s": 30.0})
+    assert hand.render_cfg.trace == "serving_towers"  # a registration without the setting drew the towers' polyline
     _, toks_hand, _, _, _ = hand._cond_images(groups)
     assert not np.allclose(toks_hand, toks)

@@ -17,9 +17,8 @@ drawing as the evaluation does).
 
 Artifacts: ``checkpoint`` (``save_video_model`` file), ``towers`` (parquet: cell_id, lon, lat),
 ``roads`` (``RoadNetwork.save_npz``), ``serving_config`` (JSON: city, crs, duration_s,
-eval_interval_s, n_steps, noise_scale, shift, seed, record_evidence_weight, render config, footprint settings) and,
-when the
-model was trained on them, ``footprints`` (the city's ``cell_footprints``: records are placed for the
+eval_interval_s, n_steps, noise_scale, shift, seed, record_evidence_weight, render config, footprint settings)
+and, when the model was trained on them, ``footprints`` (the city's ``cell_footprints``: records are placed for the
 tokens as the renderer placed them).
 """
 
@@ -77,6 +76,8 @@ class TrajectoryReconstructor:
                             LearnedObservationModel(footprints, self.tower_table,
                                                     FootprintConfig(**(self.cfg.get("footprints") or {}))))
         rc = dict(self.cfg.get("render") or {})
+        # registrations from before RenderConfig.trace drew the polyline through the serving towers
+        rc.setdefault("trace", "serving_towers")
         rc.update(resolution=self.model_cfg.resolution, frames=self.model_cfg.frames)
         self.render_cfg = RenderConfig.model_validate(rc)
         self.duration_s = float(self.cfg["duration_s"])
