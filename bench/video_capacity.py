@@ -40,57 +40,29 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.decode_evidence import city_val
-    from bench.video_design import BASE, score
+    from bench.video_design import fine_tune, score
     from ml.models.backbone import build_video_model
-    from ml.models.config import sft_profile
-    from ml.models.data import RenderedVideoDataModule
-    from ml.models.lightning_sft import SFTModule, model_config_for_data
-    from ml.observation import build_sample_contexts
     from ml.io import read_table
-    from ml.train.sft import _load_init
+    from ml.observation import build_sample_contexts
 
     torch.set_num_threads(args.threads)
     val, cp = city_val(args.city)
     rendered = cp.render_dir(64, 17)
-    cfg = sft_profile("demo", max_steps=100_000, lr=args.lr, warmup_steps=10, seed=args.seed,
-                      one_step_fraction=args.one_step_fraction)
-    dm = RenderedVideoDataModule(rendered, batch_size=cfg.batch_size, seed=args.seed, with_tokens=True,
-                                 max_records=cfg.model.max_records)
-    dm.setup("fit")
-    dm.rows["train"] = dm.rows["train"][: args.windows]
-    fit_ids = set(dm.index["sample_id"].astype(str).to_numpy()[dm.rows["train"]])
-    towers = read_table(cp.table("towers"), "towers")
-    train = [c for c in build_sample_contexts(read_table(cp.table("samples"), "samples"),
-                                              read_table(cp.table("signaling"), "signaling"), towers, val[0].net,
-                                              sample_truth=read_table(cp.sample_truth, "sample_truth"), split="train")
+    module, steps, _, losses, fit_ids = fine_tune(
+        rendered, dict(lr=args.lr, warmup_steps=10, one_step_fraction=args.one_step_fraction), args.minutes * 60.0,
+        args.seed, train_windows=args.windows)
+    fit_ids = set(fit_ids)
+    train = [dataclasses.replace(c, observation=val[0].observation)
+             for c in build_sample_contexts(read_table(cp.table("samples"), "samples"),
+                                            read_table(cp.table("signaling"), "signaling"),
+                                            read_table(cp.table("towers"), "towers"), val[0].net,
+                                            sample_truth=read_table(cp.sample_truth, "sample_truth"), split="train")
              if c.sample_id in fit_ids]
-    train = [dataclasses.replace(c, observation=val[0].observation) for c in train]
-    cfg = cfg.model_copy(update={"model": model_config_for_data(cfg.model, dm.resolution, dm.frames)})
-    torch.manual_seed(args.seed)
-    module = SFTModule(cfg)
-    _load_init(module, BASE)
-    untrained = build_video_model(cfg.model).eval()
-    before = {"fitted": score(untrained, cfg.model, rendered, train, 0.0), "val": score(untrained, cfg.model, rendered, val, 0.0)}
-    opts = module.configure_optimizers()
-    opt, sched = opts["optimizer"], opts["lr_scheduler"]["scheduler"]
-    steps, t0, losses = 0, time.perf_counter(), []
-    module.train()
-    while time.perf_counter() - t0 < args.minutes * 60:
-        for batch in dm.train_dataloader():
-            loss = module.flow_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip or 1e9)
-            opt.step()
-            sched.step()
-            if module.ema is not None:
-                module.ema.update(module.model)
-            steps += 1
-            losses.append(loss.item())
-    module.eval()
+    untrained = build_video_model(module.cfg.model).eval()
+    mcfg = module.cfg.model
+    before = {"fitted": score(untrained, mcfg, rendered, train, 0.0), "val": score(untrained, mcfg, rendered, val, 0.0)}
     with module.eval_weights():
-        after = {"fitted": score(module.model, cfg.model, rendered, train, 0.0),
-                 "val": score(module.model, cfg.model, rendered, val, 0.0)}
+        after = {"fitted": score(module.model, mcfg, rendered, train, 0.0), "val": score(module.model, mcfg, rendered, val, 0.0)}
     result = {"name": "video_capacity", "machine": machine(), "city": args.city, "windows": len(train),
               "minutes": args.minutes, "lr": args.lr, "one_step_fraction": args.one_step_fraction, "steps": steps,
               "loss_first_last_10": [float(np.mean(losses[:10])), float(np.mean(losses[-10:]))],

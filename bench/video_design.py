@@ -66,8 +66,9 @@ def city_data(city: str):
     return cfg_city, net, tabs, truth, learned, val
 
 
-def fine_tune(rendered: Path, overrides: dict, seconds: float, seed: int):
-    """The demo SFT from the shipped base for ``seconds`` of wall-clock time: (module, steps, s/step)."""
+def fine_tune(rendered: Path, overrides: dict, seconds: float, seed: int, train_windows: int | None = None):
+    """The demo SFT from the shipped base for ``seconds`` of wall-clock time (on the first ``train_windows`` train
+    rows only, when given): ``(module, steps, s/step, losses, sample ids trained on)``."""
     import torch
 
     from ml.models.config import sft_profile
@@ -80,13 +81,15 @@ def fine_tune(rendered: Path, overrides: dict, seconds: float, seed: int):
     dm = RenderedVideoDataModule(rendered, batch_size=cfg.batch_size, seed=seed, with_tokens=cfg.model.uses_records,
                                  max_records=cfg.model.max_records)
     dm.setup("fit")
+    if train_windows is not None:
+        dm.rows["train"] = dm.rows["train"][:train_windows]
     cfg = cfg.model_copy(update={"model": model_config_for_data(cfg.model, dm.resolution, dm.frames)})
     torch.manual_seed(seed)
     module = SFTModule(cfg)
     _load_init(module, BASE)
     opts = module.configure_optimizers()
     opt, sched = opts["optimizer"], opts["lr_scheduler"]["scheduler"]
-    steps, t_start = 0, time.perf_counter()
+    steps, t_start, losses = 0, time.perf_counter(), []
     module.train()
     while time.perf_counter() - t_start < seconds:
         for batch in dm.train_dataloader():
@@ -99,11 +102,13 @@ def fine_tune(rendered: Path, overrides: dict, seconds: float, seed: int):
             if module.ema is not None:
                 module.ema.update(module.model)
             steps += 1
+            losses.append(loss.item())
             if time.perf_counter() - t_start >= seconds:
                 break
     elapsed = time.perf_counter() - t_start
     module.eval()
-    return module, steps, elapsed / max(steps, 1)
+    trained_ids = dm.index["sample_id"].astype(str).to_numpy()[dm.rows["train"]]
+    return module, steps, elapsed / max(steps, 1), losses, trained_ids
 
 
 def score(model, mcfg, rendered: Path, contexts, evidence_weight: float) -> dict:
@@ -167,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 data = rendered[(obs, trace)]
                 steps, s_per_step = 0, float("nan")
                 if train:
-                    module, steps, s_per_step = fine_tune(data, overrides, args.minutes * 60.0, args.seed)
+                    module, steps, s_per_step, _, _ = fine_tune(data, overrides, args.minutes * 60.0, args.seed)
                     with module.eval_weights():  # the EMA weights, as the trainer exports them
                         scores = score(module.model, module.cfg.model, data, val, args.evidence_weight)
                 else:
