@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.common import ROOT, machine, write_result  # noqa: E402
-from bench.hre_paper_data import PAPER_TABLE_II, Drives, drive_windows, load_city, road_mix, simulate_drives  # noqa: E402
+from bench.hre_paper_data import Drives, drive_windows, load_city, road_mix, simulate_drives  # noqa: E402
+from bench.hre_paper_report import write_report  # noqa: E402
 from ml.baselines.mr import HREConfig  # noqa: E402
 from ml.baselines.mr._data import eval_times, interp_xy, mr_matrix, slot_grid  # noqa: E402
 from ml.baselines.mr.hre import hre_track, run_hre  # noqa: E402
@@ -44,15 +45,6 @@ PAPER_V_AVR = 10.5  # m/s, its v_avr on dataset I
 # HRE's hard transition bound: 1.5 x v_max (the paper: K "slightly larger" than v_max delta / gamma;
 # its drives peaked at 105.7-110.5 km/h = 29-31 m/s). Fixed, not tuned.
 V_PRUNE = 1.5 * PAPER_V_MAX
-PAPER_TABLE_III = {  # dataset I / II: QLE m, TME %
-    "I": {"mar": (116.6, 74.14), "wcl": (85.2, 48.32), "hmm_wcl": (64.3, 32.11), "msr": (41.4, 8.93),
-          "hre": (12.6, 0.34), "hrea": (10.1, 0.28)},
-    "II": {"mar": (125.9, 76.24), "wcl": (88.6, 51.91), "hmm_wcl": (67.7, 37.44), "msr": (45.0, 9.75),
-           "hre": (14.7, 0.37), "hrea": (12.4, 0.25)},
-}
-PAPER_TABLE_VI = {"mar": (38.4, 27.24), "wcl": (30.5, 19.54), "random_theta": (47.8, 35.22), "random_traj": (74.8, 28.18),
-                  "msr": (12.6, 0.34), "gt_theta": (8.4, 0.27)}
-PAPER_TABLE_VII = {"hmmm_on_msr": (40.1, 17.37), "hre": (12.6, 0.34)}
 METHODS = ("mar", "wcl", "hmm_wcl", "hmm_wcl_raw", "msr", "msr_paper", "hre", "hrea")
 
 
@@ -391,8 +383,6 @@ def update_extras(a: argparse.Namespace, cache) -> dict:
     out.setdefault("updates", []).append({"only": a.only, "wall_s": time.perf_counter() - t0, "when": machine()["when"]})
     out.setdefault("machine_main", out.pop("machine", {}))  # the machine of the full run (its wall time)
     write_result("hre_paper", out)
-    from bench.hre_paper_report import write_report
-
     write_report(out, out["machine_main"])
     return out
 
@@ -455,8 +445,6 @@ def main(argv: list[str] | None = None) -> dict:
     out["argv"] = sys.argv[1:] if argv is None else argv
     pd.DataFrame(out["rows"]).to_csv(ROOT / "outputs" / "bench" / "hre_paper_rows.csv", index=False)
     write_result("hre_paper", out)
-    from bench.hre_paper_report import write_report
-
     write_report(out, machine())
     log("done", f"{out['wall_s']:.0f} s")
     return out

@@ -10,6 +10,10 @@ for long drives: "partition the entire trajectory into smaller segments").
 The MR methods see one "cell" per base station (the paper's model: ``y_tq = beta_q + alpha_q log10 d``
 per BS q): the contexts' tower table has one row per site (``cell_id = site_id``, no azimuth), and the
 MR rows' cell ids are mapped to their site.
+
+The paper's own tables (II: road mix; III, VI, VII: results) live here too, so that the runner
+(:mod:`bench.hre_paper`) and the page writer (:mod:`bench.hre_paper_report`) both read them from
+the data module and neither imports the other back.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ ROAD_TYPE_OF_CLASS = {"motorway": "highway", "trunk": "highway", "primary": "np"
                       "tertiary": "urban", "residential": "urban", "other": "rural"}
 PAPER_TABLE_II = {"I": {"urban": 58.05, "highway": 12.24, "np": 21.17, "rural": 8.54},
                   "II": {"urban": 46.11, "highway": 25.35, "np": 24.11, "rural": 4.43}}
+# The paper's result tables (QLE m, TME %), which the report sets beside ours: Table III (dataset I / II),
+# Table VI (initialisation) and Table VII (map matching of MSR output).
+PAPER_TABLE_III = {  # dataset I / II: QLE m, TME %
+    "I": {"mar": (116.6, 74.14), "wcl": (85.2, 48.32), "hmm_wcl": (64.3, 32.11), "msr": (41.4, 8.93),
+          "hre": (12.6, 0.34), "hrea": (10.1, 0.28)},
+    "II": {"mar": (125.9, 76.24), "wcl": (88.6, 51.91), "hmm_wcl": (67.7, 37.44), "msr": (45.0, 9.75),
+           "hre": (14.7, 0.37), "hrea": (12.4, 0.25)},
+}
+PAPER_TABLE_VI = {"mar": (38.4, 27.24), "wcl": (30.5, 19.54), "random_theta": (47.8, 35.22), "random_traj": (74.8, 28.18),
+                  "msr": (12.6, 0.34), "gt_theta": (8.4, 0.27)}
+PAPER_TABLE_VII = {"hmmm_on_msr": (40.1, 17.37), "hre": (12.6, 0.34)}
 CITY_FILES = {"bayreuth": "bayreuth.osm.gz", "krems": "krems.osm.gz", "campo_grande": "campo_grande.osm.gz",
               "aguascalientes": "aguascalientes.osm.bz2"}
 

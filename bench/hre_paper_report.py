@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common import ROOT
+from bench.hre_paper_data import PAPER_TABLE_II, PAPER_TABLE_III, PAPER_TABLE_VI, PAPER_TABLE_VII
 
 PAGE = ROOT / "docs" / "results" / "hre_paper.md"
 FIG = ROOT / "docs" / "results" / "hre_paper_runtime.png"
@@ -61,9 +62,6 @@ def runtime_figure(rt: pd.DataFrame) -> dict[str, float]:
 
 
 def write_report(out: dict[str, Any], mach: dict[str, Any]) -> None:
-    from bench.hre_paper import PAPER_TABLE_III, PAPER_TABLE_VI, PAPER_TABLE_VII
-    from bench.hre_paper_data import PAPER_TABLE_II
-
     rows = pd.DataFrame(out["rows"])
     L: list[str] = []
     w = L.append

@@ -1,6 +1,6 @@
-"""The import graph of the ``ml`` package has no circle.
+"""The import graphs of the ``ml`` and ``bench`` packages have no circle, and ``ml`` never imports ``bench``.
 
-Every ``.py`` file under ``ml/`` is parsed with :mod:`ast` (nothing is imported). Each
+Every ``.py`` file under ``ml/`` (and, for the second graph, ``bench/``) is parsed with :mod:`ast` (nothing is imported). Each
 ``import ml.x`` / ``from ml.x import y`` / relative ``from .x import y`` statement, at module
 level or inside a function or class, becomes an edge to the module it loads:
 ``from ml.x import y`` points at ``ml.x.y`` when that is a module (a file or a package under
@@ -20,6 +20,11 @@ level or inside a function or class, becomes an edge to the module it loads:
 * The implicit import of a module's parent packages (``ml.x.y`` runs ``ml/x/__init__.py``
   first) is not an edge: every package ``__init__`` imports its own submodules, so counting it
   would make every package a circle with its members without saying anything about the code.
+* ``bench/`` is read the same way, together with ``ml/``: the benchmarks import each other and the
+  library, so one graph over both packages has an edge for every ``bench.x`` and ``ml.x`` import
+  (the rules above, unchanged). It has no circle (``bench.hre_paper`` <-> ``bench.hre_paper_report``
+  was one: the paper's tables now live in ``bench.hre_paper_data``, which both read), and the
+  library never imports a benchmark (``ml`` is below ``bench``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import ast
 from pathlib import Path
 
 ML = Path(__file__).resolve().parents[1] / "ml"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -62,11 +68,14 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return out
 
 
-def import_graph(root: Path = ML) -> dict[str, set[str]]:
-    """Module -> the ``ml`` modules it imports (see the module docstring for the rules)."""
-    files = sorted(root.rglob("*.py"))
-    modules = {_module_name(p, root): p for p in files}
-    pkg = root.name
+def import_graph(root: Path = ML, *more: Path) -> dict[str, set[str]]:
+    """Module -> the modules it imports, over the package ``root`` and any ``more`` packages beside it.
+
+    An edge is an import of a module of one of these packages (see the module docstring for the rules);
+    imports of anything else (numpy, dagster, ...) are not edges.
+    """
+    modules = {_module_name(p, r): p for r in (root, *more) for p in sorted(r.rglob("*.py"))}
+    pkgs = tuple(r.name for r in (root, *more))
 
     def resolve(target: str) -> str | None:
         """The longest prefix of ``target`` that is a module under ``root``."""
@@ -92,7 +101,7 @@ def import_graph(root: Path = ML) -> dict[str, set[str]]:
                     src = node.module or ""
                 targets = [f"{src}.{a.name}" for a in node.names]
             for tgt in targets:
-                if tgt != pkg and not tgt.startswith(pkg + "."):
+                if not any(tgt == pkg or tgt.startswith(pkg + ".") for pkg in pkgs):
                     continue
                 r = resolve(tgt)
                 if r is not None and r != mod:
@@ -181,3 +190,32 @@ def test_ml_subpackages_have_no_cycle():
         links = [sorted(f"{a} -> {b}" for a in g if a.startswith(x + ".") or a == x for b in g[a]
                         if b == y or b.startswith(y + ".")) for x, y in zip(cycle, cycle[1:])]
         raise AssertionError("import circle between ml sub-packages: " + " -> ".join(cycle) + f" (via {links})")
+
+
+def test_graph_over_two_packages(tmp_path):
+    """Edges cross between the packages read together; a package left out is no edge."""
+    for name, text in {
+        "ml/__init__.py": "", "ml/core.py": "import numpy\n",
+        "bench/__init__.py": "", "bench/data.py": "from ml.core import f\n",
+        "bench/run.py": "from bench.data import T\nfrom bench import report\n",
+        "bench/report.py": "def w():\n    from bench.run import main\n",
+    }.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    g = import_graph(tmp_path / "ml", tmp_path / "bench")
+    assert g["bench.data"] == {"ml.core"} and g["bench.run"] == {"bench.data", "bench.report"}
+    assert find_cycle(g) == ["bench.report", "bench.run", "bench.report"]
+    assert import_graph(tmp_path / "bench")["bench.data"] == set()  # ml not read: no edge
+
+
+def test_bench_import_graph_has_no_cycle():
+    g = import_graph(ML, BENCH)
+    assert "bench.hre_paper_data" in g["bench.hre_paper_report"] and "ml.baselines.mr.hre" in g["bench.hre_paper"]
+    cycle = find_cycle(g)
+    assert cycle is None, "import circle in bench/ (with ml/): " + " -> ".join(cycle)
+
+
+def test_ml_never_imports_bench():
+    g = import_graph(ML, BENCH)
+    up = sorted(f"{a} -> {b}" for a, bs in g.items() if a.split(".")[0] == "ml" for b in bs if b.split(".")[0] == "bench")
+    assert not up, "ml imports bench: " + ", ".join(up)
