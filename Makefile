@@ -13,7 +13,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: venv demo test test-ui ui-browser ui mlflow-ui serve bench peers peers-valhalla clean-outputs
+.PHONY: venv demo test test-fast test-ui ui-browser ui mlflow-ui serve bench peers peers-valhalla clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# the inner loop: everything but the tests marked slow (make test runs those too)
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not ui" $(PYTEST_ARGS)
 
 # the browser suite (tests/test_ui.py, marker ui; `make test` deselects it): the Dagster and MLflow UIs over a
 # tiny materialised city in headless Chromium, screenshots in outputs/ui/. Playwright (the `ui` extra) drives
