@@ -114,7 +114,7 @@ class GDPOModule(L.LightningModule):
         val = dict(self.validate(self.policy))
         val["iteration"] = float(iteration)
         self.val_history.append(val)
-        if iteration > 0 and val["total"] > self.best_total:
+        if iteration > 0 and val["total"] >= self.best_total:  # ties go to the later weights (ml.train.kit.select_step)
             self.best_total, self.best_iteration = val["total"], iteration
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
         return val

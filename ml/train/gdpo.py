@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -33,19 +32,15 @@ from torch.utils.data import DataLoader, RandomSampler, default_collate
 from ml.io import write_text_atomic
 from ml.models.config import GDPOConfig
 from ml.models.lightning_gdpo import GDPOModule, RewardFn
+from ml.train.kit import TrainResult, content_sha256, data_files_key, log_final, mlflow_logger, resume_or_supersede, select_step
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GDPOResult:
-    """What :func:`train_gdpo` produced."""
-
-    checkpoint_path: Path
-    metrics: dict[str, float] = field(default_factory=dict)
-    mlflow_run_id: str | None = None
-    selected: str = "last"  # which weights gdpo.pt holds: 'last', 'start' (the SFT model) or 'best:<iteration>'
-    resumed_from_iteration: int | None = None  # the completed iterations a resumed run started from
+@dataclass(kw_only=True)
+class GDPOResult(TrainResult):
+    """What :func:`train_gdpo` produced (:class:`ml.train.kit.TrainResult`; its steps are GDPO iterations,
+    ``selected`` is 'last', 'start' (the SFT model) or 'best:<iteration>')."""
 
 
 RESUME_FILE = Path("checkpoints") / "resume.pt"
@@ -56,31 +51,10 @@ _NOT_IN_RUN_KEY = ("progress_bar", "log_every_n_steps", "experiment_name", "run_
 def _run_key(cfg: GDPOConfig, rendered_dir: Path, sft_checkpoint: Path, reward_fn: Any, head_decoder: Any) -> dict:
     """What makes a run the same run (so that it can be resumed): the config, the data's files, the SFT
     weights' content and any custom reward or decoder."""
-    import hashlib
-
-    from ml.train.sft import _files_fingerprint
-
-    rendered = Path(rendered_dir).resolve()
     name = lambda f: None if f is None else getattr(f, "__qualname__", type(f).__qualname__)  # noqa: E731
     return {"cfg": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_IN_RUN_KEY},
-            "data": rendered.name, "data_files": _files_fingerprint([q for q in rendered.iterdir() if q.is_file()]),
-            "sft_sha256": hashlib.sha256(Path(sft_checkpoint).read_bytes()).hexdigest()[:16],
+            **data_files_key(rendered_dir), "sft_sha256": content_sha256(sft_checkpoint),
             "reward_fn": name(reward_fn), "head_decoder": name(head_decoder)}
-
-
-def _load_resume_state(path: Path, key: dict) -> dict[str, Any] | None:
-    """The saved state of the same run, or None (no state, or another run's, which is then replaced)."""
-    from ml.models.checkpoint import torch_load_checked
-
-    if not path.is_file():
-        return None
-    state = torch_load_checked(path, "GDPO training state to resume from",
-                               f"delete {path} to train GDPO from the start", weights_only=False)
-    if state.get("key") != key:
-        log.warning("%s: the config, data or SFT model changed since this state was saved: starting a new GDPO run",
-                    path)
-        return None
-    return state
 
 
 class _ResumableGDPOModule(GDPOModule):
@@ -107,8 +81,8 @@ class _SaveResumeState(L.Callback):
     """After every ``every`` iterations (and the last), write the whole training state to ``path``
     atomically (policy, optimizer, rollout generator, histories, best weights so far)."""
 
-    def __init__(self, path: Path, key: dict, every: int, extra: Callable[[], dict[str, Any]]) -> None:
-        self.path, self.key, self.every, self.extra = Path(path), key, max(1, int(every)), extra
+    def __init__(self, path: Path, every: int, extra: Callable[[], dict[str, Any]]) -> None:
+        self.path, self.every, self.extra = Path(path), max(1, int(every)), extra
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -120,7 +94,7 @@ class _SaveResumeState(L.Callback):
         if not trainer.is_global_zero:
             return
         gen = pl_module._generator
-        state = {"key": self.key, "iteration": it,
+        state = {"iteration": it,
                  "policy": {k: v.detach().cpu() for k, v in pl_module.policy.state_dict().items()},
                  "optimizer": trainer.optimizers[0].state_dict(),
                  "generator": None if gen is None else gen.get_state(), "history": pl_module.history,
@@ -199,7 +173,7 @@ def train_gdpo(
     iterations: rollout, reward, reference, update) and ``train_s``. ``tracking_uri`` None: no MLflow run.
 
     With ``resume`` and a ``checkpoints/resume.pt`` of the same run (config, data, SFT weights) training
-    continues after its last saved iteration (``resumed_from_iteration``; also the metric of that name);
+    continues after its last saved iteration (``resumed_from_step``; also the metric ``resumed_from_iteration``);
     the state is saved every ``ckpt_every_n_steps`` iterations. ``callbacks``: more Lightning callbacks.
     With ``cfg.devices > 1`` it runs as Lightning DDP (one process per device; rank 0 writes the files).
     """
@@ -238,12 +212,18 @@ def train_gdpo(
         out["total"] = float(sum(out[k] for k in cfg.rewards))
         return out
 
-    key = _run_key(cfg, Path(rendered_dir), Path(sft_checkpoint), reward_fn, head_decoder)
     resume_path = out_dir / RESUME_FILE
-    saved = _load_resume_state(resume_path, key) if resume else None
+    resuming = resume_or_supersede(out_dir, _run_key(cfg, Path(rendered_dir), Path(sft_checkpoint), reward_fn,
+                                                     head_decoder), resume_path, resume)
+    saved = None
+    if resuming:
+        from ml.models.checkpoint import torch_load_checked
+
+        saved = torch_load_checked(resume_path, "GDPO training state to resume from",
+                                   f"delete {resume_path} to train GDPO from the start", weights_only=False)
     start_state = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()}
     module = _ResumableGDPOModule(policy.to(dev), cfg, reference, rfn, validate=validate)
-    prior_train_s, run_id_saved = 0.0, None
+    prior_train_s = 0.0
     if saved is None:
         start = module.score(0)
     else:
@@ -256,33 +236,17 @@ def train_gdpo(
             module._generator = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
             module._generator.set_state(saved["generator"])
         start = next(v for v in module.val_history if v["iteration"] == 0)
-        prior_train_s, run_id_saved = float(saved.get("train_s", 0.0)), saved.get("mlflow_run_id")
+        prior_train_s = float(saved.get("train_s", 0.0))
         log.info("GDPO: resuming from %s after iteration %d of %d", resume_path, module.skip, cfg.steps)
     sampler = RandomSampler(train_ds, replacement=True, num_samples=cfg.steps * cfg.conditions_per_step,
                             generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(train_ds, batch_size=cfg.conditions_per_step, sampler=sampler, num_workers=0)
 
-    logger = None
-    if tracking_uri is not None:
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        from ml.tracking import ensure_experiment
-
-        ensure_experiment(cfg.experiment_name, tracking_uri)  # creates the store under its lock
-        if run_id_saved is not None:  # a resumed run logs into its MLflow run when the store still has it
-            from mlflow.exceptions import MlflowException
-            from mlflow.tracking import MlflowClient
-
-            try:
-                MlflowClient(tracking_uri).get_run(run_id_saved)
-            except MlflowException:
-                run_id_saved = None
-        logger = MLFlowLogger(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri,
-                              run_name=cfg.run_name, tags=dict(tags or {}), run_id=run_id_saved)
-        if run_id_saved is None:
-            logger.log_hyperparams({**cfg.model_dump(mode="json"), "sft_checkpoint": str(sft_checkpoint),
-                                    "rendered_dir": str(rendered_dir)})
-            logger.log_metrics({f"val/{k}": v for k, v in start.items() if k != "iteration"}, step=0)
+    logger = mlflow_logger(out_dir, tracking_uri, cfg.experiment_name, cfg.run_name, tags, resuming=saved is not None)
+    if logger is not None and saved is None:
+        logger.log_hyperparams({**cfg.model_dump(mode="json"), "sft_checkpoint": str(sft_checkpoint),
+                                "rendered_dir": str(rendered_dir)})
+        logger.log_metrics({f"val/{k}": v for k, v in start.items() if k != "iteration"}, step=0)
 
     precision = cfg.precision or ("bf16-mixed" if dev.type == "cuda" else "32-true")
     # DDP: Lightning gives each rank its share of the sampled conditions (a DistributedSampler over the sampler)
@@ -293,9 +257,8 @@ def train_gdpo(
                         log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=cfg.progress_bar,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         default_root_dir=str(out_dir),
-                        callbacks=[_SaveResumeState(resume_path, key, ckpt_every_n_steps, lambda: {
-                            "train_s": prior_train_s + time.perf_counter() - t0,
-                            "mlflow_run_id": logger.run_id if logger is not None else None}), *(callbacks or [])])
+                        callbacks=[_SaveResumeState(resume_path, ckpt_every_n_steps, lambda: {
+                            "train_s": prior_train_s + time.perf_counter() - t0}), *(callbacks or [])])
     # GDPO keeps the policy in eval mode on purpose (no dropout: an unchanged policy has ratio 1)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     t0 = time.perf_counter()
@@ -304,16 +267,20 @@ def train_gdpo(
 
     selected, chosen = "last", module.val_history[-1]
     if cfg.select_checkpoint == "best_val":
-        gain = module.best_total - start["total"]
-        if module.best_state is not None and gain >= cfg.select_min_gain:
-            policy.load_state_dict(module.best_state)
-            selected = f"best:{module.best_iteration}"
-            chosen = next(v for v in module.val_history if v["iteration"] == module.best_iteration)
-        else:
+        totals = {int(v["iteration"]): float(v["total"]) for v in module.val_history}
+        step = select_step(totals, "max", start_step=0, min_gain=cfg.select_min_gain)
+        if step == 0:
             policy.load_state_dict(start_state)
             selected, chosen = "start", start
             log.info("GDPO: no validation beat the SFT weights by %.3f (best gain %.4f); exporting the SFT weights",
-                     cfg.select_min_gain, gain)
+                     cfg.select_min_gain, max(totals.values()) - start["total"])
+        else:
+            if step != module.best_iteration:  # the module keeps the weights of the best validation only
+                raise RuntimeError(f"GDPO selection: the rule picks iteration {step}, the module kept "
+                                   f"{module.best_iteration}")
+            policy.load_state_dict(module.best_state)
+            selected = f"best:{step}"
+            chosen = next(v for v in module.val_history if v["iteration"] == step)
     metrics: dict[str, float] = {"train_s": train_s, "iterations": float(len(module.history)),
                                  "resumed_from_iteration": float(module.skip)}
     metrics.update({f"start/{k}": v for k, v in start.items() if k != "iteration"})
@@ -327,23 +294,19 @@ def train_gdpo(
         metrics[f"time/{part}_s"] = float(sum(h[f"time/{part}_s"] for h in module.history))
 
     policy.cpu()
+    resumed_from = module.skip if saved is not None else None
     if not _is_global_zero():  # the other ranks hold the same weights; rank 0 writes them
-        return GDPOResult(checkpoint_path=out_dir / "gdpo.pt", metrics=metrics, mlflow_run_id=None, selected=selected,
-                          resumed_from_iteration=module.skip if saved is not None else None)
+        return GDPOResult(checkpoint_path=out_dir / "gdpo.pt", metrics=metrics, selected=selected,
+                          global_step=len(module.history), resumed_from_step=resumed_from)
     ckpt = save_video_model(out_dir / "gdpo.pt", policy, model_cfg,
                             meta={"stage": "gdpo", "sft_checkpoint": str(sft_checkpoint), "selected": selected,
                                   "gdpo": cfg.model_dump(mode="json"), "metrics": metrics})
     write_text_atomic(json.dumps(
         {"metrics": metrics, "selected": selected, "history": module.history, "validations": module.val_history},
         indent=2), out_dir / "gdpo_metrics.json")
-    run_id = None
-    if logger is not None:
-        run_id = logger.run_id
-        client = logger.experiment
-        for k, v in metrics.items():
-            if k.split("/")[0] in ("start", "selected", "time") and math.isfinite(v):
-                client.log_metric(run_id, k.replace("/", "_"), v)
-        client.set_tag(run_id, "selected_weights", selected)
-        client.log_artifact(run_id, str(out_dir / "gdpo_metrics.json"))
-    return GDPOResult(checkpoint_path=Path(ckpt), metrics=metrics, mlflow_run_id=run_id, selected=selected,
-                      resumed_from_iteration=module.skip if saved is not None else None)
+    run_id = log_final(logger, {k: v for k, v in metrics.items() if k.split("/")[0] in ("start", "selected", "time")},
+                       selected, artifacts=[(out_dir / "gdpo_metrics.json", None)])
+    result = GDPOResult(checkpoint_path=Path(ckpt), metrics=metrics, mlflow_run_id=run_id, selected=selected,
+                        global_step=len(module.history), resumed_from_step=resumed_from)
+    result.write(out_dir / "gdpo_result.json")
+    return result

@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from ml.train.kit import add_override_args, apply_overrides, parse_overrides, parse_tags
 
 HELP = "Traj-GDPO reinforcement fine-tuning of an SFT video model with verifiable rewards"
 
@@ -49,14 +50,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="initial-noise scale of the rollouts and validations (as the evaluation's; default 0)")
     p.add_argument("--micro-batch-size", type=int, default=None, help="rows per forward/backward in the update")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (omit: no MLflow)")
-    p.add_argument("--experiment", default=None, help="MLflow experiment name (default sig2gps-gdpo)")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="MLflow run tag (repeatable)")
     p.add_argument("--accelerator", default=None, help="Lightning accelerator (auto, cpu, gpu)")
     p.add_argument("--devices", type=int, default=None, help="devices; > 1: Lightning DDP, one process per device")
     p.add_argument("--num-nodes", type=int, default=None, help="machines, under torchrun or SLURM (Lightning DDP)")
     p.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
-    p.add_argument("--no-progress", action="store_true")
+    add_override_args(p)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -88,17 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from ml.train.gdpo import train_gdpo
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = gdpo_profile(args.profile, **_overrides(args))
-    tags: dict[str, str] = {}
-    for t in args.tag:
-        if "=" not in t:
-            raise SystemExit(f"--tag expects KEY=VALUE, got '{t}'")
-        k, v = t.split("=", 1)
-        tags[k] = v
+    cfg = apply_overrides(gdpo_profile(args.profile, **_overrides(args)), parse_overrides(args.set))
+    tags = parse_tags(args.tag)
     res = train_gdpo(args.data, args.sft, args.out, cfg, tracking_uri=args.tracking_uri, tags=tags or None)
-    summary = {"checkpoint_path": str(res.checkpoint_path), "mlflow_run_id": res.mlflow_run_id,
-               "selected": res.selected, "metrics": res.metrics}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "gdpo_result.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(res.to_dict(), indent=2))
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ml.observation.context import SampleContext
 from ml.seq2seq import RecordsToPositions, Seq2SeqConfig, WindowBatch, window_batch
+from ml.train.kit import BestOnVal, TrainResult, content_sha256, load_selected, log_final, mlflow_logger, resume_or_supersede, select_step
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +90,15 @@ class Seq2SeqModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-@dataclass
-class Seq2SeqResult:
-    checkpoint_path: str
-    best_step: int
-    global_step: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    mlflow_run_id: str | None = None
+@dataclass(kw_only=True)
+class Seq2SeqResult(TrainResult):
+    """What :func:`train_seq2seq` produced (:class:`ml.train.kit.TrainResult`), the windows it read and those
+    it left out (no records), and the step of the exported weights."""
+
+    best_step: int = 0
     n_train: int = 0
     n_val: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def save_seq2seq(path: Path, model: RecordsToPositions, cfg: Seq2SeqConfig, meta: dict[str, Any]) -> Path:
@@ -146,7 +143,7 @@ def train_seq2seq(
     ``init_checkpoint`` (a ``model.pt`` of this trainer) starts from trained weights: a fine-tune, e.g.
     of a model trained on other cities (its architecture fields must equal ``cfg``'s).
     """
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,35 +167,28 @@ def train_seq2seq(
         if differ:
             raise ValueError(f"init checkpoint {init_checkpoint}: {differ} differ from the config being trained")
         module.model.load_state_dict(init_model.state_dict())
-    ckpt_dir = out_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
-                           save_last=False, enable_version_counter=False)
+    key = {"cfg": cfg.model_dump(mode="json"), "n_train": len(tb), "n_val": len(vb),
+           "init_sha256": content_sha256(init_checkpoint)}
+    resume_or_supersede(out_dir, key, out_dir / "checkpoints" / "best.ckpt", resume=False)  # no resume: seconds
+    best = BestOnVal(out_dir / "checkpoints", "val/loss", "min")
     stop = EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience, check_finite=True)
-    logger = None
-    if tracking_uri:
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        from ml.tracking import artifact_location_for, init_mlflow_store
-
-        init_mlflow_store(tracking_uri)
-        logger = MLFlowLogger(experiment_name=cfg.experiment_name, run_name=cfg.run_name, tracking_uri=tracking_uri,
-                              tags=tags,
-                              artifact_location=artifact_location_for(tracking_uri))
+    logger = mlflow_logger(out_dir, tracking_uri, cfg.experiment_name, cfg.run_name, tags, resuming=False)
+    if logger is not None:
         logger.log_hyperparams(cfg.model_dump(mode="json"))
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, max_steps=cfg.max_steps, max_epochs=-1,
                         val_check_interval=cfg.val_every_n_steps, check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, logger=logger if logger is not None else False,
                         callbacks=[best, stop], enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
-                        default_root_dir=str(out_dir), log_every_n_steps=10, gradient_clip_val=1.0)
+                        enable_checkpointing=False, default_root_dir=str(out_dir), log_every_n_steps=10,
+                        gradient_clip_val=1.0)
     t0 = time.time()
     trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
     train_s = time.time() - t0
-    if not best.best_model_path:
+    if not best.scores:
         raise RuntimeError(f"{out_dir}: no validation was scored; nothing to export")
-    ck = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-    module.load_state_dict(ck["state_dict"])
-    best_step = int(ck.get("global_step", 0))
-    metrics = {"val/loss": float(best.best_model_score), "train_seconds": train_s, "best_step": float(best_step),
+    best_step = select_step(best.scores, "min", start_step=None)
+    selected = load_selected(module, best, best_step, int(trainer.global_step))
+    metrics = {"val/loss": float(best.scores[best_step]), "train_seconds": train_s, "best_step": float(best_step),
                "global_step": float(trainer.global_step), "stopped_early": float(stop.stopped_epoch > 0
                                                                                  or trainer.global_step < cfg.max_steps)}
     with torch.no_grad():
@@ -211,14 +201,9 @@ def train_seq2seq(
     meta = {"metrics": metrics, "tags": dict(tags or {}), "n_train": len(tb), "n_val": len(vb),
             "init_checkpoint": str(init_checkpoint) if init_checkpoint else None}
     path = save_seq2seq(out_dir / "model.pt", module.model, cfg, meta)
-    run_id = None
-    if logger is not None:
-        run_id = logger.run_id
-        client = logger.experiment
-        for k, v in metrics.items():
-            client.log_metric(run_id, k.replace("/", "_") if k.startswith("val/") else k, v)
-        client.log_artifact(run_id, str(path), artifact_path="model")
-        logger.finalize("success")
+    run_id = log_final(logger, metrics, selected, artifacts=[(path, "model")])
     log.info("seq2seq: best val/loss %.4f at step %d of %d (val median %.1f m, prior %.1f m)", metrics["val/loss"],
              best_step, trainer.global_step, metrics["val/median_m"], metrics["val/prior_median_m"])
-    return Seq2SeqResult(str(path), best_step, int(trainer.global_step), metrics, run_id, len(tb), len(vb), skipped)
+    return Seq2SeqResult(checkpoint_path=path, metrics=metrics, mlflow_run_id=run_id, selected=selected,
+                         global_step=int(trainer.global_step), best_step=best_step, n_train=len(tb), n_val=len(vb),
+                         skipped=skipped)

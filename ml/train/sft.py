@@ -9,11 +9,9 @@ resumed training continues the same run. mlflow is optional: without a URI nothi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,10 +19,11 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ml.io import write_text_atomic
 from ml.models.config import SFTConfig
 from ml.models.data import RenderedVideoDataModule
 from ml.models.lightning_sft import SFTModule, model_config_for_data
+from ml.train.kit import (BestOnVal, TrainResult, content_sha256, data_files_key, load_selected, log_final,
+                          mlflow_logger, resume_or_supersede, select_step)
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +55,11 @@ def read_resume_checkpoint(path: Path) -> dict[str, Any]:
     return torch_load_checked(path, "Lightning checkpoint to resume training from", remedy, weights_only=False)
 
 
-@dataclass
-class SFTResult:
-    """What a training run produced."""
+@dataclass(kw_only=True)
+class SFTResult(TrainResult):
+    """What a training run produced (:class:`ml.train.kit.TrainResult`) and its Lightning checkpoint."""
 
-    checkpoint_path: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    mlflow_run_id: str | None = None
     lightning_checkpoint: str | None = None
-    resumed_from_step: int | None = None
-    global_step: int = 0
-    selected: str = "last"  # which weights model.pt holds: 'last', 'start' or 'best:<step>' (select_checkpoint)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def default_precision() -> str:
@@ -77,61 +67,6 @@ def default_precision() -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
-
-
-def _mlflow_logger(out_dir: Path, cfg: SFTConfig, tracking_uri: str | None, tags: dict[str, str] | None,
-                   resuming: bool = False):
-    """An MLFlowLogger; a resumed run keeps logging into its MLflow run, a new run opens a new one."""
-    if not tracking_uri:
-        return None
-    from ml.tracking import init_mlflow_store
-
-    init_mlflow_store(tracking_uri)
-    from lightning.pytorch.loggers import MLFlowLogger  # a tracking URI needs mlflow (a core dependency)
-    run_file = out_dir / "mlflow_run_id.txt"
-    run_id = run_file.read_text().strip() if (resuming and run_file.is_file()) else None
-    if run_id:
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-
-        try:
-            MlflowClient(tracking_uri).get_run(run_id)
-        except MlflowException as exc:  # only a run the store does not have; other errors are raised
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            log.warning("%s: MLflow run %s is not in %s; the resumed training logs to a new run", run_file, run_id,
-                        tracking_uri)
-            run_id = None
-    from ml.tracking import artifact_location_for
-
-    artifact_location = artifact_location_for(tracking_uri)
-    cls = _resumed_logger_class() if run_id else MLFlowLogger
-    logger = cls(experiment_name=cfg.experiment_name, tracking_uri=tracking_uri, tags=tags,
-                 run_name=cfg.run_name, run_id=run_id, artifact_location=artifact_location)
-    return logger
-
-
-def _resumed_logger_class():
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    class ResumedMLFlowLogger(MLFlowLogger):
-        """The MLflow logger of a resumed training: MLflow refuses to change a logged param, so params the run
-        already has are not logged again (one that differs, a setting outside the run key such as run_name,
-        keeps its first value, with a warning)."""
-
-        def log_hyperparams(self, params: Any) -> None:
-            from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-
-            flat = _flatten_dict(_convert_params(params))
-            have = self.experiment.get_run(self.run_id).data.params
-            changed = sorted(k for k, v in flat.items() if k in have and have[k] != str(v)[:250])
-            if changed:
-                log.warning("resumed MLflow run %s keeps the first values of params %s", self.run_id, changed[:10])
-            new = {k: v for k, v in flat.items() if k not in have}
-            if new:
-                super().log_hyperparams(new)
-
-    return ResumedMLFlowLogger
 
 
 class SaveLastOnException(L.Callback):
@@ -151,51 +86,8 @@ class SaveLastOnException(L.Callback):
                         trainer.global_step, self.path)
 
 
-class BestOnVal(L.Callback):
-    """Keep the weights with the lowest validation ``metric`` (``SFTConfig.select_checkpoint = 'best_val'``).
-
-    A validation before the first step (``trainer.validate`` ahead of ``fit``) scores the starting weights,
-    saved as ``start.pt``; validations during training save ``best.ckpt`` when they improve on every earlier
-    one. A validation without the metric (no window decoded) scores +inf. The scores travel in ``last.ckpt``
-    so a resumed run keeps them.
-    """
-
-    def __init__(self, folder: Path, metric: str) -> None:
-        self.folder, self.metric = Path(folder), metric
-        self.start_path, self.best_path = self.folder / "start.pt", self.folder / "best.ckpt"
-        self.scores: dict[int, float] = {}  # global step -> score
-
-    def _score(self, trainer: L.Trainer) -> float:
-        v = trainer.callback_metrics.get(self.metric)
-        if v is None:
-            log.warning("validation at step %d has no '%s' (no window decoded): scored +inf", trainer.global_step,
-                        self.metric)
-            return float("inf")
-        return float(v)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        step, score = int(trainer.global_step), self._score(trainer)
-        if trainer.state.fn == "validate" and step == 0:
-            from ml.models.checkpoint import torch_save_atomic
-
-            torch_save_atomic(pl_module.model.state_dict(), self.start_path)
-        elif trainer.state.fn != "fit":
-            return
-        better = all(score <= v for v in self.scores.values())
-        self.scores[step] = score
-        if better and step > 0:
-            trainer.save_checkpoint(str(self.best_path))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"scores": dict(self.scores)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scores = {int(k): float(v) for k, v in state.get("scores", {}).items()}
-
-
+#: the metrics logged to MLflow at the end (the per-step ones are logged as they come)
+SUMMARY_METRICS = ("train_seconds", "select/step", "select/score", "select/start_score")
 #: SFTConfig fields that define the objective: a change makes a new run, not a resume
 OBJECTIVE_FIELDS = ("foreground_weight", "head_weight", "loss_space", "head_position_weight", "timestep_mean",
                     "timestep_std", "timestep_shift", "ema_decay")
@@ -204,29 +96,17 @@ OBJECTIVE_FIELDS = ("foreground_weight", "head_weight", "loss_space", "head_posi
 TRAINING_RECIPE = "adamw+diffusers-cosine-warmup+swa_utils-ema"
 
 
-def _files_fingerprint(paths: Sequence[Path]) -> str:
-    """sha256 over the names, sizes and modification times of files (the rendered folder is written
-    atomically, so a re-render changes them)."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
-
-
 def _run_key(cfg: SFTConfig, rendered_dir: str | Path, init: Path | None) -> dict:
     """What makes a run the same run: the model, the objective, the data (its folder's name and its files'
     names, sizes and times, not its absolute path: a copied or moved project still resumes) and the
     starting weights (their content), not step counts."""
-    rendered = Path(rendered_dir).resolve()
-    return {"model": cfg.model.model_dump(mode="json"), "data": rendered.name,
-            "data_files": _files_fingerprint([p for p in rendered.iterdir() if p.is_file()]),
+    return {"model": cfg.model.model_dump(mode="json"), **data_files_key(rendered_dir),
             # the continuation fields only when on, so that the run keys of every earlier run stay the same
             "objective": {k: getattr(cfg, k) for k in OBJECTIVE_FIELDS
                           + (("known_frames", "known_frames_prob") if cfg.known_frames else ())},
             "recipe": TRAINING_RECIPE,
             "init_checkpoint": cfg.init_checkpoint,
-            "init_sha256": hashlib.sha256(init.read_bytes()).hexdigest()[:16] if init is not None else None}
+            "init_sha256": content_sha256(init)}
 
 
 def _resolve_init(init: str | Path | None) -> Path | None:
@@ -241,30 +121,20 @@ def _resolve_init(init: str | Path | None) -> Path | None:
                             "train one with `python -m ml.train sft` or set init_checkpoint to None")
 
 
-def _select_weights(module: SFTModule, best_cb: BestOnVal, metrics: dict[str, float]) -> str:
-    """Load into ``module`` the weights ``best_cb`` scored best ('start', 'best:<step>'), or keep the last ones
-    when the final validation (after ``fit``) is at least as good; records the scores in ``metrics``."""
-    scores = dict(best_cb.scores)
+def _select_weights(module: SFTModule, best: BestOnVal, metrics: dict[str, float]) -> str:
+    """Load into ``module`` the weights the selection rule picks among the validations (the final one, run
+    after ``fit``, scores the last weights); records the scores in ``metrics``."""
+    scores = dict(best.scores)
     last_step = int(metrics["global_step"])
-    if best_cb.metric in metrics and last_step not in scores:  # the final validation, run after fit
-        scores[last_step] = metrics[best_cb.metric]
-    if not scores:
-        raise RuntimeError(f"no validation scored '{best_cb.metric}'; nothing to select from")
-    step = min(scores, key=lambda k: (scores[k], -k))  # ties go to the later weights
+    if best.metric in metrics and last_step not in scores:  # the final validation, run after fit
+        scores[last_step] = metrics[best.metric]
+    step = select_step(scores, "min", start_step=0)
     metrics["select/score"], metrics["select/step"] = scores[step], float(step)
     if 0 in scores:
         metrics["select/start_score"] = scores[0]
-    log.info("exporting the weights of step %d (%s %.2f; scores by step: %s)", step, best_cb.metric, scores[step],
+    log.info("exporting the weights of step %d (%s %.2f; scores by step: %s)", step, best.metric, scores[step],
              ", ".join(f"{k}: {v:.2f}" for k, v in sorted(scores.items())))
-    if step == last_step:
-        return "last"
-    if step == 0:
-        module.model.load_state_dict(torch.load(best_cb.start_path, map_location="cpu", weights_only=False))
-        return "start"
-    ck = torch.load(best_cb.best_path, map_location="cpu", weights_only=False)
-    module.load_state_dict(ck["state_dict"], strict=False)
-    module.on_load_checkpoint(ck)
-    return f"best:{step}"
+    return load_selected(module, best, step, last_step)
 
 
 def _load_init(module: SFTModule, init: str | Path) -> None:
@@ -328,22 +198,10 @@ def train_sft(
 
     last = ckpt_dir / LAST_CKPT
     init_checkpoint = _resolve_init(init_checkpoint or cfg.init_checkpoint)
-    run_key = _run_key(cfg, rendered_dir, init_checkpoint)
-    key_file = out_dir / "run_key.json"
-    same_run = key_file.is_file() and json.loads(key_file.read_text()) == run_key
-    if resume and last.is_file() and not same_run:
-        # resuming continues an interrupted run; another model or data is a new run, not a resume. The old
-        # run's checkpoints are kept, moved aside, never deleted
-        kept = out_dir / f"checkpoints_superseded_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
-        ckpt_dir.rename(kept)
-        for stale in (out_dir / "selection",):
-            if stale.is_dir():
-                stale.rename(kept / stale.name)
-        log.warning("%s: the model config or data changed since the last run: starting a new run; the old "
-                    "checkpoints are in %s", out_dir, kept)
-        ckpt_dir.mkdir(parents=True)
-    write_text_atomic(json.dumps(run_key, indent=1), key_file)
-    ckpt_path = str(last) if (resume and last.is_file()) else None
+    resuming = resume_or_supersede(out_dir, _run_key(cfg, rendered_dir, init_checkpoint), last, resume,
+                                   move_aside=("checkpoints", "selection"))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = str(last) if resuming else None
     resumed_from = None
     if ckpt_path:
         resumed_from = int(read_resume_checkpoint(last).get("global_step", 0))
@@ -354,9 +212,7 @@ def train_sft(
     if init_checkpoint and not ckpt_path:
         _load_init(module, init_checkpoint)
 
-    logger = _mlflow_logger(out_dir, cfg, tracking_uri, tags, resuming=ckpt_path is not None)
-    if logger is not None:  # written now, so that a run stopped before its end resumes into the same MLflow run
-        write_text_atomic(str(logger.run_id), out_dir / "mlflow_run_id.txt")
+    logger = mlflow_logger(out_dir, tracking_uri, cfg.experiment_name, cfg.run_name, tags, resuming=resuming)
     cbs: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False, save_last=True,
                         every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=cfg.keep_checkpoints, monitor=None),
@@ -366,7 +222,7 @@ def train_sft(
         cbs.append(LearningRateMonitor(logging_interval="step"))
     has_val = len(dm.rows.get("val", [])) > 0
     select = has_val and cfg.select_checkpoint == "best_val"
-    best_cb = BestOnVal(out_dir / "selection", cfg.select_metric) if select else None
+    best_cb = BestOnVal(out_dir / "selection", cfg.select_metric, "min") if select else None
     if best_cb is not None:
         cbs.append(best_cb)
     cbs.extend(callbacks)
@@ -413,24 +269,12 @@ def train_sft(
         with module.eval_weights():
             model_path = save_video_model(out_dir / "model.pt", module.model, cfg.model, meta=meta)
 
-    run_id = None
     if logger is not None:
-        run_id = logger.run_id
-        write_text_atomic(str(run_id), out_dir / "mlflow_run_id.txt")
-        try:
-            client = logger.experiment
-            client.log_artifact(run_id, str(model_path), artifact_path="model")
-            client.log_dict(run_id, cfg.model_dump(mode="json"), "sft_config.json")
-            for k in ("train_seconds", "select/step", "select/score", "select/start_score"):
-                if k in metrics:
-                    client.log_metric(run_id, k, metrics[k])
-            client.set_tag(run_id, "selected_weights", selected)
-        except Exception as exc:  # pragma: no cover
-            log.warning("could not log artifacts to MLflow: %s", exc)
-        logger.finalize("success" if not trainer.interrupted else "killed")
-
-    result = SFTResult(checkpoint_path=str(model_path), metrics=metrics, mlflow_run_id=run_id,
+        logger.experiment.log_dict(logger.run_id, cfg.model_dump(mode="json"), "sft_config.json")
+    run_id = log_final(logger, {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}, selected,
+                       artifacts=[(model_path, "model")], status="KILLED" if trainer.interrupted else "FINISHED")
+    result = SFTResult(checkpoint_path=model_path, metrics=metrics, mlflow_run_id=run_id,
                        lightning_checkpoint=str(last), resumed_from_step=resumed_from,
                        global_step=int(trainer.global_step), selected=selected)
-    write_text_atomic(json.dumps(result.to_dict(), indent=2), out_dir / "sft_result.json")
+    result.write(out_dir / "sft_result.json")
     return result

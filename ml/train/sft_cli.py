@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from ml.train.kit import add_override_args, apply_overrides, parse_overrides, parse_tags
+
 HELP = "supervised fine-tuning of the video flow model on rendered arrays"
 
 
@@ -21,21 +23,15 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=Path, default=None, help="initial weights: model.pt or a Lightning SFT checkpoint")
     p.add_argument("--from-scratch", action="store_true",
                    help="random initial weights (the profile's init_checkpoint is not loaded): how a base model is made")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override an SFTConfig field (model fields as model.FIELD); VALUE is JSON or a plain string "
-                   "(repeatable), e.g. --set n_val_samples=16 --set model.prior_residual=false")
     p.add_argument("--pretrained-path", type=Path, default=None, help="local Wan diffusers folder (profile pretrained)")
     p.add_argument("--signaling-tokens", action="store_true", help="ablation: cross-attend to signaling tokens")
     p.add_argument("--no-resume", action="store_true", help="ignore out/checkpoints/last.ckpt")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (omit: no MLflow)")
-    p.add_argument("--experiment", default=None, help="MLflow experiment name")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="MLflow run tag (repeatable)")
     p.add_argument("--roads", type=Path, default=None, help="RoadNetwork .npz for decoded-trajectory validation")
     p.add_argument("--devices", default=None, help="Lightning devices (e.g. 1, 4, auto)")
     p.add_argument("--strategy", default=None, help="Lightning strategy (auto, ddp, fsdp)")
     p.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
     p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_override_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,29 +54,16 @@ def run(args: argparse.Namespace) -> int:
         if args.init is not None:
             raise SystemExit("--from-scratch and --init exclude each other")
         over["init_checkpoint"] = None
-    model_over: dict = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if key.startswith("model."):
-            model_over[key[len("model."):]] = value
-        else:
-            over[key] = value
     cfg = sft_profile(args.profile, **over)
+    model_over: dict = {}
     if args.pretrained_path is not None:
         model_over["pretrained_path"] = str(args.pretrained_path)
     if args.signaling_tokens:
         model_over["signaling_tokens"] = True
-    if model_over:
-        from ml.models.config import ModelConfig
-
-        cfg = cfg.model_copy(update={"model": ModelConfig.model_validate({**cfg.model.model_dump(), **model_over})})
-    tags = dict(t.split("=", 1) for t in args.tag)
+    sets = parse_overrides(args.set)
+    sets["model"] = {**model_over, **sets.get("model", {})}
+    cfg = apply_overrides(cfg, sets)
+    tags = parse_tags(args.tag)
     net = None
     if args.roads is not None:
         from ml.cities.network import RoadNetwork
