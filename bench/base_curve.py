@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from ml.models.lightning_sft import SFTModule
+    from ml.train.sft.module import SFTModule
 
     torch.set_num_threads(args.threads)
     ckpts = sorted((p for p in (args.run / "checkpoints").glob("step*.ckpt")), key=_step)[:: args.every]

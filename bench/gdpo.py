@@ -64,7 +64,7 @@ def _city_inputs(city: str) -> tuple[Path, Path]:
 
 
 def run(cities: list[str], seeds: list[int], variants: list[str], steps: int | None, out_root: Path) -> dict:
-    from ml.models.config import gdpo_profile
+    from ml.train.gdpo.config import gdpo_profile
     from ml.train.gdpo import train_gdpo
 
     rows = []

@@ -64,8 +64,9 @@ from torch.utils._pytree import tree_flatten
 
 from bench.common import write_result
 from ml.models.backbone import VideoFlowModel, _adapt_patch_embedding, _wan_class, add_lora_adapters
-from ml.models.config import ModelConfig, model_preset, sft_profile
-from ml.models.lightning_sft import SFTModule
+from ml.models.config import ModelConfig, model_preset
+from ml.train.sft.config import sft_profile
+from ml.train.sft.module import SFTModule
 
 GIB = 1024 ** 3
 GPU_GIB = 80.0

@@ -87,7 +87,7 @@ def main() -> None:
         res = trained[arch]
         ckpt = Path(res.checkpoint_path)
         if over:  # the snapping fields are read from the checkpoint's config: write the variant's
-            from ml.train.seq2seq import load_seq2seq, save_seq2seq
+            from ml.seq2seq import load_seq2seq, save_seq2seq
 
             model, _ = load_seq2seq(ckpt)
             ckpt = save_seq2seq(ROOT / "outputs" / "bench" / args.out / f"{name}.pt", model, cfg, {})

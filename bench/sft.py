@@ -28,7 +28,7 @@ def bench_preset(preset: str, steps: int, sample_steps: int, device: str) -> dic
     import torch
 
     from ml.models.backbone import VideoFlowModel
-    from ml.models.config import sft_profile
+    from ml.train.sft.config import sft_profile
     from ml.models.data import RenderedVideoDataset, make_toy_rendered_arrays
     from ml.models.flow_matching import flow_matching_loss, interpolate, sample_timesteps
     from ml.models.sampling import euler_sample

@@ -63,7 +63,8 @@ PRIOR_ONLY_OF = "layer_fg_x0loss_prior_residual"
 
 
 def _config(name: str, seed: int):
-    from ml.models.config import model_preset, sft_profile
+    from ml.models.config import model_preset
+    from ml.train.sft.config import sft_profile
 
     over = dict(VARIANTS[name])
     model = model_preset("demo", **over.pop("model"))
@@ -78,7 +79,7 @@ def train_for(name: str, rendered: Path, seconds: float, seed: int):
     import torch
 
     from ml.models.data import RenderedVideoDataModule
-    from ml.models.lightning_sft import SFTModule, model_config_for_data
+    from ml.train.sft.module import SFTModule, model_config_for_data
 
     cfg = _config(PRIOR_ONLY_OF if name == PRIOR_ONLY else name, seed)
     dm = RenderedVideoDataModule(rendered, batch_size=cfg.batch_size, seed=seed, with_tokens=cfg.model.uses_records,

@@ -71,10 +71,10 @@ def fine_tune(rendered: Path, overrides: dict, seconds: float, seed: int, train_
     rows only, when given): ``(module, steps, s/step, losses, sample ids trained on)``."""
     import torch
 
-    from ml.models.config import sft_profile
+    from ml.train.sft.config import sft_profile
     from ml.models.data import RenderedVideoDataModule
-    from ml.models.lightning_sft import SFTModule, model_config_for_data
-    from ml.train.sft import _load_init
+    from ml.train.sft.module import SFTModule, model_config_for_data
+    from ml.train.sft.loop import _load_init
 
     # a long max_steps keeps the learning rate flat after warm-up within the budget
     cfg = sft_profile("demo", max_steps=100_000, seed=seed, **overrides)

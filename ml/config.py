@@ -25,8 +25,8 @@ STAGE_CONFIGS: dict[str, str] = {
     "samples": "ml.pairing.config:SampleConfig",
     "render": "ml.render.config:RenderConfig",
     "model": "ml.models.config:ModelConfig",
-    "sft": "ml.models.config:SFTConfig",
-    "gdpo": "ml.models.config:GDPOConfig",
+    "sft": "ml.train.sft.config:SFTConfig",
+    "gdpo": "ml.train.gdpo.config:GDPOConfig",
     "seq2seq": "ml.seq2seq.config:Seq2SeqConfig",
     "evaluation": "ml.evaluation:EvaluationConfig",
     "operator": "ml.scale.operator_day:OperatorDayConfig",
@@ -38,8 +38,8 @@ STAGE_CONFIGS: dict[str, str] = {
 # Stages whose package defines its own profile table (a ``<stage>_profile(name, **overrides)``
 # function next to the config): the model and training sizes live beside the model code.
 STAGE_PROFILE_FACTORIES: dict[str, str] = {
-    "sft": "ml.models.config:sft_profile",
-    "gdpo": "ml.models.config:gdpo_profile",
+    "sft": "ml.train.sft.config:sft_profile",
+    "gdpo": "ml.train.gdpo.config:gdpo_profile",
     "seq2seq": "ml.seq2seq.config:seq2seq_profile",
 }
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ddp_sft_probe import RecordRank  # the probe's script folder (tests/) is on sys.path
-from ml.models.config import gdpo_profile
+from ml.train.gdpo.config import gdpo_profile
 from ml.train.gdpo import train_gdpo
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ml.models.config import sft_profile
+from ml.train.sft.config import sft_profile
 from ml.models.data import make_toy_rendered_arrays
 from ml.train.sft import train_sft
 

@@ -25,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
 from ml.models.advantages import gdpo_advantages, grpo_advantages, informative_rows  # noqa: E402
-from ml.models.config import GDPOConfig, gdpo_profile  # noqa: E402
-from ml.models.lightning_gdpo import GDPOModule  # noqa: E402
+from ml.train.gdpo.config import GDPOConfig, gdpo_profile  # noqa: E402
+from ml.train.gdpo.module import GDPOModule  # noqa: E402
 from ml.models.policy_loss import ppo_clip_loss  # noqa: E402
 from ml.models.data import to_uint8_frames  # noqa: E402
 from ml.models.rollout import exploration_mask, sample_rollouts  # noqa: E402
@@ -525,7 +525,7 @@ def test_train_gdpo_with_ci_video_model(ci_setup) -> None:
 def test_best_val_selection_ships_the_weights_of_the_best_validation(ci_setup, monkeypatch) -> None:
     """select_checkpoint = best_val exports the best-scoring validation's weights, the SFT start included."""
     from ml.models.checkpoint import load_video_model
-    from ml.train import gdpo as gdpo_train
+    from ml.train.gdpo import loop as gdpo_train
 
     data, sft, root = ci_setup
     scores = iter([2.0, 1.0, 0.5])  # the start scores best
@@ -548,7 +548,7 @@ def test_best_val_exports_the_best_validation_and_needs_the_margin(ci_setup, mon
     """The best validation's weights (not the last ones) go to gdpo.pt when they beat the start by
     select_min_gain; a smaller gain ships the SFT weights."""
     from ml.models.checkpoint import load_video_model
-    from ml.train import gdpo as gdpo_train
+    from ml.train.gdpo import loop as gdpo_train
 
     data, sft, root = ci_setup
     real = gdpo_train.evaluate_policy

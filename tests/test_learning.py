@@ -30,9 +30,10 @@ def train_toy(tmp_path, steps: int, model_overrides: dict | None = None, sft_ove
               seed: int = 0, sample_steps: int = 8) -> dict[str, float]:
     """Train the ci preset on toy windows for ``steps`` steps; head metrics of Euler samples on held-out windows."""
     from ml.decode import drawing_metrics
-    from ml.models.config import model_preset, sft_profile
+    from ml.models.config import model_preset
+    from ml.train.sft.config import sft_profile
     from ml.models.data import RenderedVideoDataset, make_toy_rendered_arrays, to_uint8_frames
-    from ml.models.lightning_sft import SFTModule
+    from ml.train.sft.module import SFTModule
     from ml.models.sampling import generate
 
     torch.set_num_threads(1)

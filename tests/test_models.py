@@ -14,7 +14,8 @@ torch.set_num_threads(1)
 
 from ml.models.backbone import PretrainedNotFoundError, VideoFlowModel, build_video_model  # noqa: E402
 from ml.models.checkpoint import load_video_model, read_checkpoint, save_video_model  # noqa: E402
-from ml.models.config import SFTConfig, model_preset  # noqa: E402
+from ml.models.config import model_preset
+from ml.train.sft.config import SFTConfig  # noqa: E402
 from ml.models.flow_matching import (  # noqa: E402
     flow_matching_loss, foreground_weights, interpolate, sample_timesteps, target_velocity, timestep_grid,
     x0_from_velocity)
@@ -342,8 +343,8 @@ def test_pretrained_preset_keeps_velocity_prediction():
 
 def test_shipped_base_model_matches_the_demo_preset():
     """The base checkpoint in models/ loads and has the sizes the demo profile fine-tunes."""
-    from ml.models.config import sft_profile
-    from ml.train.sft import _resolve_init
+    from ml.train.sft.config import sft_profile
+    from ml.train.sft.loop import _resolve_init
 
     cfg = sft_profile("demo")
     assert cfg.init_checkpoint, "the demo profile fine-tunes the shipped base model"

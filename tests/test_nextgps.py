@@ -195,9 +195,10 @@ def test_the_report_round_trips_and_the_evaluation_report_embeds_its_section(roa
 
 
 def test_continuation_training_gives_the_known_frames_clean_and_scores_only_the_rest(tmp_path) -> None:
-    from ml.models.config import model_preset, sft_profile
+    from ml.models.config import model_preset
+    from ml.train.sft.config import sft_profile
     from ml.models.data import RenderedVideoDataset, make_toy_rendered_arrays
-    from ml.models.lightning_sft import SFTModule
+    from ml.train.sft.module import SFTModule
 
     with pytest.raises(ValueError, match="needs both above 0"):
         sft_profile("ci", known_frames=2)

@@ -187,13 +187,13 @@ def test_served_tokens_equal_rendered_tokens_with_footprints(grid_net, tables, c
     """Parity: records placed through the learned footprints give the serving pyfunc the tokens and the condition
     image (its polyline through the serving towers or through the records' footprint positions) the renderer
     wrote for training (same windows, same tiles), and the tokens differ from the hand-made model's."""
-    from ml.models.config import sft_profile
+    from ml.train.sft.config import sft_profile
     from ml.render.arrays import RenderedArrays
     from ml.render.config import RenderConfig
     from ml.render.dataset import render_samples
     from ml.geo import choose_tile
     from ml.serving.pyfunc import TrajectoryReconstructor
-    from ml.train.sft import _resolve_init
+    from ml.train.sft.loop import _resolve_init
 
     towers = TowerTable(tables["towers"], grid_net.crs)
     model = LearnedObservationModel(footprints, towers)

@@ -51,7 +51,7 @@ def test_untrained_network_predicts_the_prior_and_ignores_padding(contexts):
 
 
 def test_rotation_turns_every_position_of_a_window_together():
-    from ml.train.seq2seq import rotate_windows
+    from ml.train.seq2seq.module import rotate_windows
 
     rec = torch.tensor([[[1.0, 0.0, 0.5, 2.0]]])
     prior, target = torch.tensor([[[0.0, 1.0]]]), torch.tensor([[[1.0, 1.0]]])
@@ -66,7 +66,8 @@ def test_seq2seq_learns_what_the_prior_misses_and_predicts_on_roads(contexts, tm
     """A learning test: the truth is moved 200 m east of every window's true path, which no prior knows;
     training must learn the offset (val error well under the prior's), and prediction snaps to roads."""
     from ml.evaluation.seq2seq import predict_seq2seq_method
-    from ml.train.seq2seq import load_seq2seq, train_seq2seq
+    from ml.seq2seq import load_seq2seq
+    from ml.train.seq2seq import train_seq2seq
 
     shifted = [c.__class__(**{**c.__dict__, "truth_xy": c.truth_xy + np.array([200.0, 0.0])}) for c in contexts]
     cfg = seq2seq_profile("ci", max_steps=150, val_every_n_steps=25, lr=3e-3, augment_rotation=False, patience=6,
@@ -85,7 +86,7 @@ def test_seq2seq_learns_what_the_prior_misses_and_predicts_on_roads(contexts, tm
 
 
 def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
-    from ml.train.seq2seq import load_seq2seq
+    from ml.seq2seq import load_seq2seq
 
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")

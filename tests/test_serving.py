@@ -143,9 +143,9 @@ def _free_port() -> int:
 def test_shipped_base_model_answers_with_video(grid_net):
     """The shipped base model (models/, 64 px, 17 frames) reconstructs requests itself: every window it decodes
     is answered with ``method = "video"`` and those positions are the decoded ones, not the MaR fallback."""
-    from ml.models.config import sft_profile
+    from ml.train.sft.config import sft_profile
     from ml.geo.track import interpolate_positions
-    from ml.train.sft import _resolve_init
+    from ml.train.sft.loop import _resolve_init
 
     base = _resolve_init(sft_profile("demo").init_checkpoint)
     rng = np.random.default_rng(3)

@@ -10,7 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from ml.models.config import sft_profile  # noqa: E402
+from ml.train.sft.config import sft_profile  # noqa: E402
 from ml.models.data import RenderedVideoDataModule, make_toy_rendered_arrays  # noqa: E402
 
 
@@ -241,7 +241,7 @@ def test_resume_with_an_unknown_mlflow_run_logs_to_a_new_run(toy_dir, tmp_path):
 
 
 def test_ema_is_the_exponential_average_of_the_trainable_weights_and_survives_a_checkpoint():
-    from ml.models.lightning_sft import EMA
+    from ml.train.sft.module import EMA
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
     model[1].weight.requires_grad_(False)  # frozen: not averaged, never swapped
@@ -271,7 +271,7 @@ def test_ema_is_the_exponential_average_of_the_trainable_weights_and_survives_a_
 
 
 def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
-    from ml.models.lightning_sft import SFTModule
+    from ml.train.sft.module import SFTModule
 
     module = SFTModule(sft_profile("ci", lr=1e-3, warmup_steps=4, max_steps=20))
     opt_cfg = module.configure_optimizers()
@@ -290,9 +290,10 @@ def test_one_step_rows_are_trained_where_the_evaluation_samples(tmp_path) -> Non
     zero initial noise), so with every row one-step the loss no longer depends on the random draws."""
     import torch
 
-    from ml.models.config import model_preset, sft_profile
+    from ml.models.config import model_preset
+    from ml.train.sft.config import sft_profile
     from ml.models.data import RenderedVideoDataset, make_toy_rendered_arrays
-    from ml.models.lightning_sft import SFTModule
+    from ml.train.sft.module import SFTModule
 
     root = make_toy_rendered_arrays(tmp_path / "toy", n=4, resolution=32, frames=5, seed=0)
     ds = RenderedVideoDataset(root, with_tokens=True, max_records=8)

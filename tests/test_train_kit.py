@@ -107,7 +107,7 @@ def test_a_resumed_training_continues_its_mlflow_run_or_opens_a_new_one(tmp_path
 
 
 def test_result_record_and_cli_overrides(tmp_path: Path) -> None:
-    from ml.models.config import sft_profile
+    from ml.train.sft.config import sft_profile
 
     r = TrainResult(checkpoint_path=tmp_path / "model.pt", metrics={"a": 1.0}, global_step=3)
     assert json.loads(r.write(tmp_path / "r.json").read_text())["checkpoint_path"] == str(tmp_path / "model.pt")

@@ -32,7 +32,7 @@ def predict_seq2seq_method(checkpoint: Path, contexts: Sequence[SampleContext], 
 
     from ml.decode.trajectory import snap_route
     from ml.seq2seq import window_batch
-    from ml.train.seq2seq import load_seq2seq
+    from ml.seq2seq import load_seq2seq
 
     model, cfg = load_seq2seq(checkpoint, device=device)
     if (cfg.prefix_s is not None) != gps_prefix:

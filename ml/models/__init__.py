@@ -1,4 +1,5 @@
-"""Video flow model: Wan backbone, flow matching, Euler and SDE samplers, Lightning SFT and GDPO, checkpoints.
+"""Video flow model (the specification): Wan backbone, flow matching, Euler and SDE samplers, GDPO's pure
+functions (advantages, policy loss, rollouts), checkpoints. The trainers are in ``ml.train`` (sft, gdpo).
 
 Names are imported lazily (``from ml.models import VideoFlowModel`` works) so that importing one
 sub-module (e.g. ``ml.models.sde``) does not pull in Lightning or diffusers.
@@ -11,11 +12,7 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "ModelConfig": "ml.models.config",
-    "SFTConfig": "ml.models.config",
-    "GDPOConfig": "ml.models.config",
-    "gdpo_profile": "ml.models.config",
     "model_preset": "ml.models.config",
-    "sft_profile": "ml.models.config",
     "VideoFlowModel": "ml.models.backbone",
     "build_video_model": "ml.models.backbone",
     "PretrainedNotFoundError": "ml.models.backbone",
@@ -27,7 +24,6 @@ _EXPORTS: dict[str, str] = {
     "euler_sample": "ml.models.sampling",
     "save_video_model": "ml.models.checkpoint",
     "load_video_model": "ml.models.checkpoint",
-    "SFTModule": "ml.models.lightning_sft",
     "RenderedVideoDataModule": "ml.models.data",
     "RenderedVideoDataset": "ml.models.data",
 }

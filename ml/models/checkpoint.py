@@ -95,7 +95,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"video model checkpoint '{path}' does not exist")
     obj = torch_load_checked(path, f"{FORMAT} checkpoint", MODEL_REMEDY, weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"'{path}' is not a {FORMAT} file (a Lightning .ckpt? use ml.models.lightning_sft.export_from_lightning)")
+        raise ValueError(f"'{path}' is not a {FORMAT} file (a Lightning .ckpt? use ml.train.sft.module.export_from_lightning)")
     if int(obj.get("version", 0)) > VERSION:
         raise ValueError(f"'{path}' has format version {obj['version']}, this code reads <= {VERSION}")
     return obj

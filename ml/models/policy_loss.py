@@ -1,6 +1,6 @@
 """The Traj-GDPO policy objective: the PPO clipped ratio loss over informative rows, plus beta times the KL.
 
-Pure functions on tensors; :mod:`ml.models.lightning_gdpo` calls them per trained denoising step.
+Pure functions on tensors; :mod:`ml.train.gdpo.module` calls them per trained denoising step.
 """
 
 from __future__ import annotations

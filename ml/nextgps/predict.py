@@ -177,7 +177,7 @@ def seq2seq_at_targets(checkpoint: Path, contexts: Sequence[SampleContext], cfg:
     (``prefix_s`` = ``cfg.known_s``, the ``seq2seq_prefix_checkpoint`` asset) also reads the known GPS as tokens,
     from windows whose truth after ``known_s`` is blanked (:func:`prefix_only`)."""
     from ml.evaluation import predict_seq2seq_method
-    from ml.train.seq2seq import load_seq2seq
+    from ml.seq2seq import load_seq2seq
 
     _, s2s = load_seq2seq(checkpoint)
     if s2s.prefix_s is not None:
@@ -259,9 +259,9 @@ def video_at_targets(checkpoint: Path, rendered_dir: Path, contexts: Sequence[Sa
     """
     import torch
 
-    from ml.decode import decode_video_to_trajectory
+    from ml.inference import SamplingSettings, VideoWindow, predict_windows
     from ml.models import load_video_model
-    from ml.models.data import cond_to_tensor, record_tokens_batch, to_uint8_frames, video_to_tensor
+    from ml.models.data import record_tokens, to_uint8_frames, video_to_tensor
     from ml.models.layer import layer_from_video
     from ml.models.sampling import layer_to_uint8
     from ml.render.arrays import RenderedArrays
@@ -271,40 +271,34 @@ def video_at_targets(checkpoint: Path, rendered_dir: Path, contexts: Sequence[Sa
     arrays = RenderedArrays(rendered_dir)
     row_of = {sid: i for i, sid in enumerate(arrays.index["sample_id"].astype(str))}
     out: dict[str, np.ndarray] = {}
-    todo = []
+    windows, by_key = [], {}
     for c in contexts:
         _check_window(c, cfg)
-        if c.sample_id in row_of:
-            todo.append(c)
-        else:
+        if c.sample_id not in row_of:
             out[c.sample_id] = np.full((len(cfg.horizons_s), 2), np.nan)
-    bs = cfg.video_batch_size
-    for b in range(0, len(todo), bs):
-        batch = todo[b : b + bs]
-        rows = np.array([row_of[c.sample_id] for c in batch])
-        cond, true_video = arrays.batch(rows)
+            continue
+        r = row_of[c.sample_id]
+        tokens = record_tokens(arrays, r, model.cfg.max_records) if model.cfg.uses_records else (None, None)
+        windows.append(VideoWindow(c.sample_id, arrays.cond(r), arrays.tile(r), arrays.duration_s(r), c.eval_t, c.net,
+                                   tokens[0], tokens[1]))
+        by_key[c.sample_id] = (r, c)
+
+    def continue_known(m, cond, tokens, mask, noise, batch):
+        rows = np.array([by_key[w.key][0] for w in batch])
         n_known = known_frame_count(arrays.frames, arrays.duration_s(int(rows[0])), cfg.known_s) if with_prefix else 0
-        truth = video_to_tensor(true_video)
+        truth = video_to_tensor(arrays.batch(rows)[1])
         # the known frames in the model's own space: the drawing layer the SFT target is made of, or the RGB video
-        known = truth if model.cfg.target == "rgb" else layer_from_video(truth)
-        tokens = mask = None
-        if model.cfg.uses_records:
-            tokens, mask = (t.to(device) for t in record_tokens_batch(arrays, rows, model.cfg.max_records))
-        gen = torch.Generator(device="cpu").manual_seed(cfg.video_seed + b)
-        x, c_enc = continuation_sample(model, cond_to_tensor(cond).to(device), known, n_known, n_steps,
-                                       generator=gen, tokens=tokens, token_mask=mask,
+        known = truth if m.cfg.target == "rgb" else layer_from_video(truth)
+        x, c_enc = continuation_sample(m, cond, known, n_known, n_steps, noise=noise, tokens=tokens, token_mask=mask,
                                        noise_scale=cfg.video_noise_scale, clean_prefix=clean_prefix)
         with torch.no_grad():
-            frames = to_uint8_frames(model.decode_video(x, c_enc))
-        layers = layer_to_uint8(x) if model.cfg.target == "layer" else None
-        for j, (ctx, r) in enumerate(zip(batch, rows)):
-            dec = decode_video_to_trajectory(frames[j], arrays.tile(int(r)), arrays.resolution,
-                                             arrays.duration_s(int(r)), ctx.net, ctx.eval_t,
-                                             layer=None if layers is None else layers[j])
-            xy = np.asarray(dec.xy, dtype=np.float64).reshape(ctx.n_eval, 2)
-            out[ctx.sample_id] = xy[_target_rows(ctx, cfg)]
-        if progress:
-            progress(f"video ({'no prefix' if not with_prefix else 'clean prefix' if clean_prefix else 'continuation'}, "
-                     f"{n_steps} steps): "
-                     f"{min(b + bs, len(todo))}/{len(todo)} windows")
+            frames = to_uint8_frames(m.decode_video(x, c_enc))
+        return frames, (layer_to_uint8(x) if m.cfg.target == "layer" else None)
+
+    mode = "no prefix" if not with_prefix else "clean prefix" if clean_prefix else "continuation"
+    settings = SamplingSettings(n_steps, cfg.video_noise_scale, seed=cfg.video_seed, batch_size=cfg.video_batch_size)
+    for batch in predict_windows(model, windows, settings, device=device, sampler=continue_known,
+                                 frames=arrays.frames, progress=progress, label=f"video ({mode}, {n_steps} steps)"):
+        for pred in batch.predictions:
+            out[pred.key] = pred.xy[_target_rows(by_key[pred.key][1], cfg)]
     return out

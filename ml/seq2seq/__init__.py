@@ -10,5 +10,7 @@ methods). Training is :func:`ml.train.seq2seq.train_seq2seq`; evaluation
 from ml.seq2seq.config import Seq2SeqConfig, seq2seq_profile
 from ml.seq2seq.data import WindowBatch, window_batch
 from ml.seq2seq.model import RecordsToPositions
+from ml.seq2seq.checkpoint import load_seq2seq, save_seq2seq
 
-__all__ = ["Seq2SeqConfig", "seq2seq_profile", "WindowBatch", "window_batch", "RecordsToPositions"]
+__all__ = ["Seq2SeqConfig", "seq2seq_profile", "WindowBatch", "window_batch", "RecordsToPositions", "load_seq2seq",
+           "save_seq2seq"]

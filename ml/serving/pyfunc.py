@@ -11,9 +11,10 @@ t0 + duration_s, plus ``method`` ("video", or "fallback_mar" where the generated
 not be decoded: the serving-tower positions interpolated in time) .
 
 Pipeline per request: ``ml.geo.choose_tile`` on the serving-tower positions, the condition image
-by ``ml.render.render_condition_image``, a batched Euler sample of the flow model, then
+by ``ml.render.render_condition_image``, then ``ml.inference.predict_windows``, the evaluation's loop: a batched
+Euler sample of the flow model (the noise of the batch starting at window b seeded with ``seed + b``) decoded by
 ``ml.decode.decode_video_to_trajectory`` (snapped to the road network, reading the request's records beside the
-drawing as the evaluation does).
+drawing).
 
 Artifacts: ``checkpoint`` (``save_video_model`` file), ``towers`` (parquet: cell_id, lon, lat),
 ``roads`` (``RoadNetwork.save_npz``), ``serving_config`` (JSON: city, crs, duration_s,
@@ -124,25 +125,17 @@ class TrajectoryReconstructor:
             metas.append((key, t0, rxy_w, rt_w, cells_w, ev_w))
         return np.stack(conds), np.stack(toks), np.stack(masks), tiles, metas
 
-    def _decode(self, video: np.ndarray, layer: np.ndarray | None, tile: Any, record_t: np.ndarray,
-                cells: np.ndarray, events: np.ndarray) -> np.ndarray:
-        from ml.decode import decode_video_to_trajectory
+    def _evidence(self, record_t: np.ndarray, cells: np.ndarray, events: np.ndarray) -> Any:
+        """The records' evidence for the snapping, at the weight the model was registered with (older
+        registrations carry none: the drawing alone, as they were evaluated)."""
         from ml.observation.evidence import record_evidence
 
-        # the evaluation's decoder: the records' evidence beside the drawing, at the weight the model was
-        # registered with (older registrations carry none: the drawing alone, as they were evaluated)
         weight = float(self.cfg.get("record_evidence_weight", 0.0))
-        evidence = record_evidence(record_t, cells, events, self.observation, weight) if weight > 0 else None
-        dec = decode_video_to_trajectory(video, tile, self.model_cfg.resolution, self.duration_s, self.net, self.eval_t,
-                                         layer=layer, evidence=evidence)
-        return np.asarray(dec.xy, dtype=float)
+        return record_evidence(record_t, cells, events, self.observation, weight) if weight > 0 else None
 
     def reconstruct(self, df: pd.DataFrame) -> pd.DataFrame:
         """Records of one or more requests -> trajectories (see the module docstring)."""
-        import torch
-
-        from ml.models.data import cond_to_tensor
-        from ml.models.sampling import generate
+        from ml.inference import SamplingSettings, VideoWindow, predict_windows
 
         miss = [c for c in ("ts", "cell_id") if c not in df.columns]
         if miss:
@@ -156,26 +149,18 @@ class TrajectoryReconstructor:
         if not groups:
             return pd.DataFrame(columns=[idc, "ts", "lon", "lat", "method"])
         conds, toks, masks, tiles, metas = self._cond_images(groups)
-        bs = int(self.cfg.get("batch_size", 16))
-        gen = torch.Generator(device="cpu").manual_seed(int(self.cfg.get("seed", 0)))
-        videos, layers = [], []
-        for i in range(0, len(conds), bs):
-            c = cond_to_tensor(conds[i:i + bs]).to(self.device)
-            C, k, h, w = self.model.latent_shape()
-            noise = torch.randn((len(c), C, k, h, w), generator=gen)
-            tok = torch.from_numpy(toks[i:i + bs]).to(self.device)
-            tmask = torch.from_numpy(masks[i:i + bs]).to(self.device)
-            v, lay = generate(self.model, c, int(self.cfg.get("n_steps", 20)), noise=noise.to(self.device),
-                              shift=float(self.cfg.get("shift", 1.0)), autocast_dtype=torch.bfloat16,
-                              tokens=tok, token_mask=tmask, noise_scale=float(self.cfg.get("noise_scale", 1.0)))
-            videos.append(v)
-            layers.extend([None] * len(v) if lay is None else list(lay))
-        videos_u8 = np.concatenate(videos)
+        windows = [VideoWindow(str(key), cond, tile, self.duration_s, self.eval_t, self.net, tok, mask,
+                               self._evidence(rt, cells, events))
+                   for cond, tok, mask, tile, (key, t0, rxy, rt, cells, events) in zip(conds, toks, masks, tiles, metas)]
+        settings = SamplingSettings(int(self.cfg.get("n_steps", 20)), float(self.cfg.get("noise_scale", 1.0)),
+                                    float(self.cfg.get("shift", 1.0)), int(self.cfg.get("seed", 0)),
+                                    int(self.cfg.get("batch_size", 16)))
+        predictions = [p for batch in predict_windows(self.model, windows, settings, device=self.device)
+                       for p in batch.predictions]
         out = []
-        for video, layer, tile, (key, t0, rxy, rt, cells, events) in zip(videos_u8, layers, tiles, metas):
-            method = "video"
+        for pred, (key, t0, rxy, rt, cells, events) in zip(predictions, metas):
+            method, xy = "video", pred.xy.copy()
             # a poor sample decodes to NaN positions (filled below, and labelled); an exception is a bug and is raised
-            xy = self._decode(video, layer, tile, rt, cells, events)
             if not np.isfinite(xy).all():
                 method = "fallback_mar"
                 fb = interpolate_positions(rt, rxy, self.eval_t, "request records")

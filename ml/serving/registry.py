@@ -243,7 +243,7 @@ def log_seq2seq_model(checkpoint_path: str | Path, city: str, tracking_uri: str,
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from ml.train.seq2seq import load_seq2seq
+    from ml.seq2seq import load_seq2seq
 
     model, _ = load_seq2seq(checkpoint_path)
     mlflow.set_tracking_uri(tracking_uri)

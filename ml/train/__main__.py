@@ -14,8 +14,8 @@ from typing import Callable
 
 # subcommand -> module implementing HELP / add_args / run
 SUBCOMMANDS: dict[str, str] = {
-    "sft": "ml.train.sft_cli",
-    "gdpo": "ml.train.gdpo_cli",
+    "sft": "ml.train.sft.cli",
+    "gdpo": "ml.train.gdpo.cli",
 }
 
 

@@ -19,9 +19,9 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ml.models.config import SFTConfig
+from ml.train.sft.config import SFTConfig
 from ml.models.data import RenderedVideoDataModule
-from ml.models.lightning_sft import SFTModule, model_config_for_data
+from ml.train.sft.module import SFTModule, model_config_for_data
 from ml.train.kit import (BestOnVal, TrainResult, content_sha256, data_files_key, load_selected, log_final,
                           mlflow_logger, resume_or_supersede, select_step)
 
@@ -159,7 +159,7 @@ def _load_init(module: SFTModule, init: str | Path) -> None:
         raise ValueError(f"--init '{init}': unexpected weights {unexpected[:5]}")
     log.info("initialised from %s (%d tensors, %d left at their initial values)", init, len(sd), len(missing))
     if module.ema is not None:
-        from ml.models.lightning_sft import EMA
+        from ml.train.sft.module import EMA
 
         module.ema = EMA(module.model, module.ema.decay)
 

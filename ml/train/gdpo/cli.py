@@ -82,7 +82,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``gdpo`` subcommand; prints the GDPOResult as JSON and returns 0."""
-    from ml.models.config import gdpo_profile
+    from ml.train.gdpo.config import gdpo_profile
     from ml.train.gdpo import train_gdpo
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

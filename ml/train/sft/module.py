@@ -7,7 +7,7 @@ diffusers' cosine schedule with linear warm-up (to zero at ``max_steps``), optio
 weights (``torch.optim.swa_utils.AveragedModel``).
 
 Validation: the flow-matching loss at fixed noise, then a few videos sampled with the Euler ODE
-(``ml.models.sampling.generate``), compared with the truth video (pixel MSE) and by their decoded
+(``ml.inference.predict_windows``, the evaluation's loop), compared with the truth video (pixel MSE) and by their decoded
 heads and paths (``ml.decode.drawing_metrics``: detection rate, pixel error, path IoU) and, with a
 road network, by their decoded trajectories (metres). Preview images (truth row over generated row) are written and logged to MLflow.
 """
@@ -25,13 +25,13 @@ import torch
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from ml.models.backbone import VideoFlowModel, build_video_model
-from ml.models.config import ModelConfig, SFTConfig
+from ml.models.config import ModelConfig
 from ml.models.data import to_uint8_frames
 from ml.models.flow_matching import (flow_matching_loss, foreground_weights, interpolate, sample_timesteps,
                                       x0_from_velocity)
 from ml.models.layer import head_position_loss
-from ml.models.sampling import generate
 from ml.pixels import SCALE
+from ml.train.sft.config import SFTConfig
 
 log = logging.getLogger(__name__)
 
@@ -226,19 +226,15 @@ class SFTModule(L.LightningModule):
 
     def _sample_and_score(self, batch: dict[str, Any], n: int, preview: bool, seed: int) -> None:
         from ml.decode import drawing_metrics
+        from ml.inference import SamplingSettings, predict_windows
 
-        cond = batch["cond"][:n]
         truth = batch["video"][:n]
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        C, k, h, w = self.model.latent_shape(truth.shape[2], truth.shape[-1])
-        noise = torch.randn((n, C, k, h, w), generator=g).to(cond.device)
-        tokens = batch.get("tokens")
-        mask = batch.get("token_mask")
-        gen_u8, layers = generate(self.model, cond, self.cfg.val_sample_steps,
-                                  tokens=None if tokens is None else tokens[:n],
-                                  token_mask=None if mask is None else mask[:n], shift=self.cfg.sample_shift,
-                                  noise=noise, frames=truth.shape[2], noise_scale=self.cfg.val_noise_scale,
-                                  autocast_dtype=torch.bfloat16 if cond.device.type == "cuda" else None)
+        windows, decode = self._val_windows(batch, n)
+        settings = SamplingSettings(self.cfg.val_sample_steps, self.cfg.val_noise_scale, self.cfg.sample_shift, seed,
+                                    batch_size=n)
+        (out,) = predict_windows(self.model, windows, settings, device=str(batch["cond"].device), decode=decode,
+                                 frames=truth.shape[2])
+        gen_u8, layers = out.video, out.layer
         true_u8 = to_uint8_frames(truth)
         gen = torch.from_numpy(gen_u8).float()
         tru = torch.from_numpy(true_u8).float()
@@ -249,34 +245,47 @@ class SFTModule(L.LightningModule):
         metrics["val/head_err_px"] = float(np.nanmean(drawn["head_error_px"])) if np.isfinite(drawn["head_error_px"]).any() \
             else float("nan")
         metrics["val/path_iou"] = float(np.nanmean(drawn["path_iou"])) if np.isfinite(drawn["path_iou"]).any() else float("nan")
-        metrics.update(self._decoded_metrics(gen_u8, true_u8, layers, None if batch.get("index") is None
-                                             else batch["index"][:n]))
+        if decode:
+            metrics.update(self._decoded_metrics(out, true_u8))
         for key, val in metrics.items():
             if val is not None and np.isfinite(val):
                 self.log(key, val, batch_size=n)
         if preview:
             self._write_preview(true_u8, gen_u8)
 
-    def _decoded_metrics(self, gen: np.ndarray, truth: np.ndarray, layers: np.ndarray | None, index: Any) -> dict[str, float]:
-        """With a road network: mean distance (m) between the trajectories decoded from the generated and the
-        true videos (the truth's GPS is not part of the rendered arrays)."""
+    def _val_windows(self, batch: dict[str, Any], n: int) -> tuple[list[Any], bool]:
+        """The first ``n`` windows of a validation batch for :func:`ml.inference.predict_windows`, and whether
+        they can be decoded (a road network and the rendered index are known: the truth's GPS is not part of
+        the rendered arrays, so the decoded truth video is the reference)."""
+        from ml.geo import Tile
+        from ml.inference import VideoWindow
+        from ml.pixels import to_uint8
+
         net = self.road_network
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if net is None or index is None or dm is None or not hasattr(dm, "index_record"):
-            return {}
+        index = batch.get("index")
+        decode = net is not None and index is not None and dm is not None and hasattr(dm, "index_record")
+        cond = to_uint8(batch["cond"][:n]).movedim(1, -1).cpu().numpy()
+        tokens, mask = batch.get("tokens"), batch.get("token_mask")
+        frames = int(batch["video"].shape[2])
+        windows = []
+        for j in range(n):
+            rec = dm.index_record(int(index[j])) if decode else None
+            dur = float(rec["duration_s"]) if decode else 0.0
+            windows.append(VideoWindow(
+                str(j), cond[j], Tile.from_record(rec) if decode else None, dur, np.linspace(0.0, dur, frames),
+                net if decode else None, None if tokens is None else tokens[j].cpu().numpy(),
+                None if mask is None else mask[j].cpu().numpy()))
+        return windows, decode
+
+    def _decoded_metrics(self, out: Any, truth: np.ndarray) -> dict[str, float]:
+        """Mean distance (m) between the trajectories decoded from the generated and the true videos."""
         from ml.decode import decode_video_to_trajectory
-        from ml.geo import Tile
 
         terr = []
-        for j, (gv, tv, i) in enumerate(zip(gen, truth, index.tolist())):
-            rec = dm.index_record(int(i))
-            tile = Tile.from_record(rec)
-            dur = float(rec["duration_s"])
-            eval_t = np.linspace(0.0, dur, gv.shape[0])
-            g_tr = decode_video_to_trajectory(gv, tile, int(gv.shape[-2]), dur, net, eval_t,
-                                              layer=None if layers is None else layers[j])
-            t_tr = decode_video_to_trajectory(tv, tile, int(tv.shape[-2]), dur, net, eval_t)
-            d = np.linalg.norm(np.asarray(g_tr.xy) - np.asarray(t_tr.xy), axis=1)
+        for w, pred, tv in zip(out.windows, out.predictions, truth):
+            t_tr = decode_video_to_trajectory(tv, w.tile, int(tv.shape[-2]), w.duration_s, w.net, w.eval_t)
+            d = np.linalg.norm(pred.xy - np.asarray(t_tr.xy), axis=1)
             if np.isfinite(d).any():
                 terr.append(np.nanmean(d))
         return {"val/traj_err_m": float(np.mean(terr))} if terr else {}

@@ -36,7 +36,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``sft`` subcommand; prints the SFTResult as JSON."""
-    from ml.models.config import sft_profile
+    from ml.train.sft.config import sft_profile
     from ml.train.sft import train_sft
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

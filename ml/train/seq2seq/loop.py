@@ -9,85 +9,27 @@ stops after ``patience`` validations without a better ``val/loss`` and exports t
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import lightning as L
 import numpy as np
 import torch
-from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.utils.data import DataLoader, TensorDataset
 
 from ml.observation.context import SampleContext
-from ml.seq2seq import RecordsToPositions, Seq2SeqConfig, WindowBatch, window_batch
+from ml.seq2seq import Seq2SeqConfig, WindowBatch, window_batch
+from ml.seq2seq.checkpoint import load_seq2seq, save_seq2seq
+from ml.train.seq2seq.module import Seq2SeqModule
 from ml.train.kit import BestOnVal, TrainResult, content_sha256, load_selected, log_final, mlflow_logger, resume_or_supersede, select_step
 
 log = logging.getLogger(__name__)
 
-FORMAT = "sig2gps-seq2seq-v1"
-#: metres of the Huber loss's quadratic zone: errors below it count as squared, above as absolute
-HUBER_DELTA_M = 50.0
-
-
 def _tensors(b: WindowBatch) -> TensorDataset:
     return TensorDataset(*(torch.from_numpy(a) for a in (b.records, b.record_mask, b.query_t, b.query_prior,
                                                         b.query_mask, b.target, b.loss_mask)))
-
-
-def rotate_windows(batch: Sequence[torch.Tensor], angle: torch.Tensor) -> list[torch.Tensor]:
-    """Each window's positions (records, priors, truth) rotated by ``angle[i]`` about its origin."""
-    records, rmask, qt, prior, qmask, target, *rest = batch
-    c, s = angle.cos()[:, None], angle.sin()[:, None]  # (B, 1): one angle per window
-
-    def rot(xy: torch.Tensor) -> torch.Tensor:
-        return torch.stack([c * xy[..., 0] - s * xy[..., 1], s * xy[..., 0] + c * xy[..., 1]], dim=-1)
-
-    records = torch.cat([rot(records[..., :2]), records[..., 2:]], dim=-1)
-    return [records, rmask, qt, rot(prior), qmask, rot(target), *rest]
-
-
-class Seq2SeqModule(L.LightningModule):
-    def __init__(self, cfg: dict[str, Any] | Seq2SeqConfig) -> None:
-        super().__init__()
-        cfg = cfg if isinstance(cfg, Seq2SeqConfig) else Seq2SeqConfig.model_validate(cfg)
-        self.save_hyperparameters({"cfg": cfg.model_dump(mode="json")})
-        self.cfg = cfg
-        self.model = RecordsToPositions(cfg)
-
-    def _loss(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        records, rmask, qt, prior, qmask, target, lmask = batch
-        pred = self.model(records, rmask, qt, prior, qmask)
-        delta = HUBER_DELTA_M / self.cfg.scale_m
-        per = torch.nn.functional.huber_loss(pred, target, delta=delta, reduction="none").sum(-1)
-        loss = (per * lmask).sum() / lmask.sum().clamp(min=1)
-        se = ((pred - target) ** 2).sum(-1) * (self.cfg.scale_m ** 2)
-        return loss, (se * lmask).sum() / lmask.sum().clamp(min=1)
-
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.cfg.augment_rotation:
-            batch = rotate_windows(batch, torch.rand(len(batch[0]), device=batch[0].device) * (2 * math.pi))
-        loss, _ = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[0]))
-        return loss
-
-    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        loss, mse = self._loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch[0]))
-        self.log("val/mse_m2", mse, batch_size=len(batch[0]))
-
-    def on_validation_epoch_end(self) -> None:
-        mse = self.trainer.callback_metrics.get("val/mse_m2")
-        if mse is not None:
-            self.log("val/rmse_m", torch.sqrt(mse))
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        c = self.cfg
-        opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=c.warmup_steps, num_training_steps=c.max_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 @dataclass(kw_only=True)
@@ -99,34 +41,6 @@ class Seq2SeqResult(TrainResult):
     n_train: int = 0
     n_val: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
-
-
-def save_seq2seq(path: Path, model: RecordsToPositions, cfg: Seq2SeqConfig, meta: dict[str, Any]) -> Path:
-    """``model.pt``: weights, config and metadata (what :func:`load_seq2seq` reads)."""
-    from ml.io import atomic_file
-
-    with atomic_file(path) as tmp:
-        torch.save({"format": FORMAT, "config": cfg.model_dump(mode="json"), "state_dict": model.state_dict(),
-                    "meta": meta}, tmp)
-    return path
-
-
-def load_seq2seq(path: str | Path, device: str = "cpu") -> tuple[RecordsToPositions, Seq2SeqConfig]:
-    """The model of a ``model.pt`` written by :func:`train_seq2seq`, in eval mode."""
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{path}: not a readable seq2seq checkpoint ({type(exc).__name__}: {exc}); "
-                         "train it again (materialise seq2seq_checkpoint)") from exc
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a seq2seq checkpoint (format {obj.get('format') if isinstance(obj, dict) else '?'}"
-                         f", expected {FORMAT})")
-    # checkpoints from before the spread feature read four columns per record
-    cfg = Seq2SeqConfig.model_validate({"record_spread": False, **obj["config"]})
-    model = RecordsToPositions(cfg)
-    model.load_state_dict(obj["state_dict"])
-    return model.to(device).eval(), cfg
 
 
 def train_seq2seq(

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ml.models.advantages import ADVANTAGES, group_stats, informative_rows
-from ml.models.config import GDPOConfig
+from ml.train.gdpo.config import GDPOConfig
 from ml.models.policy_loss import ppo_clip_loss
 from ml.models.rollout import Rollout, sample_rollouts, velocity
 from ml.models.sde import gaussian_log_prob, sde_kl, sde_std, sde_step
