@@ -1,4 +1,4 @@
-"""Great Expectations gates: validate tables *before* they are written.
+"""Great Expectations gates: validate tables *before* they are written; and the model and report checks' results.
 
 A failing table records a failed (blocking) asset check with the report as metadata and stops the
 run; nothing is written, so earlier materialisations stay untouched and downstream assets do not
@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from ml.checks import CheckOutcome
 from ml.io import write_parquet_atomic
 from ml.validation import ValidationContext, validate_table
 
@@ -58,3 +59,15 @@ def validate_then_write(
             df.attrs = {}
         write_parquet_atomic(df, path)
         context.log.info(f"{t}: {len(df):,} rows validated ({reports[t].n_rules} rules), written to {path}")
+
+
+def outcome_result(outcome: "CheckOutcome") -> dg.AssetCheckResult:
+    """An ``ml.checks.CheckOutcome`` as Dagster's check result: severity ERROR, so that a failed blocking check
+    stops the assets below it; the outcome's description and metadata are what the UI shows.
+
+    The checks that use it (``@dg.asset_check(..., blocking=True)`` beside their asset) run as their own step
+    after the asset, like the ML example's model checks, so a check can be run again from the UI on what is on
+    disk. They carry no ``partitions_def`` (a Dagster preview feature): in a city's run they read the run's
+    partition key, as the Great Expectations specs do."""
+    return dg.AssetCheckResult(passed=bool(outcome.passed), description=outcome.description,
+                               metadata=dict(outcome.metadata), severity=dg.AssetCheckSeverity.ERROR)

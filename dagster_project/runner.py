@@ -88,6 +88,9 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
             if ev.is_step_failure:
                 err = ev.step_failure_data.error
                 print(f"step {ev.step_key} failed: {failure_message(err)}")
+        # a failed blocking check fails its step with Dagster's generic error; what went wrong is the check's own
+        for line in failed_check_lines(result.all_events):
+            print(line)
     return result.success
 
 
@@ -126,6 +129,18 @@ def _sync_partitions(instance: dg.DagsterInstance, sync, attempts: int = 5) -> N
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def failed_check_lines(events) -> list[str]:
+    """``check <asset>/<check> failed: <description>`` for each asset check of ``events`` that did not pass."""
+    lines = []
+    for ev in events:
+        if ev.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            data = ev.event_specific_data
+            if not data.passed:
+                lines.append(f"check {data.asset_key.to_user_string()}/{data.check_name} failed: "
+                             f"{data.description or '(no description)'}")
+    return lines
 
 
 def failure_message(err) -> str:

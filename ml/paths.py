@@ -81,6 +81,50 @@ class CityPaths:
     def checkpoints(self) -> Path:
         return self.outputs / "checkpoints"
 
+    # The training stages' folders and the model file each exports (the names ``ml.train`` writes: the SFT
+    # and seq2seq trainers ``model.pt``, GDPO ``gdpo.pt``). Readers take the file from here, never a literal.
+    @property
+    def sft_dir(self) -> Path:
+        """``checkpoints/sft/``: the SFT run (Lightning checkpoints, resume state, the exported model)."""
+        return self.checkpoints / "sft"
+
+    @property
+    def sft_model(self) -> Path:
+        """The SFT model (``ml.models.save_video_model`` format), written by ``sft_checkpoint``."""
+        return self.sft_dir / "model.pt"
+
+    @property
+    def gdpo_dir(self) -> Path:
+        """``checkpoints/gdpo/``: the GDPO run (its resumable state beside the exported model)."""
+        return self.checkpoints / "gdpo"
+
+    @property
+    def gdpo_model(self) -> Path:
+        """The GDPO-tuned model (``ml.models.save_video_model`` format), written by ``gdpo_checkpoint``."""
+        return self.gdpo_dir / "gdpo.pt"
+
+    @property
+    def seq2seq_dir(self) -> Path:
+        return self.checkpoints / "seq2seq"
+
+    @property
+    def seq2seq_model(self) -> Path:
+        """The seq2seq coordinate baseline, written by ``seq2seq_checkpoint``."""
+        return self.seq2seq_dir / "model.pt"
+
+    @property
+    def seq2seq_prefix_dir(self) -> Path:
+        return self.checkpoints / "seq2seq_prefix"
+
+    @property
+    def seq2seq_prefix_model(self) -> Path:
+        """The next-GPS seq2seq baseline (GPS prefix as input), written by ``seq2seq_prefix_checkpoint``."""
+        return self.seq2seq_prefix_dir / "model.pt"
+
+    def video_models(self) -> dict[str, Path]:
+        """The video methods of the evaluation and the model file each reads: ``video_sft``, ``video_gdpo``."""
+        return {"video_sft": self.sft_model, "video_gdpo": self.gdpo_model}
+
     @property
     def predictions(self) -> Path:
         return self.outputs / "predictions"
@@ -88,3 +132,21 @@ class CityPaths:
     @property
     def report(self) -> Path:
         return self.outputs / "report"
+
+    @property
+    def evaluation_json(self) -> Path:
+        """The evaluation report's numbers (``ml.report.evaluation_json``'s schema), written by ``evaluation_report``."""
+        return self.report / "evaluation.json"
+
+    @property
+    def evaluation_markdown(self) -> Path:
+        return self.report / "evaluation.md"
+
+    @property
+    def next_gps_dir(self) -> Path:
+        return self.outputs / "next_gps"
+
+    @property
+    def next_gps_json(self) -> Path:
+        """The next-GPS report, written by ``next_gps_report`` and embedded in the evaluation report."""
+        return self.next_gps_dir / "next_gps.json"

@@ -23,7 +23,17 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 ALL_CHECKS = [("cell_towers", "towers_contract"), ("taxi_gps", "gps_contract"),
               ("signaling_records", "signaling_contract"), ("measurement_reports", "mr_contract"),
               ("raw_pairs", "pairs_contract"), ("samples", "samples_contract"),
-              ("cell_footprints", "footprints_contract"), ("cell_footprints", "footprints_from_train")]
+              ("cell_footprints", "footprints_contract"), ("cell_footprints", "footprints_from_train"),
+              # checks on models and reports (ml.checks), each a step of its own after its asset
+              ("rendered_videos", "rendered_arrays_match_samples"), ("sft_checkpoint", "sft_model_decodes"),
+              ("gdpo_checkpoint", "gdpo_model_decodes"), ("evaluation_report", "evaluation_report_complete")]
+#: the stages of the method as the UI's asset groups show them
+GROUPS = {"road_network": "raw", "cell_towers": "raw", "taxi_gps": "raw", "signaling_records": "raw",
+          "truth_links": "raw", "measurement_reports": "raw", "dataset_version": "raw",
+          "raw_pairs": "pairing", "samples": "pairing", "sample_truth": "pairing",
+          "cell_footprints": "observation", "rendered_videos": "video", "sft_checkpoint": "video",
+          "gdpo_checkpoint": "video", "seq2seq_checkpoint": "baselines", "seq2seq_prefix_checkpoint": "baselines",
+          "predictions": "evaluation", "next_gps_report": "evaluation", "evaluation_report": "evaluation"}
 
 
 def check_evaluation(instance: dg.DagsterInstance, asset: str, check: str):
@@ -48,9 +58,12 @@ def test_definitions_load() -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert "road_network" in keys
-    # every Great Expectations gate is a blocking check, so a failed table stops its downstream assets
+    # every Great Expectations gate and every model and report check is blocking, so a failed one stops its
+    # downstream assets (tests/test_model_checks.py shows it for a checkpoint with NaN weights)
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == set(ALL_CHECKS)
     assert all(graph.get_check_spec(k).blocking for k in graph.asset_check_keys)
+    # pairing is a stage of its own: raw_pairs and the samples cut from the pairs are not raw data
+    assert {k: graph.get(dg.AssetKey(k)).group_name for k in GROUPS} == GROUPS
     # tables written beside another are assets of their own (lineage), from the same step
     assert {"truth_links", "sample_truth"} <= keys
     # every asset has a code version that follows the library code it runs

@@ -1,32 +1,24 @@
 """``predictions`` and ``evaluation_report``: every method on the same test windows, one scoring code."""
 
 import math
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
-from ml.io import atomic_dir, write_json_atomic
+from ml.io import atomic_dir
 from ml.tracking import data_version, mlflow_run, run_tags
 from dagster_project.assets.raw import CityContext, city_context
+from dagster_project.checks import outcome_result
 from dagster_project.code_versions import code_version
 from dagster_project.metadata import image_markdown, mlflow_link, table_metadata
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
-
-VIDEO_CHECKPOINTS = {"video_sft": ("sft", "model.pt"), "video_gdpo": ("gdpo", "gdpo.pt")}
-
 
 def _contexts(cc: CityContext, cfg, observation=None):
     ctxs = cc.sample_contexts(cfg.split, with_mr=True, observation=observation)
     if not ctxs:
         raise dg.Failure(f"{cc.city.name}: no samples in split '{cfg.split}' to evaluate")
     return ctxs[: cfg.max_samples] if cfg.max_samples else ctxs
-
-
-def _prediction_file(track: str, method: str) -> str:
-    return f"{track}__{method}.parquet"
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="evaluation",
@@ -38,6 +30,7 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
     from ml.baselines import MR_METHODS
     from ml.evaluation import (predict_seq2seq_method, predict_video_method, predictions_frame, run_method,
                                signaling_methods)
+    from ml.report import prediction_file_name, rewards_file_name
 
     cc = city_context(context, paths, compute)
     cfg = compute.stage_config("evaluation", cc.city)
@@ -52,13 +45,12 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
         runs += [run_method(n, "mr", f, ctxs, log) for n, f in MR_METHODS.items()]
     rcfg = compute.stage_config("render", cc.city)
     rendered = cc.paths.render_dir(rcfg.resolution, rcfg.frames)
-    for method, (stage, fname) in VIDEO_CHECKPOINTS.items():
-        ckpt = cc.paths.checkpoints / stage / fname
+    for method, ckpt in cc.paths.video_models().items():
         if ckpt.is_file():
             runs.append(predict_video_method(method, ckpt, rendered, ctxs, cfg, device=compute.torch_device(), progress=log))
         else:
             context.log.warning(f"{method}: no checkpoint at {ckpt}; method skipped")
-    seq2seq = cc.paths.checkpoints / "seq2seq" / "model.pt"
+    seq2seq = cc.paths.seq2seq_model
     if seq2seq.is_file():
         runs.append(predict_seq2seq_method(seq2seq, ctxs, device=compute.torch_device(), progress=log))
     else:
@@ -66,9 +58,9 @@ def predictions(context: dg.AssetExecutionContext, paths: PathsResource, compute
     with atomic_dir(cc.paths.predictions) as tmp:
         meta: dict = {"samples": len(ctxs), "split": cfg.split, "skipped_peers": ", ".join(skipped) or "none"}
         for run in runs:
-            predictions_frame(run, ctxs).to_parquet(tmp / _prediction_file(run.track, run.method), index=False)
+            predictions_frame(run, ctxs).to_parquet(tmp / prediction_file_name(run.track, run.method), index=False)
             if "rewards" in run.extra:
-                run.extra["rewards"].to_parquet(tmp / f"{run.track}__{run.method}.rewards.parquet", index=False)
+                run.extra["rewards"].to_parquet(tmp / rewards_file_name(run.track, run.method), index=False)
     meta["methods"] = table_metadata(
         [{"track": run.track, "method": run.method, "failed": len(run.failures),
           "median_latency_ms": float(np.nanmedian(list(run.latency_ms.values())))} for run in runs],
@@ -89,65 +81,20 @@ def _finite(d: dict) -> dict:
           retry_policy=dg.RetryPolicy(max_retries=2, delay=5.0, backoff=dg.Backoff.EXPONENTIAL))
 def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
                       compute: ComputeResource) -> dg.MaterializeResult:
-    """Metrics per method and track, robustness to missing MR, figures and case studies; all logged to MLflow."""
-    from ml.baselines import MR_METHODS
-    from ml.evaluation import peer_report_notes, run_from_frame, score_run, summarise
-    from ml.report import (case_study, error_cdf, evaluation_json, per_sample_table, robustness_figure,
-                           speed_profiles, write_markdown)
+    """Metrics per method and track, robustness to missing MR, figures and case studies
+    (``ml.report.build_evaluation_report``); all logged to MLflow, the comparison shown as metadata."""
+    from ml.report import build_evaluation_report, prediction_files
 
     cc = city_context(context, paths, compute)
     cfg = compute.stage_config("evaluation", cc.city)
     ctxs = _contexts(cc, cfg)
-    pred_dir = cc.paths.predictions
-    files = sorted(p for p in pred_dir.glob("*__*.parquet") if not p.name.endswith(".rewards.parquet"))
-    if not files:
-        raise dg.Failure(f"{pred_dir}: no predictions; materialise predictions first")
+    if not prediction_files(cc.paths.predictions):
+        raise dg.Failure(f"{cc.paths.predictions}: no predictions; materialise predictions first")
+    version = data_version(cc.paths.data_version_file)
     with atomic_dir(cc.paths.report) as tmp:
-        per_sample, summaries, runs = [], {}, {}
-        for f in files:
-            track, method = f.stem.split("__")
-            run = run_from_frame(method, track, pd.read_parquet(f), ctxs)
-            scored = score_run(run, ctxs)
-            rw = f.with_name(f"{track}__{method}.rewards.parquet")
-            if rw.is_file():
-                scored = scored.merge(pd.read_parquet(rw), on="sample_id", how="left")
-            per_sample.append(scored)
-            summaries.setdefault(track, {})[method] = summarise(scored)
-            runs.setdefault(track, {})[method] = run
-            context.log.info(f"{track}/{method}: median error {summaries[track][method]['median_error_m']:.1f} m")
-        per_sample_df = pd.concat(per_sample, ignore_index=True)
-        peer_notes = peer_report_notes(summaries.get("signaling", {}))
-        evaluation = evaluation_json(cc.city.name, cfg.split, len(ctxs), summaries, skipped=peer_notes)
-
-        figures: dict[str, Path] = {}
-        for track in summaries:
-            figures[f"cdf_{track}"] = error_cdf(per_sample_df, track, tmp / f"error_cdf_{track}.png")
-        sig_preds = {m: r.predictions for m, r in runs.get("signaling", {}).items()}
-        figures["speed"] = speed_profiles(ctxs, sig_preds, tmp / "speed_profiles.png")
-        for i, ctx in enumerate(ctxs[: cfg.case_studies]):
-            figures[f"case_{i}"] = case_study(ctx, {m: p[ctx.sample_id] for m, p in sig_preds.items()},
-                                              tmp / f"case_{i}.png", title=f"{cc.city.name}: {ctx.sample_id}")
-        notes = list(peer_notes.values())
-        mr_ctxs = [c for c in ctxs if c.mr is not None and len(c.mr)][: cfg.robustness_max_samples]
-        if MR_METHODS and mr_ctxs:
-            from ml.baselines.mr.robustness import robustness_study
-
-            rob = robustness_study(mr_ctxs, MR_METHODS, cfg.robustness_drop_fracs, seeds=range(cfg.robustness_seeds))
-            rob.to_parquet(tmp / "robustness.parquet", index=False)
-            figures["robustness"] = robustness_figure(rob, tmp / "robustness.png")
-            notes.append(f"Robustness: {len(mr_ctxs)} windows x {cfg.robustness_seeds} seeds per drop rate; "
-                         f"{int((rob['error'] != '').sum())} method runs failed and are shown as gaps.")
-        failed = {f"{t}/{m}": s["n_failed"] for t, ms in summaries.items() for m, s in ms.items() if s["n_failed"]}
-        if failed:
-            notes.append(f"Windows with no output (scored as missing): {failed}")
-        version = data_version(cc.paths.data_version_file)
-        write_json_atomic(evaluation, tmp / "evaluation.json")
-        per_sample_table(per_sample_df).to_parquet(tmp / "per_sample.parquet", index=False)
-        from ml.nextgps import load_next_gps, markdown_section
-
-        next_gps = load_next_gps(cc.paths.outputs / "next_gps" / "next_gps.json")  # absent: no section
-        write_markdown(evaluation, tmp, figures, notes, data_version=version,
-                       sections=markdown_section(next_gps) if next_gps else None)
+        built = build_evaluation_report(cc.city.name, ctxs, cc.paths.predictions, tmp, cfg, data_version=version,
+                                        next_gps_json=cc.paths.next_gps_json, log=context.log.info)
+    evaluation = built.evaluation
     report_dir = cc.paths.report
 
     # MLflow: a parent run with the report, one nested run per method with its metrics
@@ -180,15 +127,39 @@ def evaluation_report(context: dg.AssetExecutionContext, paths: PathsResource, m
 
     table = [{"track": t, "method": m, **{k: r[k] for k in ("median_error_m", "rmse_m", "tme_pct", "route_f1", "n")}}
              for t, ms in evaluation["tracks"].items() for m, r in ms.items()]
-    meta = {"report": dg.MetadataValue.path(str(report_dir / "evaluation.md")),
-            "evaluation_json": dg.MetadataValue.path(str(report_dir / "evaluation.json")),
+    meta = {"report": dg.MetadataValue.path(str(cc.paths.evaluation_markdown)),
+            "evaluation_json": dg.MetadataValue.path(str(cc.paths.evaluation_json)),
             "comparison": table_metadata(table), **mlflow_link(uri, parent_id),
             "learned_hmm_model": learned.alias_uri,
             "data_version": version}
-    for track in summaries:
+    for track in built.summaries:
         meta[f"error_cdf_{track}"] = image_markdown(report_dir / f"error_cdf_{track}.png")
     for t, ms in evaluation["tracks"].items():
         for m, r in ms.items():
             if r.get("median_error_m") is not None:
                 meta[f"{t}.{m}.median_error_m"] = r["median_error_m"]
     return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset_check(asset=evaluation_report, blocking=True,
+                description="Every configured method is in evaluation.json (the signaling methods, the MR methods "
+                            "when the windows carry MR, video_sft / video_gdpo / seq2seq when their model files exist), "
+                            "none without output on more than evaluation.max_failure_share of the windows, every "
+                            "median error finite (ml.checks.check_evaluation_report).")
+def evaluation_report_complete(context: dg.AssetCheckExecutionContext, paths: PathsResource,
+                               compute: ComputeResource) -> dg.AssetCheckResult:
+    from ml.checks import CheckOutcome, check_evaluation_report, configured_methods, read_evaluation_report
+
+    cc = city_context(context, paths, compute)
+    cfg = compute.stage_config("evaluation", cc.city)
+    # the windows the predictions step ran on decide whether it ran the MR track (its own rule)
+    ctxs = _contexts(cc, cfg)
+    expected = configured_methods(cc.paths.video_models(), cc.paths.seq2seq_model,
+                                  with_mr=any(c.mr is not None and len(c.mr) for c in ctxs))
+    try:
+        report = read_evaluation_report(cc.paths.evaluation_json)
+    except ValueError as exc:
+        return outcome_result(CheckOutcome.failed(str(exc)))
+    outcome = check_evaluation_report(report, expected, cfg.max_failure_share, source=str(cc.paths.evaluation_json))
+    context.log.info(outcome.description)
+    return outcome_result(outcome)

@@ -2,7 +2,6 @@
 
 import hashlib
 import math
-from pathlib import Path
 
 import dagster as dg
 
@@ -14,8 +13,6 @@ from dagster_project.metadata import mlflow_link, table_metadata
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
 
-VIDEO_FILES = {"sft": ("sft", "model.pt"), "gdpo": ("gdpo", "gdpo.pt")}
-
 
 def _code_version() -> str:
     """The predictions' code version (every method's library code) combined with ``ml/nextgps``'s files."""
@@ -24,11 +21,6 @@ def _code_version() -> str:
         h.update(str(f.relative_to(ML)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
-
-
-def next_gps_dir(outputs: Path) -> Path:
-    """``outputs/<city>/<profile>/next_gps/``: where the asset writes and the evaluation report reads."""
-    return Path(outputs) / "next_gps"
 
 
 # retried: the MLflow store (sqlite) can be locked for a moment by another process logging to it
@@ -50,10 +42,8 @@ def next_gps_report(context: dg.AssetExecutionContext, paths: PathsResource, mlf
     cfg = compute.stage_config("next_gps", cc.city)
     rcfg = compute.stage_config("render", cc.city)
     rendered = cc.paths.render_dir(rcfg.resolution, rcfg.frames)
-    stage, fname = VIDEO_FILES[cfg.video_checkpoint]
-    video = cc.paths.checkpoints / stage / fname
-    seq2seq = cc.paths.checkpoints / "seq2seq" / "model.pt"
-    seq2seq_prefix = cc.paths.checkpoints / "seq2seq_prefix" / "model.pt"
+    video = {"sft": cc.paths.sft_model, "gdpo": cc.paths.gdpo_model}[cfg.video_checkpoint]
+    seq2seq, seq2seq_prefix = cc.paths.seq2seq_model, cc.paths.seq2seq_prefix_model
     for what, p in (("video model", video), ("rendered arrays", rendered / "index.parquet"), ("seq2seq", seq2seq),
                     ("seq2seq_prefix", seq2seq_prefix)):
         if not p.is_file():
@@ -66,7 +56,7 @@ def next_gps_report(context: dg.AssetExecutionContext, paths: PathsResource, mlf
         video_checkpoint=video if has_video else None, rendered_dir=rendered if has_video else None,
         seq2seq_checkpoint=seq2seq if seq2seq.is_file() else None, device=compute.torch_device(),
         progress=context.log.info, seq2seq_prefix_checkpoint=seq2seq_prefix if seq2seq_prefix.is_file() else None)
-    out = next_gps_dir(cc.paths.outputs)
+    out = cc.paths.next_gps_dir  # where the evaluation report reads it
     with atomic_dir(out) as tmp:
         write_next_gps(report, scored, tmp)
 
@@ -88,7 +78,7 @@ def next_gps_report(context: dg.AssetExecutionContext, paths: PathsResource, mlf
                               for k in ("median_error_m", "p90_error_m")}} for m, hs in report["methods"].items()]
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.path(str(out / "next_gps.md")),
-        "next_gps_json": dg.MetadataValue.path(str(out / "next_gps.json")),
+        "next_gps_json": dg.MetadataValue.path(str(cc.paths.next_gps_json)),
         "comparison": table_metadata(table), "n_samples": report["n_samples"],
         "video_steps": report["video_steps"] if report["video_steps"] is not None else -1,
         "data_version": version, **mlflow_link(uri, run_id)})

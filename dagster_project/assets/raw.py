@@ -1,4 +1,5 @@
-"""Raw data per city: towers, taxi GPS, signaling, measurement reports, pairs and samples.
+"""Raw data per city (group ``raw``: towers, taxi GPS, signaling, measurement reports) and the pairing stage
+(group ``pairing``: ``raw_pairs`` and the ``samples`` windows with their ``sample_truth``).
 
 Simulated by default (``ml.simulate``), or imported from the files named in the city's TOML
 (``ml.ingest``, with pseudonymised ids). Every table passes its Great Expectations suite before it
@@ -184,7 +185,8 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
     yield dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(partitions_def=cities_partitions, group_name="raw", deps=["signaling_records", "taxi_gps"],
+# pairing is its own stage of the method (paper section 4.1), so its two assets have their own group
+@dg.asset(partitions_def=cities_partitions, group_name="pairing", deps=["signaling_records", "taxi_gps"],
           code_version=code_version("pairing"),
           check_specs=[ge_check_spec("raw_pairs", "pairs")], kinds={"pandas", "parquet"})
 def raw_pairs(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
@@ -215,7 +217,7 @@ def raw_pairs(context: dg.AssetExecutionContext, paths: PathsResource, compute: 
                         description="Fixed-duration windows of accepted pairs, split by (day, device), with their tiles."),
            dg.AssetSpec("sample_truth", deps=["raw_pairs", "measurement_reports"], kinds={"pandas", "parquet"},
                         description="Ground-truth positions of every window at the evaluation interval.")],
-    check_specs=[ge_check_spec("samples", "samples")], partitions_def=cities_partitions, group_name="raw",
+    check_specs=[ge_check_spec("samples", "samples")], partitions_def=cities_partitions, group_name="pairing",
     code_version=code_version("pairing"),
 )
 def samples(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):

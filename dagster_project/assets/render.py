@@ -1,13 +1,13 @@
 """``rendered_videos``: condition images and target videos for every sample, plus a gallery."""
 
 import time
-from pathlib import Path
 
 import dagster as dg
 
 from ml.io import atomic_dir, read_table
 from dagster_project.code_versions import code_version
 from dagster_project.assets.raw import city_context
+from dagster_project.checks import outcome_result
 from dagster_project.metadata import image_markdown
 from dagster_project.partitions import cities_partitions
 from dagster_project.resources import ComputeResource, PathsResource
@@ -52,3 +52,19 @@ def rendered_videos(context: dg.AssetExecutionContext, paths: PathsResource, com
     if sheet is not None:
         meta["preview"] = image_markdown(sheet, "condition, target frames, decoded trajectory")
     return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset_check(asset=rendered_videos, blocking=True,
+                description="The rendered arrays' shards have the shapes of the render config and of each other, "
+                            "and index.parquet lists every sample once with its split, and nothing else "
+                            "(ml.checks.check_rendered_arrays).")
+def rendered_arrays_match_samples(context: dg.AssetCheckExecutionContext, paths: PathsResource,
+                                  compute: ComputeResource) -> dg.AssetCheckResult:
+    from ml.checks import check_rendered_arrays
+
+    cc = city_context(context, paths, compute)
+    cfg = compute.stage_config("render", cc.city)
+    outcome = check_rendered_arrays(cc.paths.render_dir(cfg.resolution, cfg.frames),
+                                    read_table(cc.paths.table("samples"), "samples"), cfg.resolution, cfg.frames)
+    context.log.info(outcome.description)
+    return outcome_result(outcome)

@@ -4,6 +4,7 @@ import dagster as dg
 
 from ml.tracking import data_version, run_tags
 from dagster_project.assets.raw import city_context
+from dagster_project.checks import outcome_result
 from dagster_project.code_versions import code_version
 from dagster_project.metadata import flat_metadata, mlflow_link
 from dagster_project.partitions import cities_partitions
@@ -49,7 +50,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlfl
     cfg = compute.stage_config("sft", cc.city, run_name=f"{cc.city.name}-sft")
     tags = run_tags(cc.city.name, "sft", paths.root_path, data_version=data_version(cc.paths.data_version_file),
                     dagster_run_id=context.run_id, profile=compute.profile)
-    res = train_sft(_rendered_dir(cc, compute), cc.paths.checkpoints / "sft", cfg, tracking_uri=uri, tags=tags,
+    res = train_sft(_rendered_dir(cc, compute), cc.paths.sft_dir, cfg, tracking_uri=uri, tags=tags,
                     resume=True, road_network=cc.net)
     if res.resumed_from_step:
         context.log.info(f"resumed from step {res.resumed_from_step}")
@@ -71,18 +72,53 @@ def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlf
 
     cc = city_context(context, paths, compute)
     uri = mlflow.uri(paths.root_path)
-    sft = cc.paths.checkpoints / "sft" / "model.pt"
+    sft = cc.paths.sft_model
     if not sft.is_file():
         raise dg.Failure(f"{sft}: no SFT model; materialise sft_checkpoint first")
     cfg = compute.stage_config("gdpo", cc.city, run_name=f"{cc.city.name}-gdpo")
     tags = run_tags(cc.city.name, "gdpo", paths.root_path, data_version=data_version(cc.paths.data_version_file),
                     dagster_run_id=context.run_id, profile=compute.profile)
-    res = train_gdpo(_rendered_dir(cc, compute), sft, cc.paths.checkpoints / "gdpo", cfg, tracking_uri=uri, tags=tags)
+    res = train_gdpo(_rendered_dir(cc, compute), sft, cc.paths.gdpo_dir, cfg, tracking_uri=uri, tags=tags)
     meta = {"checkpoint": dg.MetadataValue.path(str(res.checkpoint_path)), "data_version": tags["data_version"],
             "selected_weights": res.selected, **mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
     meta.update(_register(context, cc, compute, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)
+
+
+def _video_checkpoint_check(context: dg.AssetCheckExecutionContext, paths: PathsResource, compute: ComputeResource,
+                            model: str) -> dg.AssetCheckResult:
+    """``ml.checks.check_video_checkpoint`` on the city's ``model`` file (``sft_model`` or ``gdpo_model`` of
+    ``CityPaths``): finite weights, then ``evaluation.check_windows`` windows of ``evaluation.check_split`` decoded
+    by the evaluation's own sampling and decoding, with the observation model the predictions use."""
+    from ml.checks import check_video_checkpoint
+
+    cc = city_context(context, paths, compute)
+    cfg = compute.stage_config("evaluation", cc.city)
+    path = getattr(cc.paths, model)  # missing or unreadable: the check fails and says so
+    obs = cc.learned_observation(compute.stage_config("footprints", cc.city))
+    ctxs = cc.sample_contexts(cfg.check_split, observation=obs)[: cfg.check_windows]
+    outcome = check_video_checkpoint(path, _rendered_dir(cc, compute), ctxs, cfg, device=compute.torch_device())
+    context.log.info(outcome.description)
+    return outcome_result(outcome)
+
+
+# Blocking: a checkpoint that fails stops GDPO, the predictions and the next-GPS report (the model is registered
+# in MLflow by the asset itself, so a failing one is there, under its alias, with this check failed in Dagster).
+@dg.asset_check(asset=sft_checkpoint, blocking=True, pool="gpu",
+                description="The SFT model's weights are all finite, and it decodes evaluation.check_windows val "
+                            "windows to finite trajectories (ml.checks.check_video_checkpoint).")
+def sft_model_decodes(context: dg.AssetCheckExecutionContext, paths: PathsResource,
+                      compute: ComputeResource) -> dg.AssetCheckResult:
+    return _video_checkpoint_check(context, paths, compute, "sft_model")
+
+
+@dg.asset_check(asset=gdpo_checkpoint, blocking=True, pool="gpu",
+                description="The GDPO model's weights are all finite, and it decodes evaluation.check_windows val "
+                            "windows to finite trajectories (ml.checks.check_video_checkpoint).")
+def gdpo_model_decodes(context: dg.AssetCheckExecutionContext, paths: PathsResource,
+                       compute: ComputeResource) -> dg.AssetCheckResult:
+    return _video_checkpoint_check(context, paths, compute, "gdpo_model")
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "cell_footprints", "dataset_version"],
@@ -101,7 +137,7 @@ def seq2seq_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, 
                     dagster_run_id=context.run_id, profile=compute.profile)
     obs = cc.learned_observation(compute.stage_config("footprints", cc.city))  # its tokens read the footprints
     train, val = cc.sample_contexts("train", observation=obs), cc.sample_contexts("val", observation=obs)
-    res = train_seq2seq(train, val, cfg, cc.paths.checkpoints / "seq2seq", tracking_uri=uri, tags=tags)
+    res = train_seq2seq(train, val, cfg, cc.paths.seq2seq_dir, tracking_uri=uri, tags=tags)
     if res.skipped:
         context.log.warning(f"seq2seq: {len(res.skipped)} windows without records were left out")
     logged = log_seq2seq_model(res.checkpoint_path, cc.city.name, uri, res.mlflow_run_id)
@@ -131,7 +167,7 @@ def seq2seq_prefix_checkpoint(context: dg.AssetExecutionContext, paths: PathsRes
                     profile=compute.profile)
     obs = cc.learned_observation(compute.stage_config("footprints", cc.city))  # its tokens read the footprints
     res = train_seq2seq(cc.sample_contexts("train", observation=obs), cc.sample_contexts("val", observation=obs), cfg,
-                        cc.paths.checkpoints / "seq2seq_prefix", tracking_uri=uri, tags=tags)
+                        cc.paths.seq2seq_prefix_dir, tracking_uri=uri, tags=tags)
     if res.skipped:
         context.log.warning(f"seq2seq_prefix: {len(res.skipped)} windows without records were left out")
     return dg.MaterializeResult(metadata={
