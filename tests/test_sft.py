@@ -197,7 +197,11 @@ def test_best_val_selection_keeps_the_starting_weights_when_training_hurts(toy_d
 
 
 def test_a_changed_config_starts_a_new_run_and_keeps_the_old_checkpoints(toy_dir, tmp_path):
+    """One fit, then the second run's key: the run key follows the model, the objective and the starting
+    weights' content (a base retrained under the same file name is a new fine-tune), not step counts; the kit's
+    resume_or_supersede (tests/test_train_kit.py) moves a superseded run aside."""
     from ml.models.config import model_preset
+    from ml.train.sft.loop import _run_key
     from ml.train.sft import train_sft
 
     out = tmp_path / "sft_changed"
@@ -207,37 +211,13 @@ def test_a_changed_config_starts_a_new_run_and_keeps_the_old_checkpoints(toy_dir
     (kept,) = out.glob("checkpoints_superseded_*")
     assert (kept / "last.ckpt").is_file()
 
-
-def test_new_starting_weights_under_the_same_path_start_a_new_run(toy_dir, tmp_path):
-    """A base model retrained and shipped under the same file name is a new fine-tune, not a finished one."""
-    import shutil
-
-    from ml.train.sft import train_sft
-
-    a = train_sft(toy_dir, tmp_path / "a", _cfg(max_steps=2, select_checkpoint="last"))
-    b = train_sft(toy_dir, tmp_path / "b", _cfg(max_steps=4, select_checkpoint="last"))
     base = tmp_path / "base.pt"
-    shutil.copy(a.checkpoint_path, base)
-    out = tmp_path / "fine"
-    assert train_sft(toy_dir, out, _cfg(max_steps=2, init_checkpoint=str(base))).global_step == 2
-    shutil.copy(b.checkpoint_path, base)
-    r = train_sft(toy_dir, out, _cfg(max_steps=2, init_checkpoint=str(base)))
-    assert r.resumed_from_step is None and r.global_step == 2
-    assert len(list(out.glob("checkpoints_superseded_*"))) == 1
-
-
-def test_resume_with_an_unknown_mlflow_run_logs_to_a_new_run(toy_dir, tmp_path):
-    import mlflow
-
-    from ml.train.sft import train_sft
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = tmp_path / "sft_mlflow"
-    train_sft(toy_dir, out, _cfg(max_steps=2, select_checkpoint="last"), tracking_uri=uri)
-    (out / "mlflow_run_id.txt").write_text("0123456789abcdef0123456789abcdef")  # a run the store never had
-    r = train_sft(toy_dir, out, _cfg(max_steps=4, select_checkpoint="last"), tracking_uri=uri)
-    assert r.resumed_from_step == 2 and r.mlflow_run_id not in (None, "0123456789abcdef0123456789abcdef")
-    assert mlflow.tracking.MlflowClient(uri).get_run(r.mlflow_run_id).info.status == "FINISHED"
+    base.write_bytes(b"weights a")
+    key = _run_key(_cfg(max_steps=2), toy_dir, base)
+    assert _run_key(_cfg(max_steps=8), toy_dir, base) == key  # a larger budget resumes
+    assert _run_key(_cfg(max_steps=2, head_weight=3.0), toy_dir, base) != key  # another objective
+    base.write_bytes(b"weights b")  # a new base shipped under the same name
+    assert _run_key(_cfg(max_steps=2), toy_dir, base) != key
 
 
 def test_ema_is_the_exponential_average_of_the_trainable_weights_and_survives_a_checkpoint():

@@ -109,9 +109,11 @@ def predict_windows(model: Any, windows: Sequence[VideoWindow], settings: Sampli
     generates (validation without a road network). ``progress`` receives one text progress bar line per batch."""
     import torch
 
-    from ml.decode import decode_video_to_trajectory
     from ml.models.data import cond_to_tensor
     from ml.models.sampling import generate
+
+    if decode:  # the decoder needs the road-network stack (networkx, pyproj); generating alone does not
+        from ml.decode import decode_video_to_trajectory
 
     if sampler is None:
         def sampler(m: Any, cond: Any, tokens: Any, mask: Any, noise: Any, _: list[VideoWindow]) -> tuple:

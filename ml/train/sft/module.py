@@ -257,7 +257,6 @@ class SFTModule(L.LightningModule):
         """The first ``n`` windows of a validation batch for :func:`ml.inference.predict_windows`, and whether
         they can be decoded (a road network and the rendered index are known: the truth's GPS is not part of
         the rendered arrays, so the decoded truth video is the reference)."""
-        from ml.geo import Tile
         from ml.inference import VideoWindow
         from ml.pixels import to_uint8
 
@@ -265,6 +264,8 @@ class SFTModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         index = batch.get("index")
         decode = net is not None and index is not None and dm is not None and hasattr(dm, "index_record")
+        if decode:  # only then: ml.geo needs pyproj, which a bare GPU training box may lack
+            from ml.geo import Tile
         cond = to_uint8(batch["cond"][:n]).movedim(1, -1).cpu().numpy()
         tokens, mask = batch.get("tokens"), batch.get("token_mask")
         frames = int(batch["video"].shape[2])
