@@ -152,8 +152,8 @@ def _resumed_logger_class() -> type:
     return ResumedMLFlowLogger
 
 
-def log_final(logger: Any, metrics: Mapping[str, float], selected: str, artifacts: Sequence[tuple[Path, str | None]] = (),
-              status: str = "FINISHED") -> str | None:
+def log_final(logger: Any, metrics: Mapping[str, float], selected: str,
+              artifacts: Sequence[tuple[Path, str | None]] = (), status: str = "FINISHED") -> str | None:
     """The end of a training's MLflow run: summary metrics (``a/b`` logged as ``a_b``, non-finite skipped), the
     ``selected_weights`` tag and artifacts ``(path, artifact folder)``; returns the run id (None without MLflow)."""
     if logger is None:

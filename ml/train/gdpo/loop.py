@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, RandomSampler, default_collate
 from ml.io import write_text_atomic
 from ml.train.gdpo.config import GDPOConfig
 from ml.train.gdpo.module import GDPOModule, RewardFn
-from ml.train.kit import TrainResult, content_sha256, data_files_key, log_final, mlflow_logger, resume_or_supersede, select_step
+from ml.train.kit import (TrainResult, content_sha256, data_files_key, log_final, mlflow_logger, resume_or_supersede,
+                          select_step)
 
 log = logging.getLogger(__name__)
 

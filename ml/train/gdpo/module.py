@@ -35,11 +35,11 @@ import torch
 from torch import Tensor, nn
 
 from ml.models.advantages import ADVANTAGES, group_stats, informative_rows
-from ml.train.gdpo.config import GDPOConfig
 from ml.models.policy_loss import ppo_clip_loss
 from ml.models.rollout import Rollout, sample_rollouts, velocity
 from ml.models.sde import gaussian_log_prob, sde_kl, sde_std, sde_step
 from ml.rewards import compute_rewards
+from ml.train.gdpo.config import GDPOConfig
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]
 """``reward_fn(gen_videos uint8 (R, K, H, W, 3), true_head_px (R, K, 2), metres_per_pixel (R,))``."""

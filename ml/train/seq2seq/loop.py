@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from ml.observation.context import SampleContext
 from ml.seq2seq import Seq2SeqConfig, WindowBatch, window_batch
 from ml.seq2seq.checkpoint import load_seq2seq, save_seq2seq
+from ml.train.kit import (BestOnVal, TrainResult, content_sha256, load_selected, log_final, mlflow_logger,
+                          resume_or_supersede, select_step)
 from ml.train.seq2seq.module import Seq2SeqModule
-from ml.train.kit import BestOnVal, TrainResult, content_sha256, load_selected, log_final, mlflow_logger, resume_or_supersede, select_step
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ml.train.sft.config import SFTConfig
 from ml.models.data import RenderedVideoDataModule
-from ml.train.sft.module import SFTModule, model_config_for_data
 from ml.train.kit import (BestOnVal, TrainResult, content_sha256, data_files_key, load_selected, log_final,
                           mlflow_logger, resume_or_supersede, select_step)
+from ml.train.sft.config import SFTConfig
+from ml.train.sft.module import SFTModule, model_config_for_data
 
 log = logging.getLogger(__name__)
 
