@@ -1,7 +1,12 @@
-"""``sft_checkpoint`` and ``gdpo_checkpoint``: the two training stages, in the ``gpu`` pool of one."""
+"""``sft_checkpoint`` and ``gdpo_checkpoint``: the two training stages, in the ``gpu`` pool of one, each with a
+blocking check on the model it wrote (finite weights, decodes val windows); and the seq2seq baselines."""
+
+from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 
+from ml.paths import CityPaths
 from ml.tracking import data_version, run_tags
 from dagster_project.assets.raw import city_context
 from dagster_project.checks import outcome_result
@@ -87,15 +92,15 @@ def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlf
 
 
 def _video_checkpoint_check(context: dg.AssetCheckExecutionContext, paths: PathsResource, compute: ComputeResource,
-                            model: str) -> dg.AssetCheckResult:
-    """``ml.checks.check_video_checkpoint`` on the city's ``model`` file (``sft_model`` or ``gdpo_model`` of
-    ``CityPaths``): finite weights, then ``evaluation.check_windows`` windows of ``evaluation.check_split`` decoded
+                            model_file: Callable[[CityPaths], Path]) -> dg.AssetCheckResult:
+    """``ml.checks.check_video_checkpoint`` on the city's model file (``model_file`` picks ``sft_model`` or
+    ``gdpo_model`` of its ``CityPaths``): finite weights, then ``evaluation.check_windows`` windows of ``evaluation.check_split`` decoded
     by the evaluation's own sampling and decoding, with the observation model the predictions use."""
     from ml.checks import check_video_checkpoint
 
     cc = city_context(context, paths, compute)
     cfg = compute.stage_config("evaluation", cc.city)
-    path = getattr(cc.paths, model)  # missing or unreadable: the check fails and says so
+    path = model_file(cc.paths)  # missing or unreadable: the check fails and says so
     obs = cc.learned_observation(compute.stage_config("footprints", cc.city))
     ctxs = cc.sample_contexts(cfg.check_split, observation=obs)[: cfg.check_windows]
     outcome = check_video_checkpoint(path, _rendered_dir(cc, compute), ctxs, cfg, device=compute.torch_device())
@@ -110,7 +115,7 @@ def _video_checkpoint_check(context: dg.AssetCheckExecutionContext, paths: Paths
                             "windows to finite trajectories (ml.checks.check_video_checkpoint).")
 def sft_model_decodes(context: dg.AssetCheckExecutionContext, paths: PathsResource,
                       compute: ComputeResource) -> dg.AssetCheckResult:
-    return _video_checkpoint_check(context, paths, compute, "sft_model")
+    return _video_checkpoint_check(context, paths, compute, lambda p: p.sft_model)
 
 
 @dg.asset_check(asset=gdpo_checkpoint, blocking=True, pool="gpu",
@@ -118,7 +123,7 @@ def sft_model_decodes(context: dg.AssetCheckExecutionContext, paths: PathsResour
                             "windows to finite trajectories (ml.checks.check_video_checkpoint).")
 def gdpo_model_decodes(context: dg.AssetCheckExecutionContext, paths: PathsResource,
                        compute: ComputeResource) -> dg.AssetCheckResult:
-    return _video_checkpoint_check(context, paths, compute, "gdpo_model")
+    return _video_checkpoint_check(context, paths, compute, lambda p: p.gdpo_model)
 
 
 @dg.asset(partitions_def=cities_partitions, group_name="baselines", deps=["samples", "sample_truth", "cell_footprints", "dataset_version"],
