@@ -31,6 +31,8 @@ import pytest
 from imported_city import KEY, TABLES, simulate_raw_tables, step_failures, tree_digest, write_import_city, write_table
 from ml.ingest import KEY_ENV_VAR
 
+pytestmark = pytest.mark.slow  # two imported cities materialised, then about 15 Dagster runs (about 20 s)
+
 FORMATS = ("csv", "parquet")
 RAW_STAGES = "road_network,cell_towers,taxi_gps,signaling_records,measurement_reports"
 

@@ -101,6 +101,7 @@ def test_window_rows_round_trip(tables):
     np.testing.assert_array_equal(rec["cell_id"].to_numpy(), ref["cell_id"].to_numpy())
 
 
+@pytest.mark.slow  # a local Ray: worker and actor processes (about 15 s)
 def test_industrial_hmm_on_ray_equals_one_process(tables, local_ray):
     out = tables["dir"] / "out_hmm"
     res = reconstruct_dataset(tables["dir"] / "signaling", out, "industrial_hmm", tables["inputs"],
@@ -122,6 +123,7 @@ def test_industrial_hmm_on_ray_equals_one_process(tables, local_ray):
         reconstruct_dataset(tables["dir"] / "signaling", out, "industrial_hmm", tables["inputs"], duration_s=DURATION_S)
 
 
+@pytest.mark.slow  # starts the module's local Ray when run alone (about 5 s)
 def test_missing_column_names_the_column(tables, local_ray, tmp_path):
     bad = tmp_path / "bad"
     write_partitioned_signaling(tables["sig"], bad)
@@ -131,6 +133,7 @@ def test_missing_column_names_the_column(tables, local_ray, tmp_path):
         reconstruct_dataset(bad, tmp_path / "o", "industrial_hmm", tables["inputs"], duration_s=DURATION_S)
 
 
+@pytest.mark.slow  # a local Ray with two video actors (about 20 s)
 def test_video_on_ray_reconstructs_every_window(tables, local_ray):
     import torch
 

@@ -30,7 +30,8 @@ def _osm_city(path: Path, name: str = "x") -> CityConfig:
 
 
 @pytest.mark.real_city
-@pytest.mark.parametrize("name", sorted(REAL_EXTRACTS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "campo_grande" else n  # 15k nodes: 4 s
+                                  for n in sorted(REAL_EXTRACTS)])
 def test_real_extract_loads_with_plausible_size(name: str) -> None:
     net = load_road_network(_osm_city(shared_extract(name)))
     lo, hi = EXPECTED_NODES[name]

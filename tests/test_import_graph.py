@@ -32,6 +32,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ML = Path(__file__).resolve().parents[1] / "ml"
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -162,8 +164,18 @@ def test_find_cycle_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_ml_import_graph_has_no_cycle():
-    g = import_graph()
+@pytest.fixture(scope="module")
+def ml_graph() -> dict[str, set[str]]:
+    return import_graph()
+
+
+@pytest.fixture(scope="module")
+def ml_bench_graph() -> dict[str, set[str]]:
+    return import_graph(ML, BENCH)
+
+
+def test_ml_import_graph_has_no_cycle(ml_graph):
+    g = ml_graph
     assert len(g) > 50 and "ml.mapmatch.hmm" in g["ml.baselines.mr.hre"]  # it did read the package
     cycle = find_cycle(g)
     assert cycle is None, "import circle in ml/: " + " -> ".join(cycle)
@@ -181,8 +193,8 @@ def package_graph(graph: dict[str, set[str]], pkg: str = "ml") -> dict[str, set[
     return out
 
 
-def test_ml_subpackages_have_no_cycle():
-    g = import_graph()
+def test_ml_subpackages_have_no_cycle(ml_graph):
+    g = ml_graph
     pg = package_graph(g)
     assert "ml.render" in pg["ml.decode"]  # the decoder reads the colour contract
     cycle = find_cycle(pg)
@@ -208,14 +220,14 @@ def test_graph_over_two_packages(tmp_path):
     assert import_graph(tmp_path / "bench")["bench.data"] == set()  # ml not read: no edge
 
 
-def test_bench_import_graph_has_no_cycle():
-    g = import_graph(ML, BENCH)
+def test_bench_import_graph_has_no_cycle(ml_bench_graph):
+    g = ml_bench_graph
     assert "bench.hre_paper_data" in g["bench.hre_paper_report"] and "ml.baselines.mr.hre" in g["bench.hre_paper"]
     cycle = find_cycle(g)
     assert cycle is None, "import circle in bench/ (with ml/): " + " -> ".join(cycle)
 
 
-def test_ml_never_imports_bench():
-    g = import_graph(ML, BENCH)
+def test_ml_never_imports_bench(ml_bench_graph):
+    g = ml_bench_graph
     up = sorted(f"{a} -> {b}" for a, bs in g.items() if a.split(".")[0] == "ml" for b in bs if b.split(".")[0] == "bench")
     assert not up, "ml imports bench: " + ", ".join(up)

@@ -24,6 +24,7 @@ def instance() -> dg.DagsterInstance:
         yield inst
 
 
+@pytest.mark.slow  # three Dagster runs, two simulated operator days (about 4 s)
 def test_operator_days_materialise_one_at_a_time(project: Path, instance: dg.DagsterInstance) -> None:
     from dagster_project.runner import run_city
 

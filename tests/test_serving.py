@@ -117,7 +117,7 @@ def test_log_register_and_serve(served):
                     resp = json.loads(r.read())
                 break
             except (urllib.error.URLError, ConnectionError):
-                time.sleep(1.0)
+                time.sleep(0.25)
         assert resp is not None, "server did not answer in time"
         out = pd.DataFrame(resp["predictions"])
         _check_output(out, served["net"])

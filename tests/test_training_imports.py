@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 ALLOWED_EXTRA = {"ml", "pydantic", "pydantic_core", "annotated_types", "typing_inspection"}
@@ -40,6 +42,7 @@ print("NEW_MODULES=" + json.dumps(sorted(m for m in new if m not in sys.stdlib_m
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing the training stack, two CLI trainings (about 7 s)
 def test_train_sft_and_gdpo_import_only_the_training_stack(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                          timeout=600, env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})

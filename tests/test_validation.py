@@ -346,6 +346,7 @@ def test_context_from_road_network():
     assert hi - ctx.lat_max == pytest.approx(500 / 111_320)
 
 
+@pytest.mark.slow  # a fresh interpreter importing Great Expectations (about 4 s)
 def test_validation_opens_no_network_connection():
     """GE runs offline: a fresh process with sockets disabled validates a table end to end."""
     import subprocess
