@@ -114,7 +114,7 @@ def _resolve_init(init: str | Path | None) -> Path | None:
     if not init:
         return None
     p = Path(init)
-    for cand in (p, Path(__file__).resolve().parents[2] / p):
+    for cand in (p, Path(__file__).resolve().parents[3] / p):
         if cand.is_file():
             return cand
     raise FileNotFoundError(f"init checkpoint '{init}' not found (looked in the working folder and the repository); "
