@@ -37,7 +37,7 @@ def main() -> None:
     ncfg = stage_config("next_gps", "demo")
     rcfg = stage_config("render", "demo")
     rendered = cp.render_dir(rcfg.resolution, rcfg.frames)
-    sft = cp.checkpoints / "sft" / "model.pt"
+    sft = cp.sft_model
     for p in (sft, rendered / "index.parquet"):
         if not p.is_file():
             raise SystemExit(f"bench.continuation: no {p}; materialise sft_checkpoint for {args.city} (demo) first")

@@ -55,7 +55,7 @@ def _city_inputs(city: str) -> tuple[Path, Path]:
 
     cfg = stage_config("render", "demo", load_city(city))
     paths = CityPaths(project_root(), city, "demo")
-    data, sft = paths.render_dir(cfg.resolution, cfg.frames), paths.checkpoints / "sft" / "model.pt"
+    data, sft = paths.render_dir(cfg.resolution, cfg.frames), paths.sft_model
     for p in (data / "index.parquet", sft):
         if not p.is_file():
             raise SystemExit(f"{p}: missing; run `make demo CITY={city}` (or materialise rendered_videos and "

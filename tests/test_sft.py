@@ -220,6 +220,17 @@ def test_a_changed_config_starts_a_new_run_and_keeps_the_old_checkpoints(toy_dir
     assert _run_key(_cfg(max_steps=2), toy_dir, base) != key
 
 
+def test_a_relative_base_checkpoint_resolves_from_any_working_folder(tmp_path, monkeypatch):
+    """The profiles name the shipped bases relative to the repository (models/...); a Dagster step or a test
+    running in another folder still finds them."""
+    from ml.train.sft.loop import _resolve_init
+
+    monkeypatch.chdir(tmp_path)
+    assert _resolve_init(sft_profile("ci").init_checkpoint).is_file()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        _resolve_init("models/no-such-base.pt")
+
+
 def test_ema_is_the_exponential_average_of_the_trainable_weights_and_survives_a_checkpoint():
     from ml.train.sft.module import EMA
 

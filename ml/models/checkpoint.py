@@ -49,9 +49,9 @@ class CheckpointError(ValueError):
 LOAD_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, KeyError,
                IndexError, TypeError)
 
-MODEL_REMEDY = ("write it again: `sig2gps run <city> --select sft_checkpoint` re-exports checkpoints/sft/model.pt "
-                "(`--select gdpo_checkpoint` checkpoints/gdpo/gdpo.pt), or restore it from the MLflow run's "
-                "artifacts")
+MODEL_REMEDY = ("write it again: `sig2gps run <city> --select sft_checkpoint` re-exports the SFT model "
+                "(`--select gdpo_checkpoint` the GDPO one; CityPaths.sft_model / gdpo_model say where), or restore "
+                "it from the MLflow run's artifacts")
 
 
 def torch_save_atomic(obj: Any, path: str | Path) -> Path:

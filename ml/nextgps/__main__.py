@@ -43,10 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = stage_config("next_gps", args.profile, city)
     rcfg = stage_config("render", args.profile, city)
     rendered = cp.render_dir(rcfg.resolution, rcfg.frames)
-    video = args.video_checkpoint or (cp.checkpoints / ({"sft": "sft/model.pt", "gdpo": "gdpo/gdpo.pt"}
-                                                        [cfg.video_checkpoint]))
-    seq2seq = args.seq2seq_checkpoint or cp.checkpoints / "seq2seq" / "model.pt"
-    seq2seq_prefix = args.seq2seq_prefix_checkpoint or cp.checkpoints / "seq2seq_prefix" / "model.pt"
+    video = args.video_checkpoint or {"sft": cp.sft_model, "gdpo": cp.gdpo_model}[cfg.video_checkpoint]
+    seq2seq = args.seq2seq_checkpoint or cp.seq2seq_model
+    seq2seq_prefix = args.seq2seq_prefix_checkpoint or cp.seq2seq_prefix_model
     for name, p in (("samples", cp.table("samples")), ("sample_truth", cp.sample_truth), ("video model", video),
                     ("rendered arrays", rendered / "index.parquet")):
         if not Path(p).is_file():
