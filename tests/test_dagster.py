@@ -155,13 +155,13 @@ CROSS_CITY_ASSETS = ["transfer_report"]
 
 
 @pytest.mark.slow
-def test_end_to_end_every_asset_for_a_tiny_city(project: Path, instance: dg.DagsterInstance) -> None:
-    """Materialise the whole pipeline for a tiny synthetic city in-process with the ci profile."""
+def test_end_to_end_every_asset_for_a_tiny_city(ci_city) -> None:
+    """The whole pipeline of a tiny synthetic city materialised in-process with the ci profile: the session's
+    ``ci_city`` (tests/conftest.py runs ``run_city("tinytown", selection="*", ..., raise_on_error=True)`` once;
+    nothing here runs on its instance)."""
     import json
 
-    from dagster_project.runner import run_city
-
-    assert run_city("tinytown", selection="*", profile="ci", root=project, instance=instance, raise_on_error=True)
+    project, instance = ci_city.root, ci_city.instance
     for key in ALL_ASSETS:
         ev = instance.get_latest_materialization_event(dg.AssetKey(key))
         assert ev is not None and ev.asset_materialization.partition == "tinytown", key

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow  # about 2.5 minutes of CPU in all: real child pro
 CITY, OTHER, PROFILE = "tinytown", "smallburg", "ci"
 CITIES = {CITY: dict(seed=3, kind="grid"), OTHER: dict(seed=4, kind="grid")}
 TIMEOUT_S = 300  # one ci-profile stage takes seconds; this bounds every wait on a child process
-#: what the fixtures materialise: every stage the faults hit (simulation to GDPO) and the predictions
+#: what `two_city_root` materialises: every stage the faults hit (simulation to GDPO) and the predictions
 PIPELINE = "*gdpo_checkpoint,predictions"
 
 
@@ -191,11 +191,11 @@ def copy_root(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def city_root(tmp_path_factory) -> Path:
-    """The whole pipeline materialised once for a tiny city with the ci profile (``sig2gps run``)."""
-    root = make_root(tmp_path_factory.mktemp("faults") / "project")
-    run_cli(root, PIPELINE)
-    return root
+def city_root(ci_city) -> Path:
+    """The whole pipeline materialised once for a tiny city with the ci profile: the session's ``ci_city`` (read
+    only here; the tests that change files work on ``project``, a copy)."""
+    assert (ci_city.city, ci_city.profile) == (CITY, PROFILE)
+    return ci_city.root
 
 
 @pytest.fixture()
