@@ -4,6 +4,8 @@ PY       := $(VENV)/bin/python
 CITY     ?= gridville
 PROFILE  ?= demo
 PYTEST_ARGS ?=
+# pytest-xdist workers of make test / test-fast (the machines tests run on have 2 cores); 0 runs in-process
+TEST_WORKERS ?= 2
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
@@ -33,12 +35,14 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(VENV)/bin/sig2gps demo --city $(CITY) --profile $(PROFILE)
 
+# two workers; a module's tests stay on one worker, and the modules reading the session's materialised
+# ci city share one (tests/conftest.py gives each test its xdist group)
 test: venv
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # the inner loop: everything but the tests marked slow (make test runs those too)
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow and not ui" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not ui" $(PYTEST_ARGS)
 
 # the browser suite (tests/test_ui.py, marker ui; `make test` deselects it): the Dagster and MLflow UIs over a
 # tiny materialised city in headless Chromium, screenshots in outputs/ui/. Playwright (the `ui` extra) drives

@@ -145,3 +145,12 @@ def ci_city(tmp_path_factory: pytest.TempPathFactory):
             instance.dispose()  # everything on disk before anyone copies it
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(root / ".dagster_home"))) as instance:
         yield MaterialisedCity(root=root, city=CI_CITY, profile=CI_PROFILE, run_id=run_id, instance=instance)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``), a module's tests stay on one
+    worker, so its module-scoped fixtures are built once; the modules that read the session's ``ci_city`` share
+    one worker, so the city is materialised once."""
+    for item in items:
+        group = "ci_city" if "ci_city" in getattr(item, "fixturenames", ()) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
