@@ -36,13 +36,13 @@ demo: venv
 	$(VENV)/bin/sig2gps demo --city $(CITY) --profile $(PROFILE)
 
 # two workers; a module's tests stay on one worker, and the modules reading the session's materialised
-# ci city share one (tests/conftest.py gives each test its xdist group)
+# ci city share one (tests/conftest.py, pytest_xdist_make_scheduler)
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # the inner loop: everything but the tests marked slow (make test runs those too)
 test-fast: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not ui" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not ui" $(PYTEST_ARGS)
 
 # the browser suite (tests/test_ui.py, marker ui; `make test` deselects it): the Dagster and MLflow UIs over a
 # tiny materialised city in headless Chromium, screenshots in outputs/ui/. Playwright (the `ui` extra) drives

@@ -178,24 +178,28 @@ def _reconstruct_ray(args: argparse.Namespace, signaling: Path, uri: str, root: 
 
 
 def cmd_transfer(args: argparse.Namespace, root: Path) -> int:
-    """Cross-city transfer matrix (``ml.evaluation.transfer``), logged to MLflow (``sig2gps-transfer``)."""
-    from ml.evaluation.transfer import log_transfer_to_mlflow, missing_inputs, run_transfer
-    from ml.tracking import default_tracking_uri
+    """Cross-city transfer matrix: the ``transfer_base_models`` and ``transfer_report`` assets materialised
+    in-process (the models trained on the source sets, then the matrix; logged to MLflow ``sig2gps-transfer``)."""
+    from ml.evaluation.transfer import missing_inputs
+    from dagster_project.assets.transfer import report_dir
+    from dagster_project.runner import run_transfer
 
-    source_sets = [[c for c in s.split(",") if c] for s in args.train]
+    source_sets = [s for s in args.train if any(c for c in s.split(","))]
     targets = [c for c in args.test.split(",") if c]
     methods = [m for m in args.methods.split(",") if m]
-    missing = missing_inputs(root, list(dict.fromkeys([*sum(source_sets, []), *targets])), args.profile,
-                             video="video" in methods)
+    cities = list(dict.fromkeys([*(c for s in source_sets for c in s.split(",") if c), *targets]))
+    missing = missing_inputs(root, cities, args.profile, video="video" in methods)
     if missing:
         print("error: the transfer matrix needs:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else root / "outputs" / "transfer" / args.profile
-    df = run_transfer(root, source_sets, targets, args.profile, out, finetune_steps=args.finetune_steps,
-                      max_test=args.max_test, methods=methods, video_base_steps=args.video_base_steps,
-                      video_finetune_steps=args.video_finetune_steps, progress=print)
-    uri = os.environ.get("SIG2GPS_MLFLOW_TRACKING_URI") or default_tracking_uri(root)
-    log_transfer_to_mlflow(df, out, source_sets, targets, args.profile, uri)
+    ok = run_transfer({"source_sets": source_sets, "profile": args.profile, "methods": methods,
+                       "video_base_steps": args.video_base_steps},
+                      {"source_sets": source_sets, "targets": targets, "profile": args.profile, "methods": methods,
+                       "finetune_steps": args.finetune_steps, "max_test": args.max_test,
+                       "video_finetune_steps": args.video_finetune_steps}, root=root)
+    if not ok:
+        return 1
+    out = report_dir(root, args.profile)
     print((out / "transfer.md").read_text())
     print(f"transfer report: {out}/transfer.md, transfer.json, transfer.png (MLflow experiment sig2gps-transfer)")
     return 0
@@ -267,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "on each source set's rendered windows; needs each city's rendered_videos)")
     tr.add_argument("--video-base-steps", type=int, default=100, help="video base budget from random weights (steps)")
     tr.add_argument("--video-finetune-steps", type=int, default=10, help="video fine-tune budget per target (steps)")
-    tr.add_argument("--out", default=None, help="default: outputs/transfer/<profile>/")
     tr.set_defaults(func=cmd_transfer)
     return p
 

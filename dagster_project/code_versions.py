@@ -17,12 +17,13 @@ ASSET_CODE: dict[str, tuple[str, ...]] = {
     "dataset_version": ("versioning.py", "tracking.py"),
     "footprints": ("observation", "validation", "cities", "geo", "io.py", "config.py"),
     "rendered_videos": ("render", "observation", "evaluation/preview.py", "geo", "io.py", "config.py"),
-    "training": ("models", "observation", "train", "rewards", "decode", "serving", "tracking.py", "config.py"),
+    "training": ("models", "inference", "observation", "train", "rewards", "decode", "serving", "tracking.py",
+                 "config.py"),
     "seq2seq": ("seq2seq", "train/seq2seq", "baselines", "observation", "serving/registry.py", "tracking.py", "config.py"),
     # the next-GPS seq2seq reads its prefix length from the next_gps stage
     "seq2seq_prefix": ("seq2seq", "train/seq2seq", "baselines", "observation", "nextgps/config.py", "tracking.py", "config.py"),
-    "predictions": ("baselines", "observation", "mapmatch", "decode", "evaluation", "models", "seq2seq", "metrics", "rewards",
-                    "config.py"),
+    "predictions": ("baselines", "observation", "mapmatch", "decode", "inference", "evaluation", "models", "seq2seq",
+                    "metrics", "rewards", "config.py"),
     "operator": ("scale", "simulate", "pairing", "cities", "geo", "io.py", "config.py"),
     "evaluation_report": ("evaluation", "metrics", "report", "baselines", "observation", "tracking.py", "config.py"),
 }

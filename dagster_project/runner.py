@@ -94,6 +94,28 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     return result.success
 
 
+def run_transfer(bases_config: dict, report_config: dict, root: Path | None = None,
+                 instance: dg.DagsterInstance | None = None, raise_on_error: bool = False) -> bool:
+    """Materialise ``transfer_base_models`` then ``transfer_report`` (the cross-city assets) in-process with
+    their run configs (``TransferBasesConfig`` / ``TransferConfig`` fields); True on success. What
+    ``sig2gps transfer`` runs, so the matrix and its models have their lineage in the instance."""
+    from ml.cities.config import project_root
+    from dagster_project.assets.transfer import transfer_base_models, transfer_report
+
+    root = root or project_root()
+    instance = instance or _local_instance()
+    result = dg.materialize(
+        [transfer_base_models, transfer_report], instance=instance, resources=resources_for("demo", root),
+        run_config=dg.RunConfig({"transfer_base_models": {"config": bases_config},
+                                 "transfer_report": {"config": report_config}}),
+        raise_on_error=raise_on_error, tags={"sig2gps/launched_by": "cli"})
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_step_failure:
+                print(f"step {ev.step_key} failed: {failure_message(ev.step_failure_data.error)}")
+    return result.success
+
+
 def _local_instance() -> dg.DagsterInstance:
     """``DagsterInstance.get()`` under a file lock in ``DAGSTER_HOME``: opening a fresh sqlite instance creates
     its schema, and two processes doing that at once (two cities started together on a new checkout) fail

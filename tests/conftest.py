@@ -147,10 +147,21 @@ def ci_city(tmp_path_factory: pytest.TempPathFactory):
         yield MaterialisedCity(root=root, city=CI_CITY, profile=CI_PROFILE, run_id=run_id, instance=instance)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``), a module's tests stay on one
-    worker, so its module-scoped fixtures are built once; the modules that read the session's ``ci_city`` share
-    one worker, so the city is materialised once."""
-    for item in items:
-        group = "ci_city" if "ci_city" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+#: the modules that read the session's ``ci_city``: under pytest-xdist they run on one worker, so the city is
+#: materialised once (a module not listed here still works, on a worker that builds its own copy)
+CI_CITY_MODULES = frozenset({"test_ci_city.py", "test_dagster.py", "test_faults.py"})
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``make test`` runs two pytest-xdist workers with ``--dist loadfile``: a module's tests stay on one worker
+    (its module-scoped fixtures are built once), and the :data:`CI_CITY_MODULES` share one worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ci_city" if Path(module).name in CI_CITY_MODULES else module
+
+    return ModulesScheduling(config, log)

@@ -33,7 +33,8 @@ GROUPS = {"road_network": "raw", "cell_towers": "raw", "taxi_gps": "raw", "signa
           "raw_pairs": "pairing", "samples": "pairing", "sample_truth": "pairing",
           "cell_footprints": "observation", "rendered_videos": "video", "sft_checkpoint": "video",
           "gdpo_checkpoint": "video", "seq2seq_checkpoint": "baselines", "seq2seq_prefix_checkpoint": "baselines",
-          "predictions": "evaluation", "next_gps_report": "evaluation", "evaluation_report": "evaluation"}
+          "predictions": "evaluation", "next_gps_report": "evaluation", "evaluation_report": "evaluation",
+          "transfer_base_models": "evaluation", "transfer_report": "evaluation"}
 
 
 def check_evaluation(instance: dg.DagsterInstance, asset: str, check: str):
@@ -151,7 +152,7 @@ ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "t
 # partitioned by city x day (tests/test_operator_assets.py materialises them)
 OPERATOR_ASSETS = ["operator_signaling", "operator_pairs", "operator_samples"]
 # not partitioned: they span cities, so a city's run ("*") leaves them out (tests/test_transfer_asset.py)
-CROSS_CITY_ASSETS = ["transfer_report"]
+CROSS_CITY_ASSETS = ["transfer_base_models", "transfer_report"]
 
 
 @pytest.mark.slow

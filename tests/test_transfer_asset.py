@@ -1,4 +1,5 @@
-"""The ``transfer_report`` asset: it checks its inputs itself, and materialises the matrix over two tiny cities."""
+"""The ``transfer_base_models`` and ``transfer_report`` assets: they check their inputs themselves, and
+materialise the source set's models then the matrix over two tiny cities."""
 
 from __future__ import annotations
 
@@ -29,23 +30,48 @@ def instance() -> dg.DagsterInstance:
         yield inst
 
 
-def _materialise(project: Path, instance: dg.DagsterInstance, **config) -> dg.ExecuteInJobResult:
-    from dagster_project.assets.transfer import transfer_report
+BASES_FIELDS = ("source_sets", "profile", "methods", "video_base_steps")
+
+
+def _materialise(project: Path, instance: dg.DagsterInstance, only: str | None = None,
+                 **config) -> dg.ExecuteInJobResult:
+    """Both assets (the job ``sig2gps transfer`` runs), or ``only`` one, each with its share of ``config``."""
+    from dagster_project.assets.transfer import transfer_base_models, transfer_report
     from dagster_project.runner import resources_for
 
-    return dg.materialize([transfer_report], instance=instance, resources=resources_for("ci", project),
-                          run_config=dg.RunConfig({"transfer_report": {"config": config}}), raise_on_error=False)
+    configs = {"transfer_base_models": {k: v for k, v in config.items() if k in BASES_FIELDS},
+               "transfer_report": {k: v for k, v in config.items() if k != "video_base_steps"}}
+    assets = [a for a in (transfer_base_models, transfer_report) if only in (None, a.key.to_user_string())]
+    return dg.materialize(assets, instance=instance, resources=resources_for("ci", project), raise_on_error=False,
+                          run_config=dg.RunConfig({k: {"config": v} for k, v in configs.items()
+                                                   if only in (None, k)}))
 
 
 def test_missing_samples_fail_naming_the_city_and_table(project: Path, instance: dg.DagsterInstance) -> None:
-    """Nothing materialised: the asset fails before any work, naming each city and table it lacks."""
-    res = _materialise(project, instance, source_sets=["srctown"], targets=["tgttown", "nowhere"], profile="ci")
-    assert not res.success
-    failure = next(e for e in res.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    msg = failure.step_failure_data.user_failure_data.description
+    """Nothing materialised: each asset fails before any work, naming each city and table it lacks (the models
+    read the sources only; the matrix every city)."""
+    def failure(res: dg.ExecuteInJobResult) -> str:
+        assert not res.success
+        ev = next(e for e in res.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+        return ev.step_failure_data.user_failure_data.description
+
+    msg = failure(_materialise(project, instance, source_sets=["srctown"], targets=["tgttown"], profile="ci"))
+    assert "city 'srctown': table 'samples' not materialised for profile 'ci'" in msg and "tgttown" not in msg, msg
+    msg = failure(_materialise(project, instance, only="transfer_report", source_sets=["srctown"],
+                               targets=["tgttown", "nowhere"], profile="ci"))
     assert "city 'srctown': table 'samples' not materialised for profile 'ci'" in msg, msg
     assert "city 'tgttown': table 'samples'" in msg and "city 'nowhere' is not registered" in msg, msg
     assert "sig2gps run srctown --profile ci" in msg, msg
+    assert not (project / "outputs" / "transfer").exists()
+
+
+def test_cli_names_what_is_missing_before_any_work(project: Path, capsys: pytest.CaptureFixture) -> None:
+    """``sig2gps transfer`` runs the two assets; with nothing materialised it stops first, naming the inputs."""
+    from dagster_project import cli
+
+    assert cli.main(["transfer", "--train", "srctown", "--test", "tgttown", "--profile", "ci"]) == 2
+    err = capsys.readouterr().err
+    assert "city 'srctown': table 'samples' not materialised for profile 'ci'" in err, err
     assert not (project / "outputs" / "transfer").exists()
 
 
@@ -70,8 +96,8 @@ def test_transfer_report_over_two_tiny_cities(project: Path, instance: dg.Dagste
                         raise_on_error=True)
     # rendered arrays missing for the video rows: a clear failure too
     (project / "outputs" / "tgttown" / "ci" / "render").rename(project / "render_aside")
-    res = _materialise(project, instance, source_sets=["srctown"], targets=["tgttown"], profile="ci",
-                       methods=["video"])
+    res = _materialise(project, instance, only="transfer_report", source_sets=["srctown"], targets=["tgttown"],
+                       profile="ci", methods=["video"])
     assert not res.success
     (project / "render_aside").rename(project / "outputs" / "tgttown" / "ci" / "render")
 
@@ -96,3 +122,8 @@ def test_transfer_report_over_two_tiny_cities(project: Path, instance: dg.Dagste
     assert run.data.tags["dagster_run_id"] == res.run_id and run.data.tags["targets"] == "tgttown"
     assert client.get_experiment(run.info.experiment_id).name == "sig2gps-transfer"
     assert "video.srctown.tgttown.zero-shot" in run.data.metrics
+    # lineage: the report read the models the upstream asset trained (its manifest), in the same run
+    bases_md = res.asset_materializations_for_node("transfer_base_models")[0].metadata
+    assert bases_md["models"].value == str(out.parent / "models" / "ci" / "bases.json")
+    settings = json.loads((out / "transfer.json").read_text())["settings"]
+    assert settings["bases"]["srctown"]["video"]["global_step"] == 2
