@@ -18,7 +18,8 @@ BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "
               "decode_evidence", "video_design"]
 # base_curve needs a training run (models/train_base.sh, models/train_base_footprints.sh); continuation, the demo
 # sft_checkpoint (`make demo`); footprints, video_prior, decode_evidence and video_design the demo cities'
-# materialised data (`make demo` and `make demo CITY=ringtown`)
+# materialised data (`make demo` and `make demo CITY=ringtown`). train_parity and predict_parity are not
+# benchmarks: they compare two checkouts' outputs after a refactoring (docs/results.md, issue 28)
 
 
 def main(argv: list[str]) -> int:
