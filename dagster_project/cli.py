@@ -103,6 +103,22 @@ def cmd_reconstruct(args: argparse.Namespace, root: Path) -> int:
     from ml.tracking import default_tracking_uri
 
     uri = args.tracking_uri or os.environ.get("SIG2GPS_MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    if args.operator_day:
+        if args.city or args.signaling:
+            print("error: --operator-day brings its own roads, towers and signaling; leave out --city and --signaling",
+                  file=sys.stderr)
+            return 2
+        if args.engine == "local":
+            print("error: --operator-day is a partitioned table: it runs on --engine ray", file=sys.stderr)
+            return 2
+        if args.method == "video":
+            print("error: --operator-day runs industrial_hmm (--method industrial_hmm): the video model and "
+                  "learned_hmm read a registered city's footprints", file=sys.stderr)
+            return 2
+        return _reconstruct_ray(args, Path(args.operator_day) / "signaling", uri, root)
+    if not args.city or not args.signaling:
+        print("error: --city and --signaling are required (or --operator-day)", file=sys.stderr)
+        return 2
     signaling = Path(args.signaling)
     if not signaling.exists():
         print(f"error: --signaling {signaling}: no such file or folder", file=sys.stderr)
@@ -146,13 +162,19 @@ def _reconstruct_ray(args: argparse.Namespace, signaling: Path, uri: str, root: 
     from ml.cities import load_city
     from ml.config import stage_config
 
+    from ml.batch import operator_day_inputs
+
     video = None
     try:
-        # learned_hmm reads the city's footprints; so does a pipeline checkpoint (its training arrays placed records
-        # through them), which serving must reproduce
-        inputs = city_inputs(args.city, args.profile, root, footprints=args.method == "learned_hmm" or (
-            args.method == "video" and bool(args.model) and args.model.endswith(".pt")))
-        samples = stage_config("samples", args.profile, load_city(args.city))
+        if args.operator_day:  # the day's own roads and towers, the profile's window settings
+            inputs, signaling = operator_day_inputs(args.operator_day)
+            samples = stage_config("samples", args.profile)
+        else:
+            # learned_hmm reads the city's footprints; so does a pipeline checkpoint (its training arrays placed
+            # records through them), which serving must reproduce
+            inputs = city_inputs(args.city, args.profile, root, footprints=args.method == "learned_hmm" or (
+                args.method == "video" and bool(args.model) and args.model.endswith(".pt")))
+            samples = stage_config("samples", args.profile, load_city(args.city))
         if args.method == "video":
             if not args.model:
                 print("error: --model is required for --method video (a models:/ URI or a .pt checkpoint)",
@@ -242,9 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconstruct", help="batch reconstruction (one file in-process, or a partitioned table on Ray)")
     rec.add_argument("--model", default=None, help="MLflow model URI, e.g. models:/sig2gps-video-gridville@sft "
                      "(--engine ray also takes a .pt checkpoint); needed for --method video")
-    rec.add_argument("--city", required=True)
-    rec.add_argument("--signaling", required=True, help="CSV or Parquet with ts, cell_id (and optional device_id), "
+    rec.add_argument("--city", default=None, help="a registered city (its roads and the profile's towers)")
+    rec.add_argument("--signaling", default=None, help="CSV or Parquet with ts, cell_id (and optional device_id), "
                      "or a folder of (hive-)partitioned Parquet with device_id, ts, cell_id, event")
+    rec.add_argument("--operator-day", default=None, help="instead of --city and --signaling: an operator day's "
+                     "folder as `python -m ml.scale generate` writes it, with its own roads, towers and signaling "
+                     "(--engine ray, --method industrial_hmm)")
     rec.add_argument("--out", required=True, help="output CSV or Parquet of ts, lon, lat (a folder for --engine ray)")
     rec.add_argument("--tracking-uri", default=None, help="default: the repository's mlflow/ store")
     rec.add_argument("--engine", choices=["local", "ray"], default=None,

@@ -103,3 +103,36 @@ def test_out_of_core_pairing_equals_the_dense_pairing(tiny_day, tmp_path):
     got = got.sort_values("sample_id", ignore_index=True)
     assert list(got["sample_id"]) == list(whole["sample_id"])
     assert list(got["split"]) == list(whole["split"])
+
+
+def test_an_operator_day_folder_is_taken_as_it_is(tiny_day, tmp_path):
+    """``operator_day_inputs`` reads the day's own roads and towers (no registered city); a folder that is not a
+    day names what it lacks."""
+    from ml.batch import operator_day_inputs
+
+    out, _ = tiny_day
+    inputs, signaling = operator_day_inputs(out)
+    assert signaling == out / "signaling" and len(inputs.towers) == len(pd.read_parquet(out / "towers.parquet"))
+    assert inputs.network().n_nodes > 0
+    with pytest.raises(FileNotFoundError, match=r"missing towers .*road network .*signaling"):
+        operator_day_inputs(tmp_path)
+
+
+@pytest.mark.slow  # a local Ray (about 10 s)
+def test_sig2gps_reconstructs_an_operator_day_without_copying_anything(tiny_day, tmp_path, capsys):
+    """``sig2gps reconstruct --operator-day DIR`` on the day as ``ml.scale generate`` wrote it: every phone's
+    windows reconstructed with industrial_hmm, none failed, output partitioned by day."""
+    from dagster_project import cli
+
+    out, manifest = tiny_day
+    rc = cli.main(["reconstruct", "--operator-day", str(out), "--method", "industrial_hmm", "--profile", "ci",
+                   "--out", str(tmp_path / "traj")])
+    msg = capsys.readouterr()
+    assert rc == 0, msg.err
+    got = pd.read_parquet(tmp_path / "traj")
+    assert got["device_id"].nunique() == pd.read_parquet(out / "signaling")["device_id"].nunique()
+    assert "0 failed" in msg.out and got[["lon", "lat"]].notna().all().all()
+    assert [p.name for p in (tmp_path / "traj").iterdir() if p.is_dir()] == ["day=2024-03-04"]
+    assert cli.main(["reconstruct", "--operator-day", str(out), "--city", "gridville", "--out", str(tmp_path / "x"),
+                     "--method", "industrial_hmm"]) == 2
+    assert "leave out --city" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from ml.batch.reconstruct import (
     CityInputs,
     VideoSource,
     city_inputs,
+    operator_day_inputs,
     reconstruct_dataset,
     video_source_from_checkpoint,
     window_records,
@@ -17,6 +18,7 @@ from ml.batch.reconstruct import (
     write_partitioned_signaling,
 )
 
-__all__ = ["METHODS", "BatchResult", "CityInputs", "VideoSource", "city_inputs", "reconstruct_dataset",
+__all__ = ["METHODS", "BatchResult", "CityInputs", "VideoSource", "city_inputs", "operator_day_inputs",
+           "reconstruct_dataset",
            "video_source_from_checkpoint", "window_records", "window_rows",
            "write_partitioned_signaling"]

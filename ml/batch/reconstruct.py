@@ -111,6 +111,23 @@ def city_inputs(city: str, profile: str = "demo", root: Path | None = None, foot
     return CityInputs.from_objects(load_road_network(cfg, paths.roads_dir), pd.read_parquet(towers_path), fp)
 
 
+def operator_day_inputs(day_dir: str | Path) -> tuple[CityInputs, Path]:
+    """An operator day's folder as ``python -m ml.scale generate`` writes it, taken as it is: its own road
+    network (``roads/roads.npz``) and towers (``towers.parquet``), and its signaling folder (``signaling/``,
+    partitioned by day and hour). No registered city is needed."""
+    from ml.cities.network import RoadNetwork
+
+    day = Path(day_dir)
+    need = {"towers": day / "towers.parquet", "road network": day / "roads" / "roads.npz",
+            "signaling": day / "signaling"}
+    missing = [f"{what} ({path})" for what, path in need.items() if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"operator day {day}: missing {', '.join(missing)}; is it a folder written by "
+                                "`python -m ml.scale generate`?")
+    net = RoadNetwork.load_npz(need["road network"])
+    return CityInputs.from_objects(net, pd.read_parquet(need["towers"])), need["signaling"]
+
+
 @dataclass(frozen=True)
 class VideoSource:
     """Where a video actor gets its model: a registered MLflow model (``model_uri``, loaded with
