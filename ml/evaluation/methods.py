@@ -71,22 +71,26 @@ def summarise(per_sample: pd.DataFrame) -> dict:
 
 
 def predictions_frame(run: MethodRun, contexts: Sequence[SampleContext]) -> pd.DataFrame:
-    """Long table of a run: sample_id, ts, t_s, x, y, lon, lat, latency_ms, failed."""
+    """Long table of a run: sample_id, ts, t_s, x, y, lon, lat, latency_ms, failed (built at once, not a frame
+    per window: batch reconstruction calls it for every batch of windows)."""
     if not contexts:
         return pd.DataFrame(columns=["sample_id", "ts", "t_s", "x", "y", "lon", "lat", "latency_ms", "failed"])
     proj = CityProjection(contexts[0].crs)
-    parts = []
-    for ctx in contexts:
-        xy = run.predictions[ctx.sample_id]
-        lonlat = proj.to_lonlat(np.nan_to_num(xy, nan=0.0))
-        lonlat[~np.isfinite(xy).all(axis=1)] = np.nan
-        parts.append(pd.DataFrame({
-            "sample_id": ctx.sample_id,
-            "ts": ctx.t0 + pd.to_timedelta(ctx.eval_t, unit="s"),
-            "t_s": ctx.eval_t, "x": xy[:, 0], "y": xy[:, 1], "lon": lonlat[:, 0], "lat": lonlat[:, 1],
-            "latency_ms": run.latency_ms[ctx.sample_id], "failed": ctx.sample_id in run.failures,
-        }))
-    return pd.concat(parts, ignore_index=True)
+    n = np.array([len(ctx.eval_t) for ctx in contexts])
+    xy = np.concatenate([np.asarray(run.predictions[ctx.sample_id], dtype=np.float64).reshape(-1, 2)
+                         for ctx in contexts])
+    finite = np.isfinite(xy).all(axis=1)
+    lonlat = proj.to_lonlat(np.nan_to_num(xy, nan=0.0))
+    lonlat[~finite] = np.nan
+    t_s = np.concatenate([np.asarray(ctx.eval_t) for ctx in contexts])
+    t0 = pd.DatetimeIndex([ctx.t0 for ctx in contexts]).repeat(n)
+    ids = [ctx.sample_id for ctx in contexts]
+    return pd.DataFrame({
+        "sample_id": np.repeat(np.array(ids, dtype=object), n), "ts": t0 + pd.to_timedelta(t_s, unit="s"),
+        "t_s": t_s, "x": xy[:, 0], "y": xy[:, 1], "lon": lonlat[:, 0], "lat": lonlat[:, 1],
+        "latency_ms": np.repeat(np.array([run.latency_ms[i] for i in ids], dtype=np.float64), n),
+        "failed": np.repeat(np.array([i in run.failures for i in ids]), n),
+    })
 
 
 def run_from_frame(method: str, track: str, df: pd.DataFrame, contexts: Sequence[SampleContext]) -> MethodRun:

@@ -74,6 +74,17 @@ class TowerTable(Mapping):
         return self._site_xy[i]
 
     @cached_property
+    def sector_units(self) -> np.ndarray:
+        """Each cell's sector direction ``(n_cells, 2)`` (unit vector of ``azimuth_deg``, east = x, north = y), in
+        row order; zeros for a cell without a finite azimuth, and for every cell when the table has none."""
+        if "azimuth_deg" not in self.frame.columns:
+            return np.zeros((len(self.cell_ids), 2))
+        az = np.deg2rad(self.frame["azimuth_deg"].to_numpy(dtype=np.float64))
+        u = np.column_stack([np.sin(az), np.cos(az)])
+        u[~np.isfinite(u).all(axis=1)] = 0.0
+        return u
+
+    @cached_property
     def median_site_spacing_m(self) -> float:
         """Median distance from each site to its nearest other site (NaN with fewer than two sites)."""
         if len(self._sites) < 2:

@@ -57,13 +57,7 @@ def left_cells(cell: np.ndarray, event: np.ndarray, handover_boundary: bool = Tr
 
 def sector_unit_vectors(towers: TowerTable, cell_ids: np.ndarray) -> np.ndarray:
     """Unit vectors (east, north) of the cells' sector azimuths, ``(n, 2)``; zero where unknown."""
-    cell_ids = np.asarray(cell_ids, dtype=np.int64).reshape(-1)
-    if "azimuth_deg" not in towers.frame.columns:
-        return np.zeros((len(cell_ids), 2))
-    az = np.deg2rad(towers.frame["azimuth_deg"].to_numpy(dtype=np.float64)[towers.index_of(cell_ids)])
-    u = np.column_stack([np.sin(az), np.cos(az)])
-    u[~np.isfinite(u).all(axis=1)] = 0.0
-    return u
+    return towers.sector_units[towers.index_of(cell_ids)]  # computed once per table: a hot path per window
 
 
 def coverage_centres(cell: np.ndarray, towers: TowerTable, cfg: HandmadeObservationConfig | None = None) -> np.ndarray:
