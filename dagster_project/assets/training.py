@@ -43,6 +43,23 @@ def _register(context, cc, compute: ComputeResource, checkpoint, alias: str, run
     return {"registered_model": logged.name, "model_version": logged.version, "model_uri": logged.alias_uri}
 
 
+#: the registration metadata of a model that was not registered
+NOT_REGISTERED = "not registered: weights not finite"
+
+
+def _register_finite(context, cc, compute: ComputeResource, checkpoint, alias: str, run_id: str | None, uri: str,
+                     tags: dict) -> dict:
+    """:func:`_register` for a model whose weights are all finite; a diverged one never gets the alias (its
+    blocking check, which also decodes val windows, then fails and stops what is below it)."""
+    from ml.checks import check_video_weights
+
+    outcome = check_video_weights(checkpoint)
+    if not outcome.passed:
+        context.log.warning(f"{alias} model not registered in MLflow: {outcome.description}")
+        return {"registered_model": NOT_REGISTERED}
+    return _register(context, cc, compute, checkpoint, alias, run_id, uri, tags)
+
+
 @dg.asset(partitions_def=cities_partitions, group_name="video", deps=["rendered_videos"], pool="gpu",
           kinds={"pytorch", "mlflow"}, code_version=code_version("training"))
 def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlflow: MLflowResource,
@@ -64,7 +81,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlfl
             "selected_weights": res.selected,
             **mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
-    meta.update(_register(context, cc, compute, res.checkpoint_path, "sft", res.mlflow_run_id, uri, tags))
+    meta.update(_register_finite(context, cc, compute, res.checkpoint_path, "sft", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -87,7 +104,7 @@ def gdpo_checkpoint(context: dg.AssetExecutionContext, paths: PathsResource, mlf
     meta = {"checkpoint": dg.MetadataValue.path(str(res.checkpoint_path)), "data_version": tags["data_version"],
             "selected_weights": res.selected, **mlflow_link(uri, res.mlflow_run_id),
             **{f"metric.{k}": v for k, v in flat_metadata(res.metrics).items()}}
-    meta.update(_register(context, cc, compute, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri, tags))
+    meta.update(_register_finite(context, cc, compute, res.checkpoint_path, "gdpo", res.mlflow_run_id, uri, tags))
     return dg.MaterializeResult(metadata=meta)
 
 
