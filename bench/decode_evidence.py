@@ -49,21 +49,17 @@ def city_val(city: str):
 
 
 def sample_all(model, mcfg, arrays, rows: "np.ndarray"):  # noqa: F821
+    """One Euler step from zero noise for every row, through the evaluation's loop (generation only)."""
     import numpy as np
 
-    from ml.models.data import cond_to_tensor, record_tokens_batch
-    from ml.models.sampling import generate
+    from ml.inference import SamplingSettings, predict_windows, rendered_window
 
-    frames, layers = [], []
-    for b in range(0, len(rows), 8):
-        r = rows[b:b + 8]
-        cond, _ = arrays.batch(r)
-        tokens, mask = record_tokens_batch(arrays, r, mcfg.max_records) if mcfg.uses_records else (None, None)
-        f, lay = generate(model, cond_to_tensor(cond), 1, tokens=tokens, token_mask=mask, frames=arrays.frames,
-                          noise_scale=0.0)
-        frames.append(f)
-        layers.append(lay)
-    return np.concatenate(frames), None if layers[0] is None else np.concatenate(layers)
+    windows = [rendered_window(arrays, int(r), str(r), np.zeros(0), None, mcfg.max_records if mcfg.uses_records
+                               else None) for r in rows]
+    out = list(predict_windows(model, windows, SamplingSettings(1, 0.0, batch_size=8), decode=False,
+                               frames=arrays.frames))
+    layers = [b.layer for b in out]
+    return np.concatenate([b.video for b in out]), None if layers[0] is None else np.concatenate(layers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from ml.evaluation.methods import MethodRun
     from ml.models import load_video_model
     from ml.models.backbone import build_video_model
-    from ml.models.data import cond_to_tensor, record_tokens_batch
-    from ml.models.sampling import generate
+    from ml.inference import SamplingSettings, predict_windows, rendered_window
     from ml.render.arrays import RenderedArrays
 
     torch.set_num_threads(args.threads)
@@ -57,19 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         model = build_video_model(mcfg).eval()
     row_of = {sid: i for i, sid in enumerate(arrays.index["sample_id"].astype(str))}
     rows = np.array([row_of[c.sample_id] for c in contexts])
-    frames, layers = [], []
     t0 = time.perf_counter()
-    for b in range(0, len(rows), 8):
-        r = rows[b:b + 8]
-        cond, _ = arrays.batch(r)
-        tokens, mask = record_tokens_batch(arrays, r, mcfg.max_records) if mcfg.uses_records else (None, None)
-        f, lay = generate(model, cond_to_tensor(cond), args.sample_steps, tokens=tokens, token_mask=mask,
-                          frames=arrays.frames, noise_scale=0.0)
-        frames.append(f)
-        layers.append(lay)
+    windows = [rendered_window(arrays, int(r), str(r), np.zeros(0), None, mcfg.max_records if mcfg.uses_records
+                               else None) for r in rows]
+    out = list(predict_windows(model, windows, SamplingSettings(args.sample_steps, 0.0, batch_size=8), decode=False,
+                               frames=arrays.frames))
     sample_s = (time.perf_counter() - t0) / len(rows)
-    frames = np.concatenate(frames)
-    layers = None if layers[0] is None else np.concatenate(layers)
+    frames = np.concatenate([b.video for b in out])
+    layers = None if out[0].layer is None else np.concatenate([b.layer for b in out])
     result = {"name": args.out, "checkpoint": str(args.checkpoint), "untrained": args.untrained, "city": args.city,
               "val_windows": len(contexts), "sample_steps": args.sample_steps, "sample_s_per_window": sample_s,
               "machine": machine(), "baselines": baselines(contexts), "sigmas": {}}

@@ -6,7 +6,9 @@ Loads ``ml/evaluation/video.py`` and ``ml/nextgps/predict.py`` as they were at t
 run against this checkout's other modules) and this checkout's versions, runs both on the first 12 test
 windows of gridville's ci profile (``sig2gps run gridville --profile ci --select '*sft_checkpoint'`` first;
 initial-noise scales 0 and 0.7, batches of 5) and prints whether predictions, failures and rewards are
-bit-identical. Issue 28 used it with 781fd1e to show ``ml.inference.predict_windows`` changed nothing.
+bit-identical. The older modules must find what they import in this checkout: issue 28 ran it with 781fd1e
+to show ``ml.inference.predict_windows`` changed nothing, before ``ml.models.data.record_tokens_batch`` (which
+781fd1e's evaluation imports) was removed as dead code; later changes compare with a later commit.
 """
 import subprocess
 import sys

@@ -105,7 +105,7 @@ def run_transfer(bases_config: dict, report_config: dict, root: Path | None = No
     root = root or project_root()
     instance = instance or _local_instance()
     result = dg.materialize(
-        [transfer_base_models, transfer_report], instance=instance, resources=resources_for("demo", root),
+        [transfer_base_models, transfer_report], instance=instance, resources=resources_for(bases_config.get("profile", "demo"), root),
         run_config=dg.RunConfig({"transfer_base_models": {"config": bases_config},
                                  "transfer_report": {"config": report_config}}),
         raise_on_error=raise_on_error, tags={"sig2gps/launched_by": "cli"})

@@ -30,9 +30,8 @@ def predict_video_method(
     (:func:`drawing_metrics`) are kept in ``run.extra["rewards"]``. Samples missing from the rendered arrays are counted as failures.
     """
     from ml.decode import drawing_metrics
-    from ml.inference import SamplingSettings, VideoWindow, predict_windows
+    from ml.inference import SamplingSettings, predict_windows, rendered_window
     from ml.models import load_video_model
-    from ml.models.data import record_tokens
     from ml.observation.evidence import context_evidence
     from ml.render.arrays import RenderedArrays
     from ml.rewards import compute_rewards
@@ -49,10 +48,9 @@ def predict_video_method(
             run.latency_ms[ctx.sample_id] = float("nan")
             continue
         r = row_of[ctx.sample_id]
-        tokens = record_tokens(arrays, r, model.cfg.max_records) if model.cfg.uses_records else (None, None)
-        windows.append(VideoWindow(ctx.sample_id, arrays.cond(r), arrays.tile(r), arrays.duration_s(r), ctx.eval_t,
-                                   ctx.net, tokens[0], tokens[1],
-                                   context_evidence(ctx, cfg.video_record_evidence_weight)))
+        windows.append(rendered_window(arrays, r, ctx.sample_id, ctx.eval_t, ctx.net,
+                                       model.cfg.max_records if model.cfg.uses_records else None,
+                                       context_evidence(ctx, cfg.video_record_evidence_weight)))
         rows.append(r)
     settings = SamplingSettings(cfg.video_sampling_steps, cfg.video_noise_scale, seed=cfg.video_seed,
                                 batch_size=cfg.video_batch_size)

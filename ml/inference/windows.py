@@ -58,6 +58,18 @@ class VideoWindow:
     evidence: "RecordEvidence | None" = None  # read by the snapping beside the drawing
 
 
+def rendered_window(arrays: Any, row: int, key: str, eval_t: np.ndarray, net: "RoadNetwork | None",
+                    max_records: int | None, evidence: "RecordEvidence | None" = None) -> VideoWindow:
+    """Row ``row`` of a rendered-arrays folder (``ml.render.arrays.RenderedArrays``) as a :class:`VideoWindow`:
+    its condition image, tile and duration, and its record tokens when ``max_records`` is given (a model that
+    reads them)."""
+    from ml.models.data import record_tokens
+
+    tokens, mask = record_tokens(arrays, row, max_records) if max_records else (None, None)
+    return VideoWindow(key, arrays.cond(row), arrays.tile(row), arrays.duration_s(row), eval_t, net, tokens, mask,
+                       evidence)
+
+
 @dataclass
 class WindowPrediction:
     """A decoded window: positions at its ``eval_t`` (NaN where nothing was decoded), the decoder's issues, the

@@ -63,12 +63,6 @@ def record_tokens(reader: "RenderedArrays", i: int, max_records: int) -> tuple[n
     return out, mask
 
 
-def record_tokens_batch(reader: "RenderedArrays", rows: np.ndarray, max_records: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`record_tokens` of several rows as tensors ((B, R, 4), (B, R))."""
-    pairs = [record_tokens(reader, int(i), max_records) for i in rows]
-    return (torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs])))
-
-
 def _open_reader(root: str | Path) -> "RenderedArrays":
     from ml.render.arrays import RenderedArrays
 

@@ -259,9 +259,9 @@ def video_at_targets(checkpoint: Path, rendered_dir: Path, contexts: Sequence[Sa
     """
     import torch
 
-    from ml.inference import SamplingSettings, VideoWindow, predict_windows
+    from ml.inference import SamplingSettings, predict_windows, rendered_window
     from ml.models import load_video_model
-    from ml.models.data import record_tokens, to_uint8_frames, video_to_tensor
+    from ml.models.data import to_uint8_frames, video_to_tensor
     from ml.models.layer import layer_from_video
     from ml.models.sampling import layer_to_uint8
     from ml.render.arrays import RenderedArrays
@@ -278,9 +278,8 @@ def video_at_targets(checkpoint: Path, rendered_dir: Path, contexts: Sequence[Sa
             out[c.sample_id] = np.full((len(cfg.horizons_s), 2), np.nan)
             continue
         r = row_of[c.sample_id]
-        tokens = record_tokens(arrays, r, model.cfg.max_records) if model.cfg.uses_records else (None, None)
-        windows.append(VideoWindow(c.sample_id, arrays.cond(r), arrays.tile(r), arrays.duration_s(r), c.eval_t, c.net,
-                                   tokens[0], tokens[1]))
+        windows.append(rendered_window(arrays, r, c.sample_id, c.eval_t, c.net,
+                                       model.cfg.max_records if model.cfg.uses_records else None))
         by_key[c.sample_id] = (r, c)
 
     def continue_known(m, cond, tokens, mask, noise, batch):

@@ -84,7 +84,8 @@ def train_seq2seq(
         module.model.load_state_dict(init_model.state_dict())
     key = {"cfg": cfg.model_dump(mode="json"), "n_train": len(tb), "n_val": len(vb),
            "init_sha256": content_sha256(init_checkpoint)}
-    resume_or_supersede(out_dir, key, out_dir / "checkpoints" / "best.ckpt", resume=False)  # no resume: seconds
+    # a seq2seq fit takes a minute or two, so it never resumes: the kit only records the run's key
+    resume_or_supersede(out_dir, key, out_dir / "checkpoints" / "best.ckpt", resume=False)
     best = BestOnVal(out_dir / "checkpoints", "val/loss", "min")
     stop = EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience, check_finite=True)
     logger = mlflow_logger(out_dir, tracking_uri, cfg.experiment_name, cfg.run_name, tags, resuming=False)
