@@ -82,7 +82,7 @@ class Drives:
 def simulate_drives(net: RoadNetwork, n_drives: int, drive_hours: float, seed: int, **overrides) -> Drives:
     cfg = SimulationConfig.for_scenario("hre_paper", n_taxis=n_drives, n_decoys=0,
                                         shift_hours=(drive_hours, drive_hours), **overrides)
-    towers = simulate_towers(net, cfg, seed)
+    towers, _ = simulate_towers(net, cfg, seed)  # the regular network: the table is the antennas
     gps = simulate_taxi_gps(net, cfg, seed)
     signaling, truth = simulate_signaling(net, towers, gps, cfg, seed)
     return Drives(net, cfg, seed, towers, gps, signaling, truth)

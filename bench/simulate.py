@@ -62,10 +62,10 @@ def bench_city(name: str, cache: Path) -> dict | None:
         print(f"[bench] {name}: {stage} {seconds[stage]:.1f} s", flush=True)
         return res
 
-    towers = timed("towers", simulate_towers, net, sim, seed)
+    towers, antennas = timed("towers", simulate_towers, net, sim, seed)
     gps = timed("gps", simulate_taxi_gps, net, sim, seed)
-    signaling, truth = timed("signaling", simulate_signaling, net, towers, gps, sim, seed)
-    mr = timed("mr", simulate_measurement_reports, net, towers, gps, signaling, truth, sim, seed)
+    signaling, truth = timed("signaling", simulate_signaling, net, antennas, gps, sim, seed)
+    mr = timed("mr", simulate_measurement_reports, net, antennas, gps, signaling, truth, sim, seed)
     seconds["simulation_total"] = sum(seconds[k] for k in ("towers", "gps", "signaling", "mr"))
     pairs = timed("pairing", pair_devices, signaling, towers, gps, PairingConfig(**city.pairing))
     samples, sample_truth = timed("samples", cut_samples, pairs, signaling, towers, gps, net.crs, SampleConfig(), seed)

@@ -80,17 +80,23 @@ def cmd_city_list(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
+SCENARIO_HELP = ("the radio network of a simulated city: layered (default: several carriers, overshooting masts, "
+                 "tower-table errors), regular (the one-carrier network of the results before issue 27) or "
+                 "hre_paper; it writes the city's usual folders, replacing what another scenario made there")
+
+
 def cmd_run(args: argparse.Namespace, root: Path) -> int:
     from dagster_project.runner import run_city
 
-    ok = run_city(args.city, selection=args.select, profile=args.profile, root=root, day=args.day)
+    ok = run_city(args.city, selection=args.select, profile=args.profile, root=root, day=args.day,
+                  scenario=args.scenario)
     return 0 if ok else 1
 
 
 def cmd_demo(args: argparse.Namespace, root: Path) -> int:
     from dagster_project.runner import evaluation_summary, run_city, where_to_look
 
-    ok = run_city(args.city, selection="*", profile=args.profile, root=root)
+    ok = run_city(args.city, selection="*", profile=args.profile, root=root, scenario=args.scenario)
     if ok:
         print(evaluation_summary(args.city, root, args.profile))
     print(where_to_look(args.city, root, args.profile))
@@ -187,15 +193,23 @@ def _reconstruct_ray(args: argparse.Namespace, signaling: Path, uri: str, root: 
                 video = video_source_from_checkpoint(args.model, args.city, args.profile)
             else:
                 video = VideoSource(model_uri=args.model, tracking_uri=uri)
+        batch = stage_config("batch", args.profile)
+        if args.records_per_bucket is not None:
+            # validated: a value breaking the setting's rule (>= 10) is named in the error
+            batch = type(batch).model_validate({**batch.model_dump(), "records_per_bucket": args.records_per_bucket})
         res = reconstruct_dataset(signaling, Path(args.out), args.method, inputs, video=video,
                                   duration_s=None if video else samples.window_s,
                                   eval_interval_s=samples.eval_interval_s, num_workers=args.workers,
-                                  ray_address=args.ray_address, overwrite=args.overwrite)
+                                  ray_address=args.ray_address, overwrite=args.overwrite, config=batch,
+                                  progress=print)
     except (FileNotFoundError, FileExistsError, ValueError, ConnectionError, RuntimeError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {res.out_dir}: {res.n_windows} windows ({res.n_failed} failed, {res.n_fallback} fallback_mar), "
-          f"{res.n_rows} rows, {res.seconds:.1f} s with {res.num_workers} worker(s) ({res.windows_per_s:.2f} windows/s)")
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(res.failures_by_reason.items()))
+    print(f"wrote {res.out_dir}: {res.n_windows} windows ({res.n_failed} failed{f' [{reasons}]' if reasons else ''}, "
+          f"{res.n_fallback} fallback_mar), {res.n_rows} rows in {res.n_buckets} buckets ({res.n_buckets_run} run now, "
+          f"the others done before); {res.seconds:.1f} s with {res.num_workers} worker(s) "
+          f"({res.windows_per_s:.2f} windows/s, peak RSS per worker {res.peak_rss_mb_per_worker:.0f} MiB)")
     return 0 if res.n_failed == 0 else 1
 
 
@@ -254,11 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
     run.add_argument("--day", default=None, help="YYYY-MM-DD: materialise the city's per-day assets of that day "
                      "(group operator: a simulated operator day, its out-of-core pairing and windows)")
+    run.add_argument("--scenario", default=None, help=SCENARIO_HELP)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="materialise the whole pipeline for one city and print where to look")
     demo.add_argument("--city", default="gridville")
     demo.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"])
+    demo.add_argument("--scenario", default=None, help=SCENARIO_HELP)
     demo.set_defaults(func=cmd_demo)
 
     rec = sub.add_parser("reconstruct", help="batch reconstruction (one file in-process, or a partitioned table on Ray)")
@@ -281,7 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "default: a local Ray started for this command")
     rec.add_argument("--profile", default="demo", choices=["ci", "demo", "gpu"],
                      help="which towers table and window settings (--engine ray)")
-    rec.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder (--engine ray)")
+    rec.add_argument("--overwrite", action="store_true", help="start a non-empty --out folder over (--engine ray; "
+                     "without it a folder of an interrupted run with the same inputs and method is resumed, and one "
+                     "with other inputs or method is refused)")
+    rec.add_argument("--records-per-bucket", type=int, default=None, help="records per bucket of devices, the unit "
+                     "of work written atomically (bounds a worker's memory; default: the profile's batch setting)")
     rec.set_defaults(func=cmd_reconstruct)
 
     tr = sub.add_parser("transfer", help="score models trained on source cities on unseen target cities")

@@ -25,6 +25,9 @@ ASSET_CODE: dict[str, tuple[str, ...]] = {
     "predictions": ("baselines", "observation", "mapmatch", "decode", "inference", "evaluation", "models", "seq2seq",
                     "metrics", "rewards", "config.py"),
     "operator": ("scale", "simulate", "pairing", "cities", "geo", "io.py", "config.py"),
+    # operator_trajectories: the batch path and the methods it runs
+    "batch": ("batch", "baselines", "observation", "mapmatch", "evaluation/methods.py", "serving", "inference",
+              "decode", "models", "render", "cities", "geo", "io.py", "config.py"),
     "evaluation_report": ("evaluation", "metrics", "report", "baselines", "observation", "tracking.py", "config.py"),
 }
 

@@ -44,6 +44,9 @@ class ComputeResource(dg.ConfigurableResource):
     profile: str = "demo"
     accelerator: str = "auto"
     devices: int = 1
+    # the radio network of simulated cities (ml.simulate.config.SCENARIOS); empty: the city file's, else the
+    # default layered network. 'regular' reproduces the results made before issue 27.
+    scenario: str = ""
 
     def torch_device(self) -> str:
         """The device sampling runs on (evaluation): ``cuda`` when the accelerator allows it and one is present."""
@@ -58,4 +61,6 @@ class ComputeResource(dg.ConfigurableResource):
     def stage_config(self, stage: str, city=None, **overrides):
         from ml.config import stage_config
 
+        if stage == "simulation" and self.scenario:
+            overrides = {"scenario": self.scenario, **overrides}
         return stage_config(stage, self.profile, city, **overrides)

@@ -7,13 +7,13 @@ from pathlib import Path
 import dagster as dg
 
 
-def resources_for(profile: str, root: Path) -> dict:
+def resources_for(profile: str, root: Path, scenario: str | None = None) -> dict:
     from dagster_project.resources import ComputeResource, MLflowResource, PathsResource
 
     return {
         "paths": PathsResource(root=str(root)),
         "mlflow": MLflowResource(),
-        "compute": ComputeResource(profile=profile),
+        "compute": ComputeResource(profile=profile, scenario=scenario or ""),
     }
 
 
@@ -34,7 +34,7 @@ def parse_selection(selection: str) -> dg.AssetSelection:
 
 def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path | None = None,
              instance: dg.DagsterInstance | None = None, raise_on_error: bool = False,
-             console_level: str = "INFO", day: str | None = None) -> bool:
+             console_level: str = "INFO", day: str | None = None, scenario: str | None = None) -> bool:
     """Materialise ``selection`` (Dagster selection syntax) for one city partition; True on success.
 
     Only the city's per-city assets run (``*`` is the city pipeline); with ``day`` (``YYYY-MM-DD``), the
@@ -43,6 +43,8 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     The console shows Dagster's messages from ``console_level`` up (INFO: what the assets report, not the
     DEBUG event stream), then one line per step with its status and duration; the run's full event log,
     every level, is written to ``outputs/<city>/<profile>/logs/run_<id>.log``, whose path is printed.
+    ``scenario``: the radio network of a simulated city (``ml.simulate.config.SCENARIOS``, e.g. ``regular``
+    for the network of the results before issue 27); default the city file's, else the layered network.
     """
     from ml.cities import load_city
     from ml.cities.config import project_root
@@ -69,7 +71,7 @@ def run_city(city: str, selection: str = "*", profile: str = "demo", root: Path 
     job = dg.define_asset_job("sig2gps_run", selection=selected, partitions_def=partitions_def)
     defs = dg.Definitions(assets=dg.load_assets_from_modules(ASSET_MODULES),
                           asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES), jobs=[job],
-                          resources=resources_for(profile, root),
+                          resources=resources_for(profile, root, scenario),
                           loggers={"console": dg.colored_console_logger, "asset_lines": asset_lines})
     print(f"materialising {city}{'' if day is None else ' ' + day} (profile {profile}); one line per asset as it finishes:")
     result = defs.resolve_job_def("sig2gps_run").execute_in_process(

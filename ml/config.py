@@ -31,6 +31,7 @@ STAGE_CONFIGS: dict[str, str] = {
     "evaluation": "ml.evaluation:EvaluationConfig",
     "operator": "ml.scale.operator_day:OperatorDayConfig",
     "out_of_core": "ml.scale.pairing:OutOfCoreConfig",
+    "batch": "ml.batch.reconstruct:BatchConfig",
     "next_gps": "ml.nextgps.config:NextGPSConfig",
     "footprints": "ml.observation.config:FootprintConfig",
 }
@@ -95,6 +96,16 @@ def stage_config(stage: str, profile: str = "demo", city: CityConfig | None = No
     if city is not None and stage in CITY_SECTIONS:
         values.update(getattr(city, CITY_SECTIONS[stage]) or {})
     values.update(overrides)
+    if stage == "simulation" and "scenario" in values:
+        # a named radio network (SimulationConfig.for_scenario: 'layered', 'regular', 'hre_paper') under the
+        # city's and the caller's own settings
+        from ml.simulate.config import SCENARIOS
+
+        name = values.pop("scenario")
+        if name not in SCENARIOS:
+            where = f"cities/{city.name}.toml [simulation] scenario" if city else "simulation scenario"
+            raise ValueError(f"{where}: unknown scenario {name!r} (known: {sorted(SCENARIOS)})")
+        values = {**SCENARIOS[name], **values}
     unknown = set(values) - set(cls.model_fields)
     if unknown:
         where = f"cities/{city.name}.toml [{CITY_SECTIONS.get(stage, stage)}]" if city else f"profile '{profile}'"

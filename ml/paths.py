@@ -65,6 +65,12 @@ class CityPaths:
         return self.data / "truth_links.parquet"
 
     @property
+    def antennas(self) -> Path:
+        """Hidden simulator truth: where the antennas really stand and point (the towers table is the operator's
+        record of them, with its errors); read only by the radio simulation and the calibration report."""
+        return self.data / "antennas.parquet"
+
+    @property
     def footprints(self) -> Path:
         """The city's cell footprints (``ml.observation.footprints``), learned from the train windows."""
         return self.data / "cell_footprints.parquet"

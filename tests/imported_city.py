@@ -37,10 +37,10 @@ def simulate_raw_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
         net = load_road_network(city, cache_dir=Path(tmp))
     cfg = stage_config("simulation", "ci", city)
     base = city.seed * 1000  # the stage seeds of dagster_project.assets.raw
-    towers = simulate_towers(net, cfg, seed=base + 1)
+    towers, antennas = simulate_towers(net, cfg, seed=base + 1)
     gps = simulate_taxi_gps(net, cfg, seed=base + 2)
-    signaling, truth = simulate_signaling(net, towers, gps, cfg, seed=base + 3)
-    mr = simulate_measurement_reports(net, towers, gps, signaling, truth, cfg, seed=base + 4)
+    signaling, truth = simulate_signaling(net, antennas, gps, cfg, seed=base + 3)
+    mr = simulate_measurement_reports(net, antennas, gps, signaling, truth, cfg, seed=base + 3)
 
     devices = sorted(set(signaling["device_id"]) | set(truth["device_id"]) | set(mr["device_id"]))
     vehicles = sorted(set(gps["vehicle_id"]) | set(truth["vehicle_id"].dropna()))

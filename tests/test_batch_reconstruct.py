@@ -8,6 +8,7 @@ video checkpoint must reconstruct every window through ``TrajectoryReconstructor
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -21,7 +22,7 @@ ray = pytest.importorskip("ray")  # a core dependency; importorskip only keeps c
 
 from ml.observation.context import synthetic_signaling_tables  # noqa: E402
 from ml.batch import (  # noqa: E402
-    CityInputs, VideoSource, reconstruct_dataset, window_records, window_rows, write_partitioned_signaling,
+    OUTPUT_COLUMNS, BatchConfig, CityInputs, VideoSource, reconstruct_dataset, window_records, window_rows, write_partitioned_signaling,
 )
 from ml.batch.reconstruct import HMMWindows, VideoWindows  # noqa: E402
 from ml.serving import windows_from_signaling  # noqa: E402
@@ -110,17 +111,88 @@ def test_industrial_hmm_on_ray_equals_one_process(tables, local_ray):
     ref = HMMWindows(tables["inputs"], DURATION_S, EVAL_S)(window_rows(tables["sig"], DURATION_S))
     ref = ref.sort_values(["sample_id", "ts"]).reset_index(drop=True)
     assert res.n_windows == ref["sample_id"].nunique() == got["sample_id"].nunique()
-    assert res.n_failed == 0 and res.n_rows == len(ref)
+    assert res.n_failed == 0 and res.n_rows == len(ref) and res.failures_by_reason == {}
+    assert res.buckets_from == "hash" and res.n_buckets == res.n_buckets_run == 1  # part-0 files: bucketed on DuckDB
     assert list(got["sample_id"]) == list(ref["sample_id"])
     np.testing.assert_array_equal(got["ts"].to_numpy(), ref["ts"].to_numpy())
     np.testing.assert_allclose(got[["lon", "lat"]].to_numpy(float), ref[["lon", "lat"]].to_numpy(float), rtol=0, atol=1e-12)
     assert np.isfinite(got[["lon", "lat"]].to_numpy(float)).all()
     assert set(got["method"]) == {"industrial_hmm"}
     assert (got["device_id"] == got["sample_id"].str.rsplit("_", n=1).str[0]).all()
-    # output partitioned by the window's day
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(f"day={d}" for d in got["day"].astype(str).unique())
+    # output partitioned by the window's day and hour (of its start), in the columns OUTPUT_COLUMNS
+    assert sorted(got.columns) == sorted(OUTPUT_COLUMNS)
+    assert (got["day"].astype(str) == ref["day"]).all() and (got["hour"].astype(int) == ref["hour"].astype(int)).all()
+    parts = sorted(str(p.parent.relative_to(out)) for p in out.rglob("*.parquet") if not p.relative_to(out).parts[0].startswith("_"))
+    assert parts == sorted(f"day={d}/hour={h}" for d, h in ref[["day", "hour"]].drop_duplicates().itertuples(index=False))
+    assert json.loads((out / "_manifest.json").read_text())["complete"] is True
+    # the same run again: nothing left to do (resume), the same totals
+    again = reconstruct_dataset(tables["dir"] / "signaling", out, "industrial_hmm", tables["inputs"],
+                                duration_s=DURATION_S, eval_interval_s=EVAL_S, num_workers=2, batch_size=2)
+    assert again.n_buckets_run == 0 and again.n_windows == res.n_windows and again.n_rows == res.n_rows
+    # another setting into the same folder is refused, naming what differs; overwrite starts over
+    with pytest.raises(ValueError, match=r"eval_interval_s: 30.0 -> 15.0.*--overwrite"):
+        reconstruct_dataset(tables["dir"] / "signaling", out, "industrial_hmm", tables["inputs"], duration_s=DURATION_S,
+                            batch_size=2)
+    (tables["dir"] / "stranger").mkdir(exist_ok=True)
+    (tables["dir"] / "stranger" / "x.txt").write_text("not a batch run")
     with pytest.raises(FileExistsError, match="not empty"):
-        reconstruct_dataset(tables["dir"] / "signaling", out, "industrial_hmm", tables["inputs"], duration_s=DURATION_S)
+        reconstruct_dataset(tables["dir"] / "signaling", tables["dir"] / "stranger", "industrial_hmm", tables["inputs"],
+                            duration_s=DURATION_S)
+
+
+@pytest.mark.slow  # a local Ray (about 10 s)
+def test_hash_buckets_bound_the_unit_of_work_and_give_the_same_output(tables, local_ray, tmp_path):
+    """``records_per_bucket`` cuts the table into several device buckets (DuckDB): each bucket holds whole devices,
+    and the output equals the one-bucket run's."""
+    small = BatchConfig(records_per_bucket=max(10, len(tables["sig"]) // 3))
+    out = tmp_path / "out"
+    res = reconstruct_dataset(tables["dir"] / "signaling", out, "industrial_hmm", tables["inputs"],
+                              duration_s=DURATION_S, eval_interval_s=EVAL_S, num_workers=2, config=small)
+    assert res.n_buckets >= 2 and res.buckets_from == "hash"
+    markers = [json.loads(p.read_text()) for p in sorted((out / "_done").glob("*.json"))]
+    assert len(markers) == res.n_buckets and sum(m["windows"] for m in markers) == res.n_windows
+    devices = [set(pd.concat(pd.read_parquet(out / f) for f in m["files"])["device_id"]) for m in markers if m["files"]]
+    assert sum(len(d) for d in devices) == len(set().union(*devices))  # a device lives in one bucket
+    got = pd.read_parquet(out).sort_values(["sample_id", "ts"], ignore_index=True)
+    ref = HMMWindows(tables["inputs"], DURATION_S, EVAL_S)(window_rows(tables["sig"], DURATION_S))
+    ref = ref.sort_values(["sample_id", "ts"], ignore_index=True)
+    pd.testing.assert_frame_equal(got[["sample_id", "device_id", "ts", "lon", "lat"]].astype({"ts": "datetime64[ns, UTC]"}),
+                                  ref[["sample_id", "device_id", "ts", "lon", "lat"]].astype({"ts": "datetime64[ns, UTC]"}))
+    assert not (out / "_work").exists() and not (out / "_staging").exists()
+
+
+def test_a_failing_bucket_publishes_nothing_and_its_rerun_completes_it(tables, tmp_path):
+    """The unit of work in one process: a fault in the middle of a bucket leaves no file and no marker of it;
+    run again, it publishes the same output as a bucket that never failed."""
+    from ml.batch import Bucket, run_bucket
+
+    files = [str(f) for f in tables["files"]]
+    bucket = Bucket("bucket-00000", tuple(files), len(tables["sig"]))
+    fn = HMMWindows(tables["inputs"], DURATION_S, EVAL_S)
+    calls = {"n": 0}
+
+    def faulty(windows):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk pulled out")
+        return fn(windows)
+
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="disk pulled out"):
+        run_bucket(faulty, bucket, out, DURATION_S, windows_per_call=2)
+    visible = [p for p in out.rglob("*.parquet") if not p.relative_to(out).parts[0].startswith("_")]
+    assert visible == [] and not (out / "_done").exists()
+    # an interrupted publish (files renamed in, no marker yet) is cleared before the bucket runs again
+    stray = out / "day=2024-03-04" / "hour=00" / "bucket-00000.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"half")
+    summary = run_bucket(fn, bucket, out, DURATION_S, windows_per_call=2)
+    assert not stray.exists()
+    clean = run_bucket(fn, bucket, tmp_path / "clean", DURATION_S, windows_per_call=1000)
+    assert {k: v for k, v in summary.items() if k not in ("seconds", "pid", "peak_rss_mb")} == \
+        {k: v for k, v in clean.items() if k not in ("seconds", "pid", "peak_rss_mb")}
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "clean"))
+    assert json.loads((out / "_done" / "bucket-00000.json").read_text())["windows"] == summary["windows"] > 0
 
 
 @pytest.mark.slow  # starts the module's local Ray when run alone (about 5 s)

@@ -150,7 +150,7 @@ ALL_ASSETS = ["road_network", "cell_towers", "taxi_gps", "signaling_records", "t
               "gdpo_checkpoint", "seq2seq_checkpoint", "seq2seq_prefix_checkpoint", "predictions", "next_gps_report",
               "evaluation_report"]
 # partitioned by city x day (tests/test_operator_assets.py materialises them)
-OPERATOR_ASSETS = ["operator_signaling", "operator_pairs", "operator_samples"]
+OPERATOR_ASSETS = ["operator_signaling", "operator_pairs", "operator_samples", "operator_trajectories"]
 # not partitioned: they span cities, so a city's run ("*") leaves them out (tests/test_transfer_asset.py)
 CROSS_CITY_ASSETS = ["transfer_base_models", "transfer_report"]
 
@@ -247,9 +247,9 @@ def test_bad_input_stops_downstream_and_keeps_previous_materialisation(project: 
     good = ml.simulate.simulate_towers
 
     def corrupted(*a, **k):
-        t = good(*a, **k)
+        t, antennas = good(*a, **k)
         t.loc[t.index[:3], "lat"] = 10.0  # thousands of km away from the city
-        return t
+        return t, antennas
 
     monkeypatch.setattr(ml.simulate, "simulate_towers", corrupted)
     ok = run_city("tinytown", selection="cell_towers,taxi_gps,signaling_records", profile="ci", root=project,

@@ -39,10 +39,10 @@ def test_per_site_best_beam_collapses_sectors():
 
 def test_scenario_simulates_per_site_reports(grid_net):
     cfg = SimulationConfig.for_scenario("hre_paper", n_taxis=1, n_decoys=0, shift_hours=(0.05, 0.05), mr_interval_s=1.0)
-    towers = simulate_towers(grid_net, cfg, 3)
+    towers, antennas = simulate_towers(grid_net, cfg, 3)
     gps = simulate_taxi_gps(grid_net, cfg, 3)
-    sig, truth = simulate_signaling(grid_net, towers, gps, cfg, 3)
-    mr = simulate_measurement_reports(grid_net, towers, gps, sig, truth, cfg, 3)
+    sig, truth = simulate_signaling(grid_net, antennas, gps, cfg, 3)
+    mr = simulate_measurement_reports(grid_net, antennas, gps, sig, truth, cfg, 3)
     assert len(mr) > 0
     site = dict(zip(towers["cell_id"], towers["site_id"]))
     mr = mr.assign(site=mr["cell_id"].map(site))

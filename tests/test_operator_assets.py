@@ -24,7 +24,7 @@ def instance() -> dg.DagsterInstance:
         yield inst
 
 
-@pytest.mark.slow  # three Dagster runs, two simulated operator days (about 4 s)
+@pytest.mark.slow  # three Dagster runs, two simulated operator days, each reconstructed on a local Ray (about 30 s)
 def test_operator_days_materialise_one_at_a_time(project: Path, instance: dg.DagsterInstance) -> None:
     from dagster_project.runner import run_city
 
@@ -56,8 +56,52 @@ def test_operator_days_materialise_one_at_a_time(project: Path, instance: dg.Dag
     g2 = pd.concat(pd.read_parquet(f) for f in (days / "2024-03-05" / "gps").rglob("*.parquet"))
     assert len(g1) != len(g2) or not (g1["lon"].to_numpy() == g2["lon"].to_numpy()).all()
 
-    for key in ("operator_signaling", "operator_pairs", "operator_samples"):
+    for key in ("operator_signaling", "operator_pairs", "operator_samples", "operator_trajectories"):
         mats = instance.fetch_materializations(dg.AssetKey(key), limit=10).records
         assert sorted(m.partition_key for m in mats) == ["tinytown|2024-03-04", "tinytown|2024-03-05"], key
     ev = instance.get_latest_materialization_event(dg.AssetKey("operator_pairs")).asset_materialization
     assert ev.metadata["records"].value > 0 and ev.metadata["peak_rss_mb"].value > 0
+
+    # every phone of each day reconstructed (industrial_hmm, the default config), partitioned by day and hour
+    for day in ("2024-03-04", "2024-03-05"):
+        traj = pd.read_parquet(days / day / "trajectories")
+        sig = pd.concat(pd.read_parquet(f) for f in (days / day / "signaling").rglob("*.parquet"))
+        assert set(traj["device_id"]) == set(sig["device_id"].astype(str))
+        assert traj[["lon", "lat"]].notna().all().all() and set(traj["method"]) == {"industrial_hmm"}
+        assert set(traj["day"].astype(str)) == {day}
+    md = instance.get_latest_materialization_event(dg.AssetKey("operator_trajectories")).asset_materialization.metadata
+    assert md["dagster/row_count"].value == len(traj) and md["windows"].value == traj["sample_id"].nunique()
+    assert md["failed_windows"].value == 0 and md["failures_by_reason"].value == {}
+    assert md["workers"].value == 1 and md["buckets_from"].value == "shards" and md["buckets_run"].value == md["buckets"].value
+    assert md["windows_per_s"].value > 0 and md["ray_job_id"].value and md["peak_rss_mb_per_worker"].value > 0
+
+
+@pytest.mark.slow  # one Dagster run on a local Ray (about 15 s)
+def test_operator_trajectories_method_is_config_and_a_rematerialisation_resumes(project: Path,
+                                                                                  instance: dg.DagsterInstance) -> None:
+    """The method comes from the run config; learned_hmm on a day whose towers are not the city's is refused, naming
+    why; materialised again with the same config, nothing is redone (every bucket has its done marker)."""
+    from dagster_project.definitions import defs
+
+    day = dg.MultiPartitionKey({"city": "tinytown", "day": "2024-03-04"})
+    from dagster_project.runner import resources_for, run_city
+
+    assert run_city("tinytown", selection="road_network", profile="ci", root=project, instance=instance,
+                    raise_on_error=True)
+    assert run_city("tinytown", selection="operator_signaling", profile="ci", root=project, instance=instance,
+                    raise_on_error=True, day="2024-03-04")
+    assets = [defs.resolve_assets_def(dg.AssetKey("operator_trajectories"))]
+    res = resources_for("ci", project, None)
+
+    def materialise(method: str) -> dg.ExecuteInProcessResult:
+        return dg.materialize(assets, partition_key=day, instance=instance, resources=res, raise_on_error=False,
+                              run_config={"ops": {"operator_trajectories": {"config": {"method": method}}}})
+
+    bad = materialise("learned_hmm")
+    assert not bad.success
+    assert "cell_towers" in str(bad.get_step_failure_events()[0].step_failure_data.error)
+    first = materialise("industrial_hmm")
+    assert first.success
+    again = materialise("industrial_hmm")
+    md = instance.get_latest_materialization_event(dg.AssetKey("operator_trajectories")).asset_materialization.metadata
+    assert again.success and md["buckets_run"].value == 0 and md["buckets"].value > 0

@@ -23,9 +23,9 @@ PAIRING = PairingConfig(min_overlap_h=1.5, min_moving_h=0.3, min_records=15)
 @pytest.fixture(scope="module")
 def world(grid_net):
     cfg = SimulationConfig(**SMALL)
-    towers = simulate_towers(grid_net, cfg, SEED)
+    towers, antennas = simulate_towers(grid_net, cfg, SEED)
     gps = simulate_taxi_gps(grid_net, cfg, SEED)
-    signaling, truth = simulate_signaling(grid_net, towers, gps, cfg, SEED)
+    signaling, truth = simulate_signaling(grid_net, antennas, gps, cfg, SEED)
     return {"towers": towers, "gps": gps, "signaling": signaling, "truth_links": truth}
 
 

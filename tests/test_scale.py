@@ -8,8 +8,16 @@ must give what the in-memory ``pair_devices`` and ``cut_samples`` give on the sa
 from __future__ import annotations
 
 import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from ml.cities import CityConfig, RoadSource
@@ -136,3 +144,57 @@ def test_sig2gps_reconstructs_an_operator_day_without_copying_anything(tiny_day,
     assert cli.main(["reconstruct", "--operator-day", str(out), "--city", "gridville", "--out", str(tmp_path / "x"),
                      "--method", "industrial_hmm"]) == 2
     assert "leave out --city" in capsys.readouterr().err
+
+
+def _published(out: Path) -> list[Path]:
+    """The output files a reader of ``out`` sees (pyarrow skips ``_``- and ``.``-prefixed entries)."""
+    return sorted(p for p in out.rglob("*.parquet") if not any(x.startswith(("_", ".")) for x in p.relative_to(out).parts))
+
+
+@pytest.mark.slow  # a killed subprocess with its own Ray, then two local Ray runs (about 40 s)
+def test_a_killed_run_leaves_whole_buckets_and_a_rerun_completes_only_the_rest(tiny_day, tmp_path):
+    """Deliverable 5 of issue 29: the driver and its Ray workers killed (SIGKILL to the whole process group) right
+    after the first bucket's done marker leave only that bucket's files, each whole; the same command again
+    reconstructs only the other buckets, and the day equals an uninterrupted run's."""
+    from ml.batch import operator_day_inputs, reconstruct_dataset
+
+    day, _ = tiny_day
+    out = tmp_path / "traj"
+    log = (tmp_path / "run.log").open("w")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(root / "tests" / "batch_killed_run.py"), str(day), str(out)],
+                            cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / "_done").glob("*.json")):
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no bucket finished in 240 s"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver, Ray's services and its workers (they share the session)
+        proc.wait()
+    markers = {p.stem: json.loads(p.read_text()) for p in (out / "_done").glob("*.json")}
+    assert len(markers) == 1
+    (first, marker), = markers.items()
+    published = _published(out)
+    assert sorted(str(p.relative_to(out)) for p in published) == sorted(marker["files"])
+    assert all(pq.read_table(p).num_rows > 0 for p in published)  # whole files, of the finished bucket only
+    assert json.loads((out / "_manifest.json").read_text())["complete"] is False
+    stamps = {p: p.stat().st_mtime_ns for p in [*published, out / "_done" / f"{first}.json"]}
+
+    inputs, signaling = operator_day_inputs(day)
+    res = reconstruct_dataset(signaling, out, "industrial_hmm", inputs, duration_s=300.0, eval_interval_s=15.0,
+                              num_workers=1)
+    assert res.buckets_from == "shards" and res.n_buckets == 3 and res.n_buckets_run == 2
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the finished bucket was not redone
+    ref = reconstruct_dataset(signaling, tmp_path / "uninterrupted", "industrial_hmm", inputs, duration_s=300.0,
+                              eval_interval_s=15.0, num_workers=2)
+    assert (res.n_windows, res.n_rows, res.n_failed) == (ref.n_windows, ref.n_rows, ref.n_failed) and res.n_windows > 0
+    key = ["sample_id", "ts"]
+    pd.testing.assert_frame_equal(pd.read_parquet(out).sort_values(key, ignore_index=True),
+                                  pd.read_parquet(tmp_path / "uninterrupted").sort_values(key, ignore_index=True))
+    # a changed input is refused, not mixed in: one shard file rewritten
+    f = Path(day_files(day, "signaling", n_shards=1)[0])
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000_000))
+    with pytest.raises(ValueError, match="signaling.*--overwrite"):
+        reconstruct_dataset(signaling, out, "industrial_hmm", inputs, duration_s=300.0, eval_interval_s=15.0)

@@ -27,11 +27,12 @@ SMALL = dict(n_taxis=6, n_decoys=6, shift_hours=(2.5, 3.0), shift_start_hour=(6.
 
 
 def simulate_all(net, cfg: SimulationConfig, seed: int) -> dict[str, pd.DataFrame]:
-    towers = simulate_towers(net, cfg, seed)
+    towers, antennas = simulate_towers(net, cfg, seed)
     gps = simulate_taxi_gps(net, cfg, seed)
-    signaling, truth = simulate_signaling(net, towers, gps, cfg, seed)
-    mr = simulate_measurement_reports(net, towers, gps, signaling, truth, cfg, seed)
-    return {"towers": towers, "gps": gps, "signaling": signaling, "truth_links": truth, "mr": mr}
+    signaling, truth = simulate_signaling(net, antennas, gps, cfg, seed)
+    mr = simulate_measurement_reports(net, antennas, gps, signaling, truth, cfg, seed)
+    return {"towers": towers, "antennas": antennas, "gps": gps, "signaling": signaling, "truth_links": truth,
+            "mr": mr}
 
 
 @pytest.fixture(scope="module")

@@ -174,9 +174,9 @@ def _materialise(root: Path, home: Path) -> dict:
         good = ml.simulate.simulate_towers
 
         def corrupted(*a, **k):  # the approach of test_dagster's bad-input test
-            t = good(*a, **k)
+            t, antennas = good(*a, **k)
             t.loc[t.index[:3], "lat"] = 10.0
-            return t
+            return t, antennas
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(ml.simulate, "simulate_towers", corrupted)

@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from ml.cities import CityConfig, RoadNetwork, load_city, load_road_network
-from ml.io import read_table, write_json_atomic
+from ml.io import read_table, write_json_atomic, write_parquet_atomic
 from ml.paths import CityPaths
 from ml.validation import ValidationContext
 from dagster_project.checks import ge_check_spec, validate_then_write
@@ -60,6 +60,13 @@ class CityContext:
         towers = TowerTable(read_table(self.paths.table("towers"), "towers"), self.net.crs)
         return LearnedObservationModel(pd.read_parquet(self.paths.footprints), towers, cfg)
 
+    def antennas(self) -> pd.DataFrame:
+        """The simulated antennas (hidden truth written by ``cell_towers``) the radio simulation runs on."""
+        if not self.paths.antennas.is_file():
+            raise dg.Failure(f"{self.paths.antennas}: the simulated antennas are missing; materialise cell_towers "
+                             "(it writes them beside towers.parquet)")
+        return pd.read_parquet(self.paths.antennas)
+
     def imported(self, *tables: str) -> dict[str, pd.DataFrame]:
         """The city's own ``tables`` (pseudonymised): each asset reads just its file, so a bad file fails that
         asset once, with one message."""
@@ -81,16 +88,21 @@ def city_context(context: dg.AssetExecutionContext, paths: PathsResource, comput
           code_version=code_version("raw"),
           check_specs=[ge_check_spec("cell_towers", "towers")], kinds={"pandas", "parquet"})
 def cell_towers(context: dg.AssetExecutionContext, paths: PathsResource, compute: ComputeResource):
-    """Cell towers: 3-sector macro sites placed by road density (or imported)."""
+    """Cell towers: the operator's table of 3-sector macro sites on one or more layers (or imported); a simulated
+    city also writes the hidden antennas the radio simulates (``antennas.parquet``: true positions, azimuths,
+    layers, downtilts; the table may be wrong about some of them)."""
     cc = city_context(context, paths, compute)
+    antennas = None
     if cc.city.data_source == "import":
         towers = cc.imported("towers")["towers"]
     else:
         from ml.simulate import simulate_towers
 
-        towers = simulate_towers(cc.net, compute.stage_config("simulation", cc.city), seed=cc.seed("towers"))
+        towers, antennas = simulate_towers(cc.net, compute.stage_config("simulation", cc.city), seed=cc.seed("towers"))
     path = cc.paths.table("towers")
     yield from validate_then_write(context, [("towers", towers, path)], cc.validation_context())
+    if antennas is not None:  # the hidden truth goes only beside a valid operator table
+        write_parquet_atomic(antennas, cc.paths.antennas)
     yield dg.MaterializeResult(metadata={**table_asset_metadata(towers, path), "sites": int(towers["site_id"].nunique())})
 
 
@@ -132,7 +144,7 @@ def signaling_records(context: dg.AssetExecutionContext, paths: PathsResource, c
     else:
         from ml.simulate import simulate_signaling
 
-        signaling, truth = simulate_signaling(cc.net, towers, gps, compute.stage_config("simulation", cc.city),
+        signaling, truth = simulate_signaling(cc.net, cc.antennas(), gps, compute.stage_config("simulation", cc.city),
                                               seed=cc.seed("signaling"))
     items = [("signaling", signaling, cc.paths.table("signaling"))]
     if truth is not None:
@@ -167,8 +179,9 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
         gps = read_table(cc.paths.table("gps"), "gps")
         signaling = read_table(cc.paths.table("signaling"), "signaling")
         truth = read_table(cc.paths.truth_links, "truth_links")
-        mr = simulate_measurement_reports(cc.net, towers, gps, signaling, truth,
-                                          compute.stage_config("simulation", cc.city), seed=cc.seed("mr"))
+        # the signaling's seed: the same radio world (shadowing, per-phone streams) as the records'
+        mr = simulate_measurement_reports(cc.net, cc.antennas(), gps, signaling, truth,
+                                          compute.stage_config("simulation", cc.city), seed=cc.seed("signaling"))
     path = cc.paths.table("mr")
     vctx = cc.validation_context(tower_cell_ids=towers["cell_id"].to_numpy())
     yield from validate_then_write(context, [("mr", mr, path)], vctx)
@@ -178,7 +191,8 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
 
         calib = calibration_report(cc.net, towers, read_table(cc.paths.table("gps"), "gps"),
                                    read_table(cc.paths.table("signaling"), "signaling"),
-                                   pd.read_parquet(cc.paths.truth_links), mr=mr)
+                                   pd.read_parquet(cc.paths.truth_links), mr=mr,
+                                   antennas=pd.read_parquet(cc.paths.antennas) if cc.paths.antennas.is_file() else None)
         write_json_atomic(calib, cc.paths.outputs / "calibration.json")
         meta.update({f"calibration.{k}": v for k, v in flat_metadata(calib).items() if not k.endswith("_source")})
         meta["calibration"] = dg.MetadataValue.path(str(cc.paths.outputs / "calibration.json"))

@@ -1,65 +1,106 @@
-"""Batch reconstruction of a partitioned signaling table on Ray Data.
+"""Batch reconstruction of a partitioned signaling table on Ray Data, bucket by bucket, resumable.
 
 ``reconstruct_dataset(signaling, out_dir, method, inputs, ...)`` reads a Parquet signaling table
 (one file, or a folder of hive partitions such as ``day=2024-03-04/hour=07/part-0.parquet``; columns
 ``device_id``, ``ts``, ``cell_id`` and optionally ``event``), cuts each device's records into
 windows, reconstructs every window with one method and writes the trajectories as Parquet
-partitioned by the window's day (``out_dir/day=YYYY-MM-DD/*.parquet``; columns ``sample_id``,
-``device_id``, ``ts``, ``lon``, ``lat``, ``method``, ``error``).
+partitioned by the window's start (UTC): ``out_dir/day=YYYY-MM-DD/hour=HH/<bucket>.parquet``
+(columns ``sample_id``, ``device_id``, ``ts``, ``lon``, ``lat``, ``method``, ``error``; ``day`` and
+``hour`` are the hive partition keys: ``OUTPUT_COLUMNS``).
 
-Pipeline (one Ray Data dataset, streamed):
+Units of work: **buckets of devices**, written atomically.
 
-1. ``ray.data.read_parquet`` of the input (hive partition columns are dropped: only the record
-   columns are read).
-2. **Windows across partition boundaries.** A device's records are spread over the hour folders,
-   and its windows start at its first record (``ml.serving.windows_from_signaling``: consecutive
-   windows of ``duration_s`` from the device's first record), so no partition alone knows where a
-   window starts or which records it holds. The records are therefore shuffled by device
-   (``groupby("device_id").map_groups``): each group holds all of one device's records, from every
-   partition, and :func:`window_rows` cuts them with ``windows_from_signaling`` itself (the one
-   windowing of the project) into one row per window (its records as list columns). A window is
-   then never split between two batches of step 3.
-3. ``map_batches`` with a callable class on an actor pool of ``num_workers`` actors: each actor
-   loads the road network and towers (and the model) once, then reconstructs batches of windows:
-   ``industrial_hmm`` and ``learned_hmm`` (with the city's footprints) through ``build_sample_contexts`` +
-   ``ml.evaluation.methods.run_method``; ``video`` through
-   ``ml.serving.pyfunc.TrajectoryReconstructor.reconstruct`` (the pyfunc's pipeline, batched on the
-   model). Video actors ask Ray for one GPU each when the cluster reports GPUs.
-4. ``write_parquet(out_dir, partition_cols=["day"])``.
+1. **Buckets.** A device's windows start at its first record (``ml.serving.windows_from_signaling``),
+   so one unit of work must hold all of a device's records, from every hour folder. An operator day
+   written by ``python -m ml.scale generate`` is already cut that way: each device lives in exactly one
+   ``shard-XXXXX.parquet`` (checked on DuckDB), so its shards are the buckets when none holds more than
+   ``BatchConfig.records_per_bucket`` records. Any other table is bucketed out of core on DuckDB
+   (``COPY ... PARTITION_BY`` a hash of ``device_id`` into ``ceil(records / records_per_bucket)`` buckets,
+   DuckDB's ``memory_limit`` spilling beyond it) into ``out_dir/_work/buckets`` (renamed in when complete).
+   Memory per worker is bounded by ``records_per_bucket``, whatever the size of the day.
+2. **Reconstruction** on a Ray Data actor pool of ``num_workers`` actors (``map_batches`` over the bucket
+   list, one bucket per call): each actor loads the road network and towers (and the model) once, then
+   for each bucket reads its records, cuts them into window rows (:func:`window_rows`, the one windowing
+   of the project) and runs the map function (:class:`HMMWindows`: ``industrial_hmm``, ``learned_hmm``;
+   :class:`VideoWindows`: ``video``) on ``windows_per_call`` windows at a time.
+3. **Atomic output.** A bucket's files are written under ``out_dir/_staging/<bucket>/``, renamed into
+   ``out_dir/day=D/hour=H/<bucket>.parquet``, and its done marker ``out_dir/_done/<bucket>.json`` (windows,
+   rows, failures by reason, seconds, the worker's peak memory) is written last. Readers of ``out_dir``
+   (``pandas.read_parquet``, ``pyarrow.dataset``) skip the ``_``-prefixed entries.
+
+**Resume.** ``out_dir/_manifest.json`` records what the run is (method and its settings, a fingerprint of
+the signaling files, of the roads, towers, footprints and model, ``records_per_bucket``). A run into a folder
+with the same manifest does only the buckets without a marker (first removing whatever an interrupted
+attempt left of them); a different method, setting or input is refused with the differences named, unless
+``overwrite`` (then the folder starts over). A killed worker or driver therefore leaves whole buckets
+or nothing of a bucket a re-run will not redo; ``_manifest.json`` says ``"complete": true`` once every
+bucket has its marker. A window that fails is written with NaN positions and its error (counted by reason
+in the markers and :class:`BatchResult`), never dropped. One run at a time per output folder.
 
 Ray runs in local mode (a fresh local instance with worker processes) unless ``ray_address`` names
 a running cluster; an already initialised Ray (e.g. by a test) is used as it is. On a cluster every
-node needs the ``sig2gps`` package installed, and a checkpoint path or an MLflow store must be
-readable from the workers (the road network and towers travel with the actors).
+node needs the ``sig2gps`` package installed, the input and output folders must be on a file system
+shared by the nodes, and a checkpoint path or an MLflow store must be readable from the workers (the road
+network and towers travel with the actors).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
+import math
 import os
+import re
+import resource
 import shutil
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("industrial_hmm", "learned_hmm", "video")
 RECORD_COLUMNS: tuple[str, ...] = ("device_id", "ts", "cell_id")  # required; "event" is optional
-OUTPUT_COLUMNS: list[str] = ["sample_id", "device_id", "ts", "lon", "lat", "method", "error", "day"]
+#: the output table; ``day`` and ``hour`` (of the window's start, UTC) are its hive partition keys (folders)
+OUTPUT_COLUMNS: list[str] = ["sample_id", "device_id", "ts", "lon", "lat", "method", "error", "day", "hour"]
+PARTITION_COLUMNS: tuple[str, ...] = ("day", "hour")
+#: the columns inside each output file (the partition keys are in its folder names)
+FILE_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("device_id", pa.string()), ("ts", pa.timestamp("ns", tz="UTC")),
+    ("lon", pa.float64()), ("lat", pa.float64()), ("method", pa.string()), ("error", pa.string()),
+])
 WINDOW_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("device_id", pa.string()), ("t0", pa.timestamp("ns", tz="UTC")),
     ("day", pa.string()), ("ts", pa.list_(pa.int64())), ("cell_id", pa.list_(pa.int64())),
     ("event", pa.list_(pa.string())),
 ])
+
+
+# ---------------------------------------------------------------------------------------------- settings
+class BatchConfig(BaseModel):
+    """Sizes of a batch reconstruction (never its method or rules): the unit of work and the bucketing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    records_per_bucket: int = Field(250_000, ge=10, description="signaling records per bucket of devices: the unit "
+                                    "of work, written atomically; bounds a worker's memory (its output is ~10 rows "
+                                    "per record) whatever the size of the day")
+    windows_per_call: int | None = Field(None, ge=1, description="windows per map-function call inside a bucket "
+                                         "(None: 1,024 for the HMMs, the model's batch size for video)")
+    memory_limit_mb: int = Field(1024, ge=128, description="DuckDB's memory_limit when bucketing by device hash "
+                                 "(it spills to out_dir/_work beyond it)")
+    threads: int = Field(1, ge=1, description="DuckDB threads when bucketing")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -111,14 +152,16 @@ def city_inputs(city: str, profile: str = "demo", root: Path | None = None, foot
     return CityInputs.from_objects(load_road_network(cfg, paths.roads_dir), pd.read_parquet(towers_path), fp)
 
 
-def operator_day_inputs(day_dir: str | Path) -> tuple[CityInputs, Path]:
+def operator_day_inputs(day_dir: str | Path, roads_dir: str | Path | None = None) -> tuple[CityInputs, Path]:
     """An operator day's folder as ``python -m ml.scale generate`` writes it, taken as it is: its own road
-    network (``roads/roads.npz``) and towers (``towers.parquet``), and its signaling folder (``signaling/``,
-    partitioned by day and hour). No registered city is needed."""
+    network (``roads/roads.npz``, or ``roads_dir/roads.npz`` where the day was generated with another road cache,
+    as the ``operator_signaling`` asset does) and towers (``towers.parquet``), and its signaling folder
+    (``signaling/``, partitioned by day and hour). No registered city is needed."""
     from ml.cities.network import RoadNetwork
 
     day = Path(day_dir)
-    need = {"towers": day / "towers.parquet", "road network": day / "roads" / "roads.npz",
+    need = {"towers": day / "towers.parquet",
+            "road network": Path(roads_dir) / "roads.npz" if roads_dir is not None else day / "roads" / "roads.npz",
             "signaling": day / "signaling"}
     missing = [f"{what} ({path})" for what, path in need.items() if not path.exists()]
     if missing:
@@ -251,17 +294,15 @@ def window_records(windows: pa.Table) -> pd.DataFrame:
     })
 
 
-def _device_windows(group: pd.DataFrame, duration_s: float) -> pa.Table:
-    """``map_groups`` function: all records of one device (from every partition) -> its window rows."""
-    return window_rows(group, duration_s)
-
-
 def _output_frame(df: pd.DataFrame, windows: pa.Table, method: str | pd.Series,
                   errors: dict[str, str] | None = None) -> pd.DataFrame:
-    """The output columns (``OUTPUT_COLUMNS``) with device and day taken from the window rows."""
+    """The output columns (``OUTPUT_COLUMNS``) with device, day and hour (of the window's start) taken from the
+    window rows."""
     sid = windows["sample_id"].to_numpy(zero_copy_only=False).astype(str)
     dev = dict(zip(sid, windows["device_id"].to_numpy(zero_copy_only=False).astype(str)))
     day = dict(zip(sid, windows["day"].to_numpy(zero_copy_only=False).astype(str)))
+    t0 = pd.to_datetime(windows["t0"].to_pandas(), utc=True)
+    hour = dict(zip(sid, t0.dt.strftime("%H").to_numpy().astype(str)))
     s = df["sample_id"].astype(str)
     errors = errors or {}
     return pd.DataFrame({
@@ -270,7 +311,7 @@ def _output_frame(df: pd.DataFrame, windows: pa.Table, method: str | pd.Series,
         "lat": df["lat"].to_numpy(np.float64),
         "method": (method.to_numpy() if isinstance(method, pd.Series) else np.full(len(df), method)).astype(str),
         "error": pd.array([errors.get(k) for k in s], dtype="string"),  # typed: an all-None column must not become null
-        "day": s.map(day).to_numpy(),
+        "day": s.map(day).to_numpy(), "hour": s.map(hour).to_numpy(),
     }).assign(ts=lambda d: pd.to_datetime(d["ts"], utc=True))
 
 
@@ -278,7 +319,8 @@ def _empty_output() -> pd.DataFrame:
     return pd.DataFrame({"sample_id": pd.Series(dtype=object), "device_id": pd.Series(dtype=object),
                          "ts": pd.Series(dtype="datetime64[ns, UTC]"), "lon": pd.Series(dtype=float),
                          "lat": pd.Series(dtype=float), "method": pd.Series(dtype=object),
-                         "error": pd.Series(dtype="string"), "day": pd.Series(dtype=object)})
+                         "error": pd.Series(dtype="string"), "day": pd.Series(dtype=object),
+                         "hour": pd.Series(dtype=object)})
 
 
 # ---------------------------------------------------------------------------------------------- map functions
@@ -353,10 +395,203 @@ class VideoWindows:
         return _output_frame(res, windows, res["method"])
 
 
+# ---------------------------------------------------------------------------------------------- buckets
+@dataclass(frozen=True)
+class Bucket:
+    """One unit of work: every record of some devices (``files``: Parquet files holding exactly those records)."""
+
+    name: str
+    files: tuple[str, ...]
+    records: int
+
+
+_SHARD_RE = re.compile(r"^shard-\d+$")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _input_files(src: Path) -> list[Path]:
+    """The Parquet files of a table: the file itself, or every ``*.parquet`` under the folder (entries whose name
+    starts with ``.`` or ``_`` are skipped, as pyarrow does)."""
+    if src.is_file():
+        return [src]
+    files = sorted(p for p in src.rglob("*.parquet")
+                   if not any(part.startswith((".", "_")) for part in p.relative_to(src).parts))
+    if not files:
+        raise FileNotFoundError(f"signaling {src}: folder holds no .parquet files")
+    return files
+
+
+def _check_columns(files: list[Path]) -> list[str]:
+    """The record columns to read (``event`` when every file has it); a file without a required column is named."""
+    has_event = True
+    for f in files:
+        names = pq.read_schema(f).names
+        missing = [c for c in RECORD_COLUMNS if c not in names]
+        if missing:
+            raise ValueError(f"signaling {f}: missing column(s) {missing} (need device_id, ts, cell_id; event optional)")
+        has_event &= "event" in names
+    return [*RECORD_COLUMNS, *(["event"] if has_event else [])]
+
+
+def _duckdb(work: Path, cfg: BatchConfig) -> Any:
+    import duckdb
+
+    work.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{cfg.memory_limit_mb}MB'")
+    con.execute(f"SET threads = {cfg.threads}")
+    con.execute(f"SET temp_directory = '{work / 'spill'}'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _sql_files(files: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+
+
+def _shards_hold_whole_devices(files: list[Path], work: Path, cfg: BatchConfig) -> bool:
+    """True when no device has records in two shards (files ``shard-XXXXX.parquet`` of one stem form a shard)."""
+    con = _duckdb(work, cfg)
+    try:
+        n = con.execute(
+            f"SELECT count(*) FROM (SELECT device_id FROM read_parquet({_sql_files(files)}, filename=true, "
+            "hive_partitioning=false) GROUP BY device_id "
+            "HAVING count(DISTINCT regexp_extract(filename, 'shard-[0-9]+\\.parquet$')) > 1)").fetchone()[0]
+    finally:
+        con.close()
+    return int(n) == 0
+
+
+def _hash_buckets(files: list[Path], columns: list[str], total: int, work: Path, cfg: BatchConfig) -> list[Bucket]:
+    """Out-of-core bucketing on DuckDB: ``hash(device_id) % n`` into ``work/buckets/b=K/*.parquet`` (written to a
+    temporary folder and renamed in when complete; an existing one, from an interrupted run, is reused)."""
+    dst = work / "buckets"
+    if not dst.is_dir():
+        tmp = work / ".buckets.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        n = max(1, math.ceil(total / cfg.records_per_bucket))
+        sel = ", ".join(["CAST(device_id AS VARCHAR) AS device_id", *(c for c in columns if c != "device_id")])
+        con = _duckdb(work, cfg)
+        try:
+            con.execute(f"COPY (SELECT {sel}, CAST(hash(CAST(device_id AS VARCHAR)) % {n} AS BIGINT) AS b "
+                        f"FROM read_parquet({_sql_files(files)}, hive_partitioning=false, union_by_name=true)) "
+                        f"TO '{tmp}' (FORMAT parquet, PARTITION_BY (b))")
+        finally:
+            con.close()
+        tmp.mkdir(parents=True, exist_ok=True)  # an empty table writes nothing
+        os.replace(tmp, dst)
+    out = []
+    for d in sorted(dst.glob("b=*"), key=lambda p: int(p.name[2:])):
+        fs = sorted(str(f) for f in d.glob("*.parquet"))
+        out.append(Bucket(f"bucket-{int(d.name[2:]):05d}", tuple(fs), sum(pq.ParquetFile(f).metadata.num_rows for f in fs)))
+    return out
+
+
+def plan_buckets(files: list[Path], columns: list[str], work: Path, cfg: BatchConfig) -> tuple[list[Bucket], str]:
+    """The buckets of a table and how they were made (``"shards"``: an operator day's own shards, each holding
+    whole devices and at most ``records_per_bucket`` records; ``"hash"``: bucketed by device hash on DuckDB)."""
+    rows = {f: pq.ParquetFile(f).metadata.num_rows for f in files}
+    total = sum(rows.values())
+    if all(_SHARD_RE.match(f.stem) for f in files):
+        shards: dict[str, list[Path]] = {}
+        for f in files:
+            shards.setdefault(f.stem, []).append(f)
+        sizes = {k: sum(rows[f] for f in v) for k, v in shards.items()}
+        if max(sizes.values()) <= cfg.records_per_bucket:
+            if _shards_hold_whole_devices(files, work, cfg):
+                return [Bucket(k, tuple(str(f) for f in v), sizes[k]) for k, v in sorted(shards.items())], "shards"
+            log.info("signaling: some device has records in two shards; bucketing by device hash instead")
+        else:
+            log.info("signaling: a shard holds %d records (> records_per_bucket %d); bucketing by device hash instead",
+                     max(sizes.values()), cfg.records_per_bucket)
+    return _hash_buckets(files, columns, total, work, cfg), "hash"
+
+
+def _bucket_outputs(out: Path, name: str) -> list[Path]:
+    return sorted(out.glob(f"day=*/hour=*/{name}.parquet"))
+
+
+def _clear_bucket(out: Path, name: str) -> None:
+    """Remove whatever an interrupted attempt left of a bucket (its staging folder, its published files)."""
+    shutil.rmtree(out / "_staging" / name, ignore_errors=True)
+    for f in _bucket_outputs(out, name):
+        f.unlink()
+
+
+def failure_reason(error: str) -> str:
+    """A window's failure reason: the exception's class name (``run_method`` writes ``"<Class>: <message>"``)."""
+    return error.split(":", 1)[0].strip() or "unknown"
+
+
+def run_bucket(fn: Callable[[pa.Table], pd.DataFrame], bucket: Bucket, out: Path, duration_s: float,
+               windows_per_call: int, columns: list[str] | None = None) -> dict[str, Any]:
+    """Reconstruct one bucket and publish it atomically: files staged, renamed into ``out/day=D/hour=H/<bucket>.parquet``,
+    then the done marker ``out/_done/<bucket>.json`` (written last). Returns the marker's content."""
+    from ml.io import write_json_atomic
+
+    t = time.perf_counter()
+    _clear_bucket(out, bucket.name)
+    staging = out / "_staging" / bucket.name
+    cols = columns or list(RECORD_COLUMNS)
+    tables = [pq.read_table(f, columns=cols) for f in bucket.files]
+    rec = (pa.concat_tables(tables, promote_options="default") if tables else
+           pa.table({c: pa.array([], pa.string()) for c in cols})).to_pandas()
+    rows = window_rows(rec, duration_s)
+    parts = [fn(rows.slice(i, windows_per_call)) for i in range(0, rows.num_rows, windows_per_call)]
+    res = pd.concat(parts, ignore_index=True) if parts else _empty_output()
+    written = []
+    for (day, hour), g in res.groupby(list(PARTITION_COLUMNS), sort=True):
+        rel = Path(f"day={day}") / f"hour={hour}" / f"{bucket.name}.parquet"
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        tab = pa.Table.from_pandas(g[FILE_SCHEMA.names], schema=FILE_SCHEMA, preserve_index=False)
+        pq.write_table(tab, staging / rel)
+        written.append(rel)
+    for rel in written:  # publish: whole files renamed into place, then the marker
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, out / rel)
+    failed = res.loc[res["error"].notna(), ["sample_id", "error"]].drop_duplicates("sample_id")
+    reasons = failed["error"].astype(str).map(failure_reason).value_counts().sort_index()
+    summary = {"bucket": bucket.name, "records": int(len(rec)), "windows": int(rows.num_rows), "rows": int(len(res)),
+               "failed": int(len(failed)), "failures_by_reason": {str(k): int(v) for k, v in reasons.items()},
+               "fallback": int(res.loc[res["method"] == "fallback_mar", "sample_id"].nunique()),
+               "files": [str(r) for r in written], "seconds": round(time.perf_counter() - t, 3),
+               "pid": os.getpid(), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    write_json_atomic(summary, out / "_done" / f"{bucket.name}.json")
+    shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+class BucketWorker:
+    """Ray Data actor: builds the map function once (roads, towers, model), then reconstructs whole buckets."""
+
+    def __init__(self, method: str, ctor: dict[str, Any], out_dir: str, duration_s: float, windows_per_call: int,
+                 columns: list[str]) -> None:
+        self.fn = VideoWindows(**ctor) if method == "video" else HMMWindows(**ctor)
+        self.out, self.duration_s, self.wpc, self.columns = Path(out_dir), float(duration_s), int(windows_per_call), columns
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        done = []
+        for name, files, records in zip(batch["bucket"], batch["files"], batch["records"]):
+            b = Bucket(str(name), tuple(json.loads(str(files))), int(records))
+            try:
+                s = run_bucket(self.fn, b, self.out, self.duration_s, self.wpc, self.columns)
+            except Exception as exc:
+                raise RuntimeError(f"bucket {b.name} ({b.records} records in {len(b.files)} file(s), e.g. {b.files[:1]}): "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            done.append(json.dumps(s))
+        return {"summary": np.array(done, dtype=object)}
+
+
 # ---------------------------------------------------------------------------------------------- driver
 @dataclass
 class BatchResult:
-    """What a batch run wrote and how long it took (``seconds``: reading to the last file written)."""
+    """What a batch run wrote (totals over every bucket of ``out_dir``) and what this call did (``seconds``:
+    planning the buckets to the last marker; ``n_windows_run``: windows of the buckets done in this call)."""
 
     out_dir: Path
     method: str
@@ -367,11 +602,20 @@ class BatchResult:
     n_failed: int  # windows with an error (NaN positions)
     n_fallback: int  # video windows that could not be decoded (method fallback_mar)
     seconds: float
+    n_buckets: int = 0
+    n_buckets_run: int = 0  # buckets reconstructed in this call (the others had their marker: resumed)
+    n_windows_run: int = 0
+    n_records: int = 0
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+    buckets_from: str = ""  # "shards" (the day's own) or "hash" (DuckDB)
+    peak_rss_mb_per_worker: float = float("nan")  # the largest peak RSS of the workers that ran buckets in this call
+    ray_job_id: str | None = None
+    dashboard_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def windows_per_s(self) -> float:
-        return self.n_windows / self.seconds if self.seconds > 0 else float("nan")
+        return self.n_windows_run / self.seconds if self.seconds > 0 else float("nan")
 
 
 def _import_ray() -> Any:
@@ -398,23 +642,28 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise ConnectionError(f"ray address '{address}': no Ray cluster reachable ({exc})") from exc
 
 
+_DASHBOARD: dict[str, str] = {}
+
+
 def connect_ray(ray_address: str | None, num_workers: int) -> bool:
     """Start or join Ray; True when this call started it (the caller then shuts it down).
 
-    Local mode starts worker processes with ``num_workers + 1`` logical CPUs at least: one per
-    actor plus one for the read and shuffle tasks, which would otherwise wait for the actors.
-    """
+    Local mode starts ``num_workers`` logical CPUs at least (one per actor)."""
     ray = _import_ray()
     if ray.is_initialized():
         return False
     if ray_address:
         _check_reachable(ray_address)
         try:
-            ray.init(address=ray_address, log_to_driver=False)
+            ctx = ray.init(address=ray_address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConnectionError(f"ray address '{ray_address}': could not join the cluster ({exc})") from exc
     else:
-        ray.init(num_cpus=max(num_workers + 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+        ctx = ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    url = getattr(ctx, "dashboard_url", None)
+    _DASHBOARD.clear()
+    if url:
+        _DASHBOARD["url"] = url if "://" in url else f"http://{url}"
     return True
 
 
@@ -434,32 +683,68 @@ def _gpus_per_actor(method: str, num_workers: int) -> float:
 
 
 def _cpus_per_actor(num_workers: int) -> float:
-    """Logical CPUs per actor: 1, or less on a small cluster so that one CPU stays free for the read and
-    shuffle tasks (with every CPU held by actors they never run and the job waits forever)."""
+    """Logical CPUs per actor: 1, or the cluster's CPUs shared out when it has fewer than ``num_workers``."""
     import ray
 
     total = float(ray.cluster_resources().get("CPU", 0.0))
-    if total < 2:
-        raise ValueError(f"the Ray cluster has {total:g} CPU(s): batch reconstruction needs at least 2 "
-                         "(actors plus the read and shuffle tasks)")
-    per = min(1.0, (total - 1.0) / num_workers)
-    if per < 1.0:
-        log.info("%d workers on %g CPUs: %.2f CPU per actor, 1 left for the read and shuffle tasks", num_workers, total, per)
-    return per
+    if total <= 0:
+        raise ValueError("the Ray cluster reports no CPU: batch reconstruction needs at least one")
+    return min(1.0, total / num_workers)
 
 
-def _summarise(out_dir: Path) -> tuple[int, int, int, int]:
-    """(windows, rows, failed windows, fallback windows) of the written output."""
-    import pyarrow.dataset as pads
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
-    files = sorted(out_dir.rglob("*.parquet"))
-    if not files:
-        return 0, 0, 0, 0
-    t = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["sample_id", "method", "error"])
-    df = t.to_pandas()
-    failed = df.loc[df["error"].notna(), "sample_id"].nunique()
-    fallback = df.loc[df["method"] == "fallback_mar", "sample_id"].nunique()
-    return int(df["sample_id"].nunique()), int(len(df)), int(failed), int(fallback)
+
+def _frame_sha(df: pd.DataFrame | None) -> str | None:
+    return None if df is None else _sha(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()
+                                         + ",".join(map(str, df.columns)).encode())
+
+
+def _files_sha(files: list[Path], root: Path) -> str:
+    """Fingerprint of the input files: relative path, size and modification time of each."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root) if f != root else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _video_identity(video: VideoSource) -> dict[str, Any]:
+    if video.model_uri is not None:
+        return {"model_uri": video.model_uri}
+    ck = Path(str(video.checkpoint))
+    st = ck.stat()
+    return {"checkpoint": str(ck.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "serving_config": json.loads(json.dumps(video.serving_config or {}, default=str))}
+
+
+class OutputMismatchError(ValueError):
+    """The output folder holds a run with other inputs or settings (resuming it would mix two runs)."""
+
+
+def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """Create, resume or refuse ``out``; the manifest of the run it resumes (same identity), or None for a new run."""
+    from ml.io import write_json_atomic
+
+    man = out / "_manifest.json"
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif man.is_file():
+            old = json.loads(man.read_text()).get("identity", {})
+            diff = [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(identity[k])}" for k in identity if old.get(k) != identity[k]]
+            if diff:
+                raise OutputMismatchError(f"output {out}: holds a run with other inputs or settings ({'; '.join(diff)}); "
+                                 "its buckets would be mixed with this run's. Pass overwrite (--overwrite) to start "
+                                 "over, or choose another folder")
+            return json.loads(man.read_text())
+        else:
+            raise FileExistsError(f"output {out}: folder is not empty and holds no {man.name} of a batch run "
+                                  "(choose another or pass overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({"identity": identity, "complete": False}, man)
+    return None
 
 
 def reconstruct_dataset(
@@ -474,18 +759,23 @@ def reconstruct_dataset(
     num_workers: int = 1,
     ray_address: str | None = None,
     batch_size: int | None = None,
-    shuffle_partitions: int | None = None,
+    config: BatchConfig | None = None,
     overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> BatchResult:
-    """Reconstruct every window of a (hive-)partitioned Parquet signaling table on Ray Data.
+    """Reconstruct every window of a (hive-)partitioned Parquet signaling table on Ray Data, bucket by bucket.
 
     ``method``: ``industrial_hmm`` or ``learned_hmm`` (needs ``inputs``, with its footprints for
-    ``learned_hmm``, and ``duration_s``, the window length; ``eval_interval_s`` spaces its output points) or ``video`` (needs ``video``; the window length
-    and output times come from the model's serving config, and ``duration_s``, if given, must
-    match it). ``num_workers``: actors of the map stage. ``ray_address``: a running cluster
-    (``host:port``, ``ray://host:port`` or ``auto``); default a local Ray. ``out_dir`` must be empty
-    or absent unless ``overwrite``. See the module docstring for the stages.
+    ``learned_hmm``, and ``duration_s``, the window length; ``eval_interval_s`` spaces its output points) or
+    ``video`` (needs ``video``; the window length and output times come from the model's serving config, and
+    ``duration_s``, if given, must match it). ``num_workers``: actors. ``ray_address``: a running cluster
+    (``host:port``, ``ray://host:port`` or ``auto``); default a local Ray. ``batch_size``: windows per
+    map-function call (overrides ``config.windows_per_call``). ``config``: bucket size and DuckDB limits.
+    ``out_dir``: absent, empty, or a folder this function wrote with the same inputs and settings (then only
+    its unfinished buckets are done: resume); ``overwrite`` starts it over. See the module docstring.
     """
+    cfg = config or BatchConfig()
+    say = progress or log.info
     if method not in METHODS:
         raise ValueError(f"method '{method}': choose one of {', '.join(METHODS)}")
     if num_workers < 1:
@@ -493,13 +783,8 @@ def reconstruct_dataset(
     src = Path(signaling)
     if not src.exists():
         raise FileNotFoundError(f"signaling {src}: no such file or folder")
-    if src.is_dir() and not any(src.rglob("*.parquet")):
-        raise FileNotFoundError(f"signaling {src}: folder holds no .parquet files")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"output {out}: folder is not empty (choose another or pass overwrite)")
-        shutil.rmtree(out)
+    files = _input_files(src)
+    columns = _check_columns(files)
     if method == "video":
         if video is None:
             raise ValueError("method 'video' needs a VideoSource (a models:/ URI or a checkpoint)")
@@ -507,42 +792,92 @@ def reconstruct_dataset(
         if duration_s is not None and abs(float(duration_s) - model_duration) > 1e-6:
             raise ValueError(f"duration_s {duration_s}: the model was trained on windows of {model_duration} s")
         duration_s = model_duration
-        fn, ctor = VideoWindows, {"source": video, "inputs": inputs}
-        bs = batch_size or int((video.serving_config or {}).get("batch_size", 16))
+        ctor: dict[str, Any] = {"source": video, "inputs": inputs}
+        wpc = batch_size or cfg.windows_per_call or int((video.serving_config or {}).get("batch_size", 16))
     else:
         if inputs is None or duration_s is None:
             raise ValueError(f"method '{method}' needs the city's inputs (roads, towers) and duration_s")
         if method == "learned_hmm" and inputs.footprints is None:
             raise ValueError("method 'learned_hmm' needs the city's cell footprints (city_inputs(..., footprints=True))")
-        fn, ctor = HMMWindows, {"inputs": inputs, "duration_s": float(duration_s),
-                                "eval_interval_s": float(eval_interval_s), "method": method}
-        bs = batch_size or 64
+        ctor = {"inputs": inputs, "duration_s": float(duration_s), "eval_interval_s": float(eval_interval_s),
+                "method": method}
+        wpc = batch_size or cfg.windows_per_call or 1024
+    identity = {
+        "format": 1, "method": method, "duration_s": float(duration_s),
+        "eval_interval_s": None if method == "video" else float(eval_interval_s),
+        "signaling": {"path": str(src.resolve()), "files": len(files), "fingerprint": _files_sha(files, src)},
+        "roads": _sha(inputs.roads_npz) if inputs is not None else None,
+        "towers": _frame_sha(inputs.towers) if inputs is not None else None,
+        "footprints": _frame_sha(inputs.footprints) if inputs is not None else None,
+        "video": _video_identity(video) if video is not None else None,
+        "records_per_bucket": cfg.records_per_bucket, "windows_per_call": wpc,
+    }
+    out = Path(out_dir)
+    resumed = _prepare_output(out, identity, overwrite)  # refuses before Ray starts
 
     ray = _import_ray()
     started = connect_ray(ray_address, num_workers)
+    summaries: list[dict[str, Any]] = []
+    gpus = 0.0
     try:
         t_start = time.perf_counter()
-        ds = ray.data.read_parquet(str(src))
-        names = ds.schema().names
-        missing = [c for c in RECORD_COLUMNS if c not in names]
-        if missing:
-            raise ValueError(f"signaling {src}: missing column(s) {missing} (need device_id, ts, cell_id; event optional)")
-        ds = ds.select_columns([c for c in (*RECORD_COLUMNS, "event") if c in names])
-        parts = shuffle_partitions or max(4, 2 * num_workers)
-        windows = ds.groupby("device_id", num_partitions=parts).map_groups(
-            _device_windows, fn_kwargs={"duration_s": float(duration_s)}, batch_format="pandas")
+        if resumed and resumed.get("complete"):  # every bucket has its marker: nothing to plan or run
+            kind = str(resumed.get("buckets_from", ""))
+            buckets = [Bucket(p.stem, (), 0) for p in sorted((out / "_done").glob("*.json"))]
+        else:
+            buckets, kind = plan_buckets(files, columns, out / "_work", cfg)
+        done = {p.stem for p in (out / "_done").glob("*.json")}
+        todo = [b for b in buckets if b.name not in done]
+        shutil.rmtree(out / "_staging", ignore_errors=True)
+        for b in todo:
+            _clear_bucket(out, b.name)
+        say(f"{method}: {len(buckets)} bucket(s) from {kind} ({sum(b.records for b in buckets)} records), "
+            f"{len(buckets) - len(todo)} already done{' (resumed)' if resumed else ''}, {len(todo)} to run "
+            f"on {num_workers} worker(s)")
         gpus = _gpus_per_actor(method, num_workers)
-        result = windows.map_batches(fn, fn_constructor_kwargs=ctor, batch_size=bs, batch_format="pyarrow",
-                                     compute=ray.data.ActorPoolStrategy(size=num_workers),
-                                     num_cpus=_cpus_per_actor(num_workers), num_gpus=gpus)
-        result.write_parquet(str(out), partition_cols=["day"])
+        if todo:
+            items = [{"bucket": b.name, "files": json.dumps(list(b.files)), "records": b.records} for b in todo]
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            n_actors = min(num_workers, len(todo))
+            res = ds.map_batches(BucketWorker, fn_constructor_kwargs={
+                "method": method, "ctor": ctor, "out_dir": str(out), "duration_s": float(duration_s),
+                "windows_per_call": wpc, "columns": columns}, batch_size=1, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=_cpus_per_actor(n_actors), num_gpus=gpus)
+            for row in res.iter_rows():
+                s = json.loads(row["summary"])
+                summaries.append(s)
+                say(f"{method}: bucket {s['bucket']} done ({s['windows']} windows, {s['failed']} failed, "
+                    f"{s['seconds']:.1f} s) [{len(summaries)}/{len(todo)}]")
         seconds = time.perf_counter() - t_start
+        job_id = ray.get_runtime_context().get_job_id()
     finally:
         if started:
             ray.shutdown()
-    n_windows, n_rows, n_failed, n_fallback = _summarise(out)
-    res = BatchResult(out_dir=out, method=method, num_workers=num_workers, gpus_per_worker=gpus,
-                      n_windows=n_windows, n_rows=n_rows, n_failed=n_failed, n_fallback=n_fallback, seconds=seconds)
-    log.info("%s: %d windows (%d failed, %d fallback) in %.1f s with %d workers -> %s", method, n_windows, n_failed,
-             n_fallback, seconds, num_workers, out)
-    return res
+    markers = {p.stem: json.loads(p.read_text()) for p in (out / "_done").glob("*.json")}
+    missing = [b.name for b in buckets if b.name not in markers]
+    if missing:
+        raise RuntimeError(f"output {out}: bucket(s) {missing[:5]} have no done marker after the run; run again to "
+                           "complete them")
+    from ml.io import write_json_atomic
+
+    total = [markers[b.name] for b in buckets]
+    reasons: dict[str, int] = {}
+    for s in total:
+        for k, v in s["failures_by_reason"].items():
+            reasons[k] = reasons.get(k, 0) + int(v)
+    write_json_atomic({"identity": identity, "complete": True, "buckets_from": kind, "buckets": len(buckets)},
+                      out / "_manifest.json")
+    shutil.rmtree(out / "_work", ignore_errors=True)
+    shutil.rmtree(out / "_staging", ignore_errors=True)
+    res_ = BatchResult(
+        out_dir=out, method=method, num_workers=num_workers, gpus_per_worker=gpus,
+        n_windows=sum(s["windows"] for s in total), n_rows=sum(s["rows"] for s in total),
+        n_failed=sum(s["failed"] for s in total), n_fallback=sum(s["fallback"] for s in total), seconds=seconds,
+        n_buckets=len(buckets), n_buckets_run=len(summaries), n_windows_run=sum(s["windows"] for s in summaries),
+        n_records=sum(s["records"] for s in total), failures_by_reason=reasons, buckets_from=kind,
+        peak_rss_mb_per_worker=max((s["peak_rss_mb"] for s in summaries), default=float("nan")),
+        ray_job_id=job_id, dashboard_url=_DASHBOARD.get("url"))
+    log.info("%s: %d windows (%d failed, %d fallback) in %d buckets (%d run now) in %.1f s with %d workers -> %s",
+             method, res_.n_windows, res_.n_failed, res_.n_fallback, res_.n_buckets, res_.n_buckets_run, seconds,
+             num_workers, out)
+    return res_

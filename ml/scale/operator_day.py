@@ -6,7 +6,7 @@ events) in the city's one radio world (one ``RadioModel``: the same towers and s
 shard) and written at once as hive-partitioned Parquet, so memory holds one shard per worker, never
 the day::
 
-    <out>/towers.parquet
+    <out>/towers.parquet                                          (the operator's table; antennas.parquet: the truth)
     <out>/signaling/day=2024-03-04/hour=07/shard-00012.parquet   (device_id, ts, cell_id, event)
     <out>/gps/day=2024-03-04/hour=07/shard-00012.parquet         (vehicle_id, ts, lon, lat, speed_mps)
     <out>/truth_links/shard-00012.parquet                         (the hidden truth, for scoring the pairing)
@@ -95,11 +95,11 @@ def _write_partitioned(df: pd.DataFrame, root: Path, name: str) -> int:
 _WORKER: dict = {}
 
 
-def _init_worker(net_npz: str, towers_path: str, cfg_json: str) -> None:
+def _init_worker(net_npz: str, antennas_path: str, cfg_json: str) -> None:
     cfg = OperatorDayConfig.model_validate_json(cfg_json)
     net = RoadNetwork.load_npz(net_npz)
-    towers = pd.read_parquet(towers_path)
-    _WORKER.update(cfg=cfg, net=net, radio=RadioModel(towers, net.crs, cfg.simulation, cfg.seed))
+    antennas = pd.read_parquet(antennas_path)
+    _WORKER.update(cfg=cfg, net=net, radio=RadioModel(antennas, net.crs, cfg.simulation, cfg.seed))
 
 
 def simulate_shard(shard: int, out_dir: str) -> dict:
@@ -154,15 +154,17 @@ def generate_operator_day(city: CityConfig, out_dir: str | Path, cfg: OperatorDa
     t0 = time.perf_counter()
     cache = Path(cache_dir) if cache_dir else out / "roads"
     net = load_road_network(city, cache_dir=cache)
-    towers_path = out / "towers.parquet"
-    if not towers_path.is_file():
-        simulate_towers(net, cfg.simulation, seed=cfg.seed).to_parquet(towers_path, index=False)
+    towers_path, antennas_path = out / "towers.parquet", out / "antennas.parquet"
+    if not (towers_path.is_file() and antennas_path.is_file()):
+        towers, antennas = simulate_towers(net, cfg.simulation, seed=cfg.seed)
+        antennas.to_parquet(antennas_path, index=False)
+        towers.to_parquet(towers_path, index=False)
     net_npz = cache / "roads.npz"
     todo = [s for s in range(cfg.n_shards) if not (out / "shards" / f"{shard_name(s)}.json").is_file()]
     progress(f"[operator_day] {city.name}: {net.n_nodes} nodes, {cfg.n_shards} shards of {cfg.shard_devices} phones, "
              f"{len(todo)} to simulate with {workers} worker(s)")
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(str(net_npz), str(towers_path), cfg.model_dump_json())) as pool:
+                             initargs=(str(net_npz), str(antennas_path), cfg.model_dump_json())) as pool:
         for i, s in enumerate(pool.map(simulate_shard, todo, [str(out)] * len(todo))):
             if (i + 1) % max(1, len(todo) // 20) == 0 or i + 1 == len(todo):
                 progress(f"[operator_day] {i + 1}/{len(todo)} shards ({time.perf_counter() - t0:.0f} s)")

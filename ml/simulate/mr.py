@@ -8,7 +8,7 @@ import pandas as pd
 from ml.cities.network import RoadNetwork
 from ml.simulate.config import SimulationConfig
 from ml.simulate.phones import build_device_days, device_radio
-from ml.simulate.radio import RadioModel
+from ml.simulate.radio import RadioModel, connected_serving
 from ml.simulate.tables import make_table, seconds_to_ts
 from ml.simulate.taxis import day_epoch
 
@@ -43,7 +43,9 @@ def simulate_measurement_reports(net: RoadNetwork, towers: pd.DataFrame, gps: pd
     each with the RSS of its strongest beam, :func:`per_site_best_beam`). The radio state is rebuilt
     with the same model and the same per-device random streams as :func:`simulate_signaling`
     (same ``seed``), so the serving cell here is the one the signaling records show. Reports are
-    produced for the shifts (the windows evaluated later); decoys get none (too costly, not needed).
+    produced for the shifts (the windows evaluated later); decoys get none (too costly, not needed). With
+    ``idle_connected`` mobility the reports' serving cell is a connection held through the shift (set up on the
+    camped cell, then A3 / A4 / A5), so it can differ from the cell an idle record shows at the same moment.
     """
     known = set(signaling["device_id"].unique()) if len(signaling) else set()
     drivers = truth_links[(truth_links["kind"] == "driver") & truth_links["device_id"].isin(known)]
@@ -55,6 +57,11 @@ def simulate_measurement_reports(net: RoadNetwork, towers: pd.DataFrame, gps: pd
         mr_t = np.arange(np.ceil(a / cfg.mr_interval_s), np.floor(b / cfg.mr_interval_s) + 1) * cfg.mr_interval_s
         rows = np.searchsorted(trace.t, mr_t)
         cells, rsrp, serving = trace.cells[rows], trace.rsrp[rows], trace.serving[rows]
+        if cfg.mobility == "idle_connected" and len(rows):
+            # reports come from a connected phone: the connection set up on the camped cell at the shift's start
+            # hands over through the shift (an MDT-style continuous connection)
+            ct, cc = connected_serving(model, trace.t[rows], cells, rsrp, start=int(serving[0]))
+            serving = cc[np.searchsorted(ct, trace.t[rows], side="right") - 1]
         if cfg.mr_per_site:
             cells, rsrp = per_site_best_beam(cells, rsrp, serving, model.max_sectors)
         is_serving = cells == serving[:, None]

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 from ml.cities.network import RoadNetwork
-from ml.simulate.config import DECOY_KINDS, SimulationConfig
+from ml.simulate.config import DECOY_KINDS, IN_VEHICLE_KINDS, INDOOR_KINDS, SimulationConfig
 from ml.simulate.mobility import Knots, RoutePlanner, vehicle_day
-from ml.simulate.radio import RadioModel, RadioTrace, radio_trace
+from ml.simulate.radio import RadioModel, RadioTrace, connected_serving, radio_trace
 from ml.simulate.tables import EVENTS, make_table, random_ids, seconds_to_ts, stable_int, ts_to_seconds
 from ml.simulate.taxis import day_epoch
 
 DAY_S = 86400.0
-STREAM_TIMELINE, STREAM_RADIO, STREAM_EVENTS, STREAM_POPULATION = 303, 304, 305, 306
+STREAM_TIMELINE, STREAM_RADIO, STREAM_EVENTS, STREAM_POPULATION, STREAM_PHONE = 303, 304, 305, 306, 307
 
 
 @dataclass
@@ -161,13 +161,38 @@ def build_device_days(net: RoadNetwork, gps: pd.DataFrame, truth_links: pd.DataF
     return out
 
 
+def o2i_low_loss_db(carrier_ghz: float) -> float:
+    """3GPP TR 38.901 Table 7.4.3-2 low-loss outdoor-to-indoor model: the wall (30 % glass, 70 % concrete) plus
+    the mean indoor loss (0.5 dB/m over the mean 12.5 m of min(25 m, 25 m) uniform depths)."""
+    glass, concrete = 2.0 + 0.2 * carrier_ghz, 5.0 + 4.0 * carrier_ghz
+    return 5.0 - 10.0 * np.log10(0.3 * 10 ** (-glass / 10.0) + 0.7 * 10 ** (-concrete / 10.0)) + 0.5 * 12.5
+
+
+def phone_loss_db(dd: DeviceDay, cfg: SimulationConfig, seed: int) -> np.ndarray | None:
+    """The phone's own loss per layer (dB, subtracted from every RSRP), drawn once per device-day: in-vehicle
+    penetration for phones in a vehicle, outdoor-to-indoor for stationary phones, and a handset offset. None when
+    the config has none of them (the regular network)."""
+    layers = cfg.layer_list
+    mean, sd = cfg.vehicle_penetration_db
+    if mean == 0 and sd == 0 and not cfg.indoor_penetration and cfg.handset_offset_sd_db == 0:
+        return None
+    rng = device_rng(seed, STREAM_PHONE, dd.device_id, dd.day)
+    loss = np.full(len(layers), rng.normal(0.0, cfg.handset_offset_sd_db))
+    if dd.kind in IN_VEHICLE_KINDS:
+        loss += max(0.0, rng.normal(mean, sd))
+    elif dd.kind in INDOOR_KINDS and cfg.indoor_penetration:
+        loss += np.array([o2i_low_loss_db(layer.carrier_ghz) for layer in layers])
+    return loss
+
+
 def device_radio(model: RadioModel, dd: DeviceDay, cfg: SimulationConfig, seed: int) -> RadioTrace:
     """Radio trace of a device-day; drivers are also evaluated at every MR instant of their shift."""
     forced = None
     if dd.mr_span is not None:
         a, b = dd.mr_span
         forced = np.arange(np.ceil(a / cfg.mr_interval_s), np.floor(b / cfg.mr_interval_s) + 1) * cfg.mr_interval_s
-    return radio_trace(model, dd.knots, cfg, device_rng(seed, STREAM_RADIO, dd.device_id, dd.day), forced)
+    return radio_trace(model, dd.knots, cfg, device_rng(seed, STREAM_RADIO, dd.device_id, dd.day), forced,
+                       loss_db=phone_loss_db(dd, cfg, seed))
 
 
 # ---------------------------------------------------------------------------------------- events
@@ -176,13 +201,19 @@ def _poisson_times(rng: np.random.Generator, rate_per_h: float, a: float, b: flo
     return np.sort(rng.uniform(a, b, n))
 
 
-def device_events(dd: DeviceDay, trace: RadioTrace, cfg: SimulationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Event-driven records of one device-day: (times, event names), cells follow from the trace.
+def device_records(model: RadioModel, dd: DeviceDay, trace: RadioTrace, cfg: SimulationConfig,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Event-driven records of one device-day: (times, event names, serving cell indices).
 
     Data sessions (Poisson, some in bursts), calls, SMS, periodic updates every T3412, an attach
     when the phone comes on, and a handover record for every serving-cell change while the phone
     is connected (during a session plus the RRC inactivity tail). Idle-mode reselections leave no
     record, which is why gaps range from seconds to many minutes.
+
+    Cells: with ``single_trace`` mobility every record takes the trace's serving cell. With ``idle_connected``,
+    idle events (attach, periodic update) take the camped cell; a connection is set up on the camped cell at its
+    first session and hands over from there (:func:`ml.simulate.radio.connected_serving`), so the records inside
+    a connected stretch take the connected cell and the handover records its changes.
     """
     rng = device_rng(seed, STREAM_EVENTS, dd.device_id, dd.day)
     a, b = float(dd.knots.t[0]), float(dd.knots.t[-1])
@@ -203,16 +234,69 @@ def device_events(dd: DeviceDay, trace: RadioTrace, cfg: SimulationConfig, seed:
     ends = np.concatenate([data + data_dur, calls + call_dur, sms]) + cfg.connected_tail_s
     order = np.argsort(starts)
     starts, reach = starts[order], np.maximum.accumulate(ends[order])
-    ho_t = trace.change_t[1:]
-    k = np.searchsorted(starts, ho_t, side="right") - 1
-    connected = (k >= 0) & (ho_t <= reach[np.clip(k, 0, None)]) if len(starts) else np.zeros(len(ho_t), bool)
-    ho_t = ho_t[connected]
+    if cfg.mobility == "single_trace":
+        ho_t = trace.change_t[1:]
+        ho_cell = trace.change_cell[1:]
+        k = np.searchsorted(starts, ho_t, side="right") - 1
+        connected = (k >= 0) & (ho_t <= reach[np.clip(k, 0, None)]) if len(starts) else np.zeros(len(ho_t), bool)
+        ho_t, ho_cell = ho_t[connected], ho_cell[connected]
+        conn_t, conn_cell = np.zeros(0), np.zeros(0, dtype=np.int64)
+    else:
+        ho_t, ho_cell, conn_t, conn_cell = _connected_stretches(model, trace, starts, reach)
     times = np.concatenate([[a], periodic, data, calls, sms, ho_t])
     names = np.concatenate([["attach"], np.full(len(periodic), "periodic"), np.full(len(data), "data"),
                             np.full(len(calls), "call"), np.full(len(sms), "sms"), np.full(len(ho_t), "handover")])
+    cells = trace.serving_at(times)
+    if cfg.mobility != "single_trace":
+        cells = _connected_cells(times, names, cells, ho_t, ho_cell, conn_t, conn_cell, starts, reach)
     keep = (times >= a) & (times <= b)
     order = np.argsort(times[keep], kind="stable")
-    return times[keep][order], names[keep][order]
+    return times[keep][order], names[keep][order], cells[keep][order]
+
+
+def _connected_stretches(model: RadioModel, trace: RadioTrace, starts: np.ndarray,
+                         reach: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Connected mobility of every connected stretch (sessions merged while their ends overlap): each set up on
+    the camped cell at its start. Returns the handovers (times, new cells) and every stretch's serving-cell
+    changes including its set-up (times, cells), for looking up the connected cell of a record."""
+    ho_t, ho_c, all_t, all_c = [], [], [], []
+    if len(starts) == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
+    new = np.r_[True, starts[1:] > reach[:-1]]  # a session after the previous stretch ended opens a new one
+    s_idx = np.flatnonzero(new)
+    e_idx = np.r_[s_idx[1:] - 1, len(starts) - 1]
+    for s, e in zip(starts[s_idx], reach[e_idx]):
+        setup = int(trace.serving_at(np.array([s]))[0])
+        lo, hi = np.searchsorted(trace.t, s, side="left"), np.searchsorted(trace.t, e, side="right")
+        if hi - lo >= 2:
+            ct, cc = connected_serving(model, trace.t[lo:hi], trace.cells[lo:hi], trace.rsrp[lo:hi], start=setup)
+        else:
+            ct, cc = np.array([s]), np.array([setup])
+        ct = ct.copy()
+        ct[0] = s
+        ho_t.append(ct[1:])
+        ho_c.append(cc[1:])
+        all_t.append(ct)
+        all_c.append(cc)
+    return (np.concatenate(ho_t), np.concatenate(ho_c).astype(np.int64), np.concatenate(all_t),
+            np.concatenate(all_c).astype(np.int64))
+
+
+def _connected_cells(times: np.ndarray, names: np.ndarray, idle_cells: np.ndarray, ho_t: np.ndarray,
+                     ho_cell: np.ndarray, conn_t: np.ndarray, conn_cell: np.ndarray, starts: np.ndarray,
+                     reach: np.ndarray) -> np.ndarray:
+    """Each record's cell: handover records their new cell; session records inside a connected stretch the
+    stretch's serving cell at that time (the set-up cell for the session that opens it); idle records (attach,
+    periodic) the camped cell, unless they fall inside a connected stretch (then the connected cell)."""
+    cells = idle_cells.copy()
+    is_ho = names == "handover"
+    cells[is_ho] = ho_cell
+    if len(starts) and len(conn_t):
+        k = np.searchsorted(starts, times, side="right") - 1
+        inside = (k >= 0) & (times <= reach[np.clip(k, 0, None)]) & ~is_ho
+        j = np.searchsorted(conn_t, times[inside], side="right") - 1
+        cells[inside] = conn_cell[np.clip(j, 0, None)]
+    return cells
 
 
 def simulate_signaling(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame, cfg: SimulationConfig,
@@ -238,11 +322,11 @@ def signaling_of_population(net: RoadNetwork, model: RadioModel, gps: pd.DataFra
     frames = []
     for dd in build_device_days(net, gps, truth_links, cfg, seed):
         trace = device_radio(model, dd, cfg, seed)
-        times, names = device_events(dd, trace, cfg, seed)
+        times, names, cells = device_records(model, dd, trace, cfg, seed)
         frames.append(pd.DataFrame({
             "device_id": dd.device_id,
             "ts": seconds_to_ts(times, day_epoch(cfg, dd.day)),
-            "cell_id": model.cell_id[trace.serving_at(times)],
+            "cell_id": model.cell_id[cells],
             "event": names,
         }))
     cols = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(

@@ -13,6 +13,10 @@ EVENTS: tuple[str, ...] = ("handover", "periodic", "data", "call", "sms", "attac
 SCHEMAS: dict[str, dict[str, str]] = {
     "towers": {"cell_id": "int64", "site_id": "int64", "lon": "float64", "lat": "float64",
                "azimuth_deg": "float64", "height_m": "float64", "tx_power_dbm": "float64"},
+    # hidden simulator truth: the antennas the radio simulates (the towers table is the operator's record of them)
+    "antennas": {"cell_id": "int64", "site_id": "int64", "lon": "float64", "lat": "float64",
+                 "azimuth_deg": "float64", "height_m": "float64", "tx_power_dbm": "float64", "layer": "int64",
+                 "downtilt_deg": "float64", "overshoot": "bool"},
     "gps": {"vehicle_id": "str", "ts": TS_DTYPE, "lon": "float64", "lat": "float64", "speed_mps": "float64"},
     "signaling": {"device_id": "str", "ts": TS_DTYPE, "cell_id": "int64", "event": "str"},
     "mr": {"device_id": "str", "ts": TS_DTYPE, "cell_id": "int64", "rsrp_dbm": "float64"},

@@ -1,4 +1,5 @@
-"""Cell towers: 3-sector macro sites whose spacing follows the road density."""
+"""Cell towers: 3-sector macro sites whose spacing follows the road density, on one or more layers, and the
+operator's (imperfect) table of them."""
 
 from __future__ import annotations
 
@@ -69,13 +70,18 @@ def place_sites(net: RoadNetwork, cfg: SimulationConfig, rng: np.random.Generato
     return arr
 
 
-def simulate_towers(net: RoadNetwork, cfg: SimulationConfig, seed: int) -> pd.DataFrame:
-    """Towers table: one row per cell of 3-sector macro sites (contract table ``towers``).
+def simulate_towers(net: RoadNetwork, cfg: SimulationConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The network: ``(towers, antennas)``. ``antennas`` is what the radio simulates (hidden truth: where every
+    cell's antenna really stands and points, its layer, downtilt, overshooting mast); ``towers`` is the operator's
+    table the pipeline reads (contract table ``towers``), equal to the antennas except for the table errors
+    (:func:`operator_table`).
 
-    Sites are spaced ~``isd_dense_m`` apart where road density is highest and up to
-    ``isd_sparse_m`` at the sparse edges; sector azimuths are 0/120/240 degrees plus a per-site
-    rotation and per-sector jitter; heights and transmit powers are drawn from the config ranges.
-    ``cell_id = site_id * 256 + sector`` (the LTE ECI layout: eNB id and cell id).
+    Sites are spaced ~``isd_dense_m`` apart where road density is highest and up to ``isd_sparse_m`` at the
+    sparse edges; sector azimuths are 0/120/240 degrees plus a per-site rotation and per-sector jitter, shared by
+    the site's layers; heights and transmit powers are drawn from the config ranges. Each layer of
+    ``cfg.layer_list`` is on a share of the sites (capacity layers on the densest first), every cell gets a
+    downtilt, and a share of the sites stand on tall masts with little downtilt (overshooting).
+    ``cell_id = site_id * 256 + 16 * layer + sector`` (the LTE ECI layout: eNB id and cell id).
     """
     rng = np.random.default_rng([seed, 101])
     xy = place_sites(net, cfg, rng)
@@ -86,21 +92,72 @@ def simulate_towers(net: RoadNetwork, cfg: SimulationConfig, seed: int) -> pd.Da
     rotation = rng.uniform(-cfg.azimuth_jitter_deg, cfg.azimuth_jitter_deg, n)
     height = rng.uniform(*cfg.site_height_m, n)
     power = rng.uniform(*cfg.tx_power_dbm, n)
-    sector = np.tile(np.arange(1, SECTORS + 1), n)
     site_rep = np.repeat(np.arange(n), SECTORS)
     azimuth = (np.tile(np.arange(SECTORS) * 120.0, n) + rotation[site_rep]
                + rng.normal(0.0, cfg.azimuth_jitter_deg / 3.0, n * SECTORS)) % 360.0
-    lonlat = net.projection.to_lonlat(xy)
-    df = make_table("towers", {
-        "cell_id": site_id[site_rep].astype(np.int64) * 256 + sector,
-        "site_id": site_id[site_rep],
-        "lon": lonlat[site_rep, 0],
-        "lat": lonlat[site_rep, 1],
-        "azimuth_deg": azimuth,
-        "height_m": height[site_rep],
-        "tx_power_dbm": power[site_rep],
+    # draws of the layered network come from their own stream: the regular network's draws stay as they were
+    lrng = np.random.default_rng([seed, 102])
+    overshoot = lrng.random(n) < cfg.overshoot_site_share
+    height = np.where(overshoot, lrng.uniform(*cfg.overshoot_height_m, n), height)
+    power = power + np.where(overshoot, cfg.overshoot_power_db, 0.0)
+    density_rank = np.argsort(np.argsort(road_density_isd(net, cfg, xy), kind="stable"), kind="stable")  # 0: densest
+    frames = []
+    for li, layer in enumerate(cfg.layer_list):
+        k = int(round(layer.site_share * n))
+        if layer.dense_sites_first:
+            on_site = density_rank < k
+        else:
+            on_site = np.zeros(n, dtype=bool)
+            on_site[lrng.permutation(n)[:k]] = True
+        tilt = np.where(overshoot[site_rep], lrng.uniform(*cfg.overshoot_downtilt_deg, n * SECTORS),
+                        lrng.uniform(*cfg.downtilt_deg, n * SECTORS))
+        keep = on_site[site_rep]
+        sector = np.tile(np.arange(1, SECTORS + 1), n)
+        frames.append(pd.DataFrame({
+            "cell_id": (site_id[site_rep].astype(np.int64) * 256 + 16 * li + sector)[keep],
+            "site_id": site_id[site_rep][keep],
+            "x": xy[site_rep, 0][keep], "y": xy[site_rep, 1][keep],
+            "azimuth_deg": azimuth[keep],
+            "height_m": height[site_rep][keep],
+            "tx_power_dbm": (power[site_rep] + layer.power_offset_db)[keep],
+            "layer": np.full(int(keep.sum()), li), "downtilt_deg": tilt[keep], "overshoot": overshoot[site_rep][keep],
+        }))
+    cells = pd.concat(frames, ignore_index=True)
+    lonlat = net.projection.to_lonlat(cells[["x", "y"]].to_numpy())
+    antennas = make_table("antennas", {**{c: cells[c].to_numpy() for c in ("cell_id", "site_id", "azimuth_deg",
+                                                                          "height_m", "tx_power_dbm", "layer",
+                                                                          "downtilt_deg", "overshoot")},
+                                       "lon": lonlat[:, 0], "lat": lonlat[:, 1]})
+    antennas = antennas.sort_values("cell_id", ignore_index=True)
+    return operator_table(antennas, net, cfg, seed), antennas
+
+
+def operator_table(antennas: pd.DataFrame, net: RoadNetwork, cfg: SimulationConfig, seed: int) -> pd.DataFrame:
+    """The operator's tower table (contract ``towers``): the antennas as the operator's database records them.
+
+    A share of the sites is recorded away from where the antennas stand (every cell of the site, by a distance
+    drawn from ``table_position_error_m`` in a random direction) and a share of the cells with a wrong azimuth
+    (rotated by ``table_azimuth_error_deg`` either way): the errors field studies of operator databases report
+    (sources in docs/results/simulate.md).
+    """
+    rng = np.random.default_rng([seed, 103])
+    sites = np.unique(antennas["site_id"].to_numpy(np.int64))
+    moved = rng.random(len(sites)) < cfg.table_position_error_share
+    dist = rng.uniform(*cfg.table_position_error_m, len(sites))
+    ang = rng.uniform(0.0, 2 * np.pi, len(sites))
+    shift = np.where(moved[:, None], dist[:, None] * np.column_stack([np.cos(ang), np.sin(ang)]), 0.0)
+    si = np.searchsorted(sites, antennas["site_id"].to_numpy(np.int64))
+    xy = net.projection.to_xy(antennas["lon"].to_numpy(), antennas["lat"].to_numpy()) + shift[si]
+    lonlat = net.projection.to_lonlat(xy) if moved.any() else antennas[["lon", "lat"]].to_numpy()
+    n = len(antennas)
+    wrong = rng.random(n) < cfg.table_azimuth_error_share
+    turn = rng.uniform(*cfg.table_azimuth_error_deg, n) * rng.choice([-1.0, 1.0], n)
+    azimuth = (antennas["azimuth_deg"].to_numpy() + np.where(wrong, turn, 0.0)) % 360.0
+    return make_table("towers", {
+        "cell_id": antennas["cell_id"].to_numpy(), "site_id": antennas["site_id"].to_numpy(),
+        "lon": lonlat[:, 0], "lat": lonlat[:, 1], "azimuth_deg": azimuth,
+        "height_m": antennas["height_m"].to_numpy(), "tx_power_dbm": antennas["tx_power_dbm"].to_numpy(),
     })
-    return df.sort_values("cell_id", ignore_index=True)
 
 
 def inter_site_distances(site_xy: np.ndarray) -> np.ndarray:
