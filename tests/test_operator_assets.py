@@ -81,7 +81,7 @@ def test_operator_trajectories_method_is_config_and_a_rematerialisation_resumes(
                                                                                   instance: dg.DagsterInstance) -> None:
     """The method comes from the run config; learned_hmm on a day whose towers are not the city's is refused, naming
     why; materialised again with the same config, nothing is redone (every bucket has its done marker)."""
-    from dagster_project.definitions import defs
+    from dagster_project.assets.operator import operator_trajectories
 
     day = dg.MultiPartitionKey({"city": "tinytown", "day": "2024-03-04"})
     from dagster_project.runner import resources_for, run_city
@@ -90,7 +90,7 @@ def test_operator_trajectories_method_is_config_and_a_rematerialisation_resumes(
                     raise_on_error=True)
     assert run_city("tinytown", selection="operator_signaling", profile="ci", root=project, instance=instance,
                     raise_on_error=True, day="2024-03-04")
-    assets = [defs.resolve_assets_def(dg.AssetKey("operator_trajectories"))]
+    assets = [operator_trajectories]
     res = resources_for("ci", project, None)
 
     def materialise(method: str) -> dg.ExecuteInProcessResult:
