@@ -299,19 +299,21 @@ def _output_frame(df: pd.DataFrame, windows: pa.Table, method: str | pd.Series,
     """The output columns (``OUTPUT_COLUMNS``) with device, day and hour (of the window's start) taken from the
     window rows."""
     sid = windows["sample_id"].to_numpy(zero_copy_only=False).astype(str)
-    dev = dict(zip(sid, windows["device_id"].to_numpy(zero_copy_only=False).astype(str)))
-    day = dict(zip(sid, windows["day"].to_numpy(zero_copy_only=False).astype(str)))
+    s = df["sample_id"].astype(str).to_numpy()
+    pos = pd.Index(sid).get_indexer(s)  # each output row's window (vectorised: no per-row dict lookups)
+    if len(pos) and pos.min() < 0:
+        raise ValueError(f"output rows of window(s) not in the batch: {sorted(set(s[pos < 0]))[:3]}")
     t0 = pd.to_datetime(windows["t0"].to_pandas(), utc=True)
-    hour = dict(zip(sid, t0.dt.strftime("%H").to_numpy().astype(str)))
-    s = df["sample_id"].astype(str)
     errors = errors or {}
+    window_error = np.array([errors.get(k) for k in sid], dtype=object)
     return pd.DataFrame({
-        "sample_id": s.to_numpy(), "device_id": s.map(dev).to_numpy(),
+        "sample_id": s, "device_id": windows["device_id"].to_numpy(zero_copy_only=False).astype(str)[pos],
         "ts": pd.to_datetime(df["ts"], utc=True).to_numpy(), "lon": df["lon"].to_numpy(np.float64),
         "lat": df["lat"].to_numpy(np.float64),
         "method": (method.to_numpy() if isinstance(method, pd.Series) else np.full(len(df), method)).astype(str),
-        "error": pd.array([errors.get(k) for k in s], dtype="string"),  # typed: an all-None column must not become null
-        "day": s.map(day).to_numpy(), "hour": s.map(hour).to_numpy(),
+        "error": pd.array(window_error[pos], dtype="string"),  # typed: an all-None column must not become null
+        "day": windows["day"].to_numpy(zero_copy_only=False).astype(str)[pos],
+        "hour": t0.dt.strftime("%H").to_numpy().astype(str)[pos],
     }).assign(ts=lambda d: pd.to_datetime(d["ts"], utc=True))
 
 

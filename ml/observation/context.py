@@ -84,6 +84,14 @@ class TowerTable(Mapping):
         u[~np.isfinite(u).all(axis=1)] = 0.0
         return u
 
+    def coverage_centres_by_row(self, shift_m: float) -> np.ndarray:
+        """Each cell's site position shifted by ``shift_m`` along its sector direction ``(n_cells, 2)``, in row
+        order; computed once per table and shift (the hand-made model reads it for every record of every window)."""
+        cache = self.__dict__.setdefault("_centres_by_shift", {})
+        if shift_m not in cache:
+            cache[shift_m] = self.site_xy(self.site_ids) + shift_m * self.sector_units
+        return cache[shift_m]
+
     @cached_property
     def median_site_spacing_m(self) -> float:
         """Median distance from each site to its nearest other site (NaN with fewer than two sites)."""
@@ -242,20 +250,32 @@ def build_sample_contexts(
         hi = np.full(len(s), np.iinfo(np.int64).max)
         tr_a, tr_b = _group_slices(st["_sid"].to_numpy(), st_ns, sid, lo, hi)
 
+    # every sample's records in one frame (a record in two overlapping samples appears twice), each sample's
+    # records a slice of it: one DataFrame construction per call instead of one per sample (the batch path
+    # builds contexts for every window of a day)
+    n_rec = (s_b - s_a).astype(np.int64)
+    off = np.concatenate([[0], np.cumsum(n_rec)])
+    take = (np.repeat(s_a - off[:-1], n_rec) + np.arange(off[-1])).astype(np.int64)
+    ti_all = sig_idx[take]
+    all_records = pd.DataFrame({
+        "t": (sig_ns[take] - np.repeat(t0_ns, n_rec)) / 1e9,
+        "cell_id": sig_cell[take],
+        # object, as the records' event strings are read back as numpy arrays (a str column converts on every read)
+        "event": pd.Series(sig_event[take], dtype=object),
+        "site_id": table.site_ids[ti_all],
+        "x": table.xy[ti_all, 0],
+        "y": table.xy[ti_all, 1],
+    })
+    sample_ids = s["sample_id"].astype(str).to_numpy()
+    splits = s["split"].astype(str).to_numpy() if "split" in s.columns else None
+    t0_stamps = pd.DatetimeIndex(t0_ns.astype("datetime64[ns]")).tz_localize("UTC")
+
     out: list[SampleContext] = []
     for i in range(len(s)):
         t0 = int(t0_ns[i])
         dur = (int(t1_ns[i]) - t0) / 1e9
-        a, b = s_a[i], s_b[i]
-        ti = sig_idx[a:b]
-        records = pd.DataFrame({
-            "t": (sig_ns[a:b] - t0) / 1e9,
-            "cell_id": sig_cell[a:b],
-            "event": sig_event[a:b],
-            "site_id": table.site_ids[ti],
-            "x": table.xy[ti, 0],
-            "y": table.xy[ti, 1],
-        })
+        records = all_records.iloc[off[i]:off[i + 1]]
+        records.index = pd.RangeIndex(int(n_rec[i]))  # as a frame of its own: rows 0..n-1
         mr_df = None
         if mr is not None:
             ma, mb = m_a[i], m_b[i]
@@ -267,8 +287,8 @@ def build_sample_contexts(
             eval_t = np.arange(0.0, dur + 1e-9, eval_interval_s)
             truth_xy = None
         out.append(SampleContext(
-            sample_id=str(s.at[i, "sample_id"]),
-            t0=pd.Timestamp(t0, unit="ns", tz="UTC"),
+            sample_id=str(sample_ids[i]),
+            t0=t0_stamps[i],
             duration_s=float(dur),
             eval_t=eval_t,
             truth_xy=truth_xy,
@@ -278,7 +298,7 @@ def build_sample_contexts(
             net=net,
             crs=crs,
             device_id=str(dev[i]),
-            split=str(s.at[i, "split"]) if "split" in s.columns else None,
+            split=str(splits[i]) if splits is not None else None,
             observation=observation,
         ))
     return out

@@ -68,7 +68,8 @@ def coverage_centres(cell: np.ndarray, towers: TowerTable, cfg: HandmadeObservat
         return np.zeros((0, 2))
     spacing = towers.median_site_spacing_m
     shift = cfg.sector_shift_factor * spacing if np.isfinite(spacing) else 0.0
-    return towers.site_xy(towers.site_of(cell)) + shift * sector_unit_vectors(towers, cell)
+    # site + shift x sector direction, per cell once per table (elementwise the same arithmetic as per record)
+    return towers.coverage_centres_by_row(float(shift))[towers.index_of(cell)]
 
 
 def record_positions(cell: np.ndarray, event: np.ndarray, towers: TowerTable,
