@@ -10,8 +10,11 @@ from ml.baselines import SIGNALING_METHODS, build_sample_contexts, industrial_hm
 from ml.observation.context import SampleContext, TowerTable, synthetic_signaling_tables
 from ml.baselines.signaling import (
     IndustrialHMMConfig,
+    _records,
     cell_observations,
+    jump_outliers,
     mitigate_pingpong,
+    observe_records,
     site_observations,
 )
 from ml.metrics import aggregate, evaluate_sample
@@ -175,3 +178,29 @@ def test_cell_observations_sector_shift_and_handover_boundary(grid_net):
     ot, oxy = cell_observations(t, cell, site, ev, tw, IndustrialHMMConfig(collapse_runs=True, stay_s=120.0))
     np.testing.assert_allclose(ot, [0.0, 150.0])
     np.testing.assert_allclose(oxy[1], 0.5 * (0.5 * (c0 + c5) + c5), atol=1e-6)
+
+
+def test_jump_filter_drops_a_record_out_of_place_and_counts_it(grid_net):
+    # a phone driving east at 10 m/s; one record from a cell booked 3 km away (a tower-table error)
+    t = np.arange(0.0, 300.0, 30.0)
+    xy = np.column_stack([10.0 * t, np.zeros(len(t))])
+    xy[4] = [1200.0, 3000.0]
+    bad = jump_outliers(t, xy, speed_mps=30.0, slack_m=400.0)
+    assert bad.tolist() == [i == 4 for i in range(len(t))]
+    # the ends have one neighbour each: never flagged, whatever they show
+    xy[0] = [-5000.0, 0.0]
+    assert not jump_outliers(t, xy, 30.0, 400.0)[0]
+    assert not jump_outliers(t[:2], xy[:2], 30.0, 400.0).any()
+
+
+def test_industrial_pipeline_counts_the_records_it_drops(grid_net, contexts):
+    ctx = next(c for c in contexts if len(c.records) >= 5)
+    t, cell, site, event = _records(ctx)
+    off = IndustrialHMMConfig()
+    assert off.outlier_speed_mps is None and observe_records(t, cell, site, event, ctx.towers_xy, off).n_outliers == 0
+    keep_all = observe_records(t, cell, site, event, ctx.towers_xy, IndustrialHMMConfig(pingpong_window_s=0.0))
+    strict = IndustrialHMMConfig(outlier_speed_mps=0.0, outlier_slack_factor=0.0, pingpong_window_s=0.0)
+    obs = observe_records(t, cell, site, event, ctx.towers_xy, strict)
+    # with no allowance every middle record away from both neighbours is out of place: dropped and counted
+    assert obs.n_outliers > 0 and len(obs.t) < len(keep_all.t)
+    assert np.isfinite(industrial_hmm(ctx, strict)).all()

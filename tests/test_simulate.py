@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,8 +19,8 @@ from ml.simulate import (
     simulate_towers,
 )
 from ml.simulate.mobility import RoutePlanner, drive
-from ml.simulate.phones import build_device_days, device_radio
-from ml.simulate.radio import RadioModel, a3_serving
+from ml.simulate.phones import build_device_days, device_radio, device_records
+from ml.simulate.radio import RadioModel, connected_serving, idle_serving
 from ml.simulate.tables import EVENTS, SCHEMAS, TS_DTYPE
 
 SEED = 3
@@ -72,15 +74,19 @@ def test_determinism(grid_net, cfg, world):
 
 
 def test_towers_are_three_sector_macro_sites(world, cfg):
-    towers = world["towers"]
-    per_site = towers.groupby("site_id")
+    towers = world["antennas"]
+    per_site = towers.groupby(["site_id", "layer"])
     assert (per_site.size() == 3).all()
-    assert per_site["lon"].nunique().eq(1).all() and per_site["height_m"].nunique().eq(1).all()
-    assert towers["height_m"].between(*cfg.site_height_m).all()
+    assert towers.groupby("site_id")["lon"].nunique().eq(1).all()
+    assert towers.groupby("site_id")["height_m"].nunique().eq(1).all()
+    tall = towers["overshoot"]
+    assert towers.loc[~tall, "height_m"].between(*cfg.site_height_m).all()
+    assert towers.loc[tall, "height_m"].between(*cfg.overshoot_height_m).all()
+    assert towers.loc[~tall, "downtilt_deg"].between(*cfg.downtilt_deg).all()
     assert towers["azimuth_deg"].between(0, 360).all()
     assert towers["cell_id"].is_unique
     # sectors point roughly 120 degrees apart
-    az = np.sort(towers.sort_values(["site_id", "cell_id"])["azimuth_deg"].to_numpy().reshape(-1, 3), axis=1)
+    az = np.sort(towers.sort_values(["site_id", "layer", "cell_id"])["azimuth_deg"].to_numpy().reshape(-1, 3), axis=1)
     gaps = np.diff(np.concatenate([az, az[:, :1] + 360], axis=1), axis=1)
     assert np.all(np.abs(gaps - 120) < 60)
 
@@ -113,18 +119,31 @@ def test_signaling_records(world, cfg):
     assert gaps.quantile(0.1) < 15 and gaps.quantile(0.9) > 300 and gaps.max() > 900
 
 
-def test_measurement_reports_are_consistent(world, cfg):
+@pytest.fixture(scope="module")
+def regular_world(grid_net):
+    return simulate_all(grid_net, SimulationConfig.for_scenario("regular", **SMALL), SEED)
+
+
+@pytest.mark.parametrize("scenario", ["layered", "regular"])
+def test_measurement_reports_are_consistent(scenario, world, regular_world, cfg):
+    world = world if scenario == "layered" else regular_world
     mr = world["mr"]
     assert mr["rsrp_dbm"].between(-140, -44).all()  # 3GPP TS 36.133 reporting range
     per_instant = mr.groupby(["device_id", "ts"])
     assert per_instant.size().max() <= 1 + cfg.mr_neighbours
     drivers = world["truth_links"].query("kind == 'driver'")["device_id"]
     assert set(mr["device_id"]) <= set(drivers)
-    # the serving cell comes first and is close to the strongest (A3 hysteresis + noise)
-    serving = per_instant["rsrp_dbm"].first()
-    best = per_instant["rsrp_dbm"].max()
-    assert np.median(best - serving) < 1.0 and np.quantile(best - serving, 0.95) < cfg.a3_hysteresis_db + 4 * cfg.measurement_noise_db
-    # signaling cells agree with the MR serving cell at the enclosing MR instants
+    # the serving cell comes first and is close to the strongest of its layer (A3 hysteresis + noise); across
+    # layers a stronger low-band cell is normal (the capacity layer is preferred while it is good enough)
+    layer = (mr["cell_id"] % 256) // 16
+    mr = mr.assign(layer=layer, serving_layer=layer.groupby([mr["device_id"], mr["ts"]]).transform("first"))
+    same = mr[mr["layer"] == mr["serving_layer"]].groupby(["device_id", "ts"])["rsrp_dbm"]
+    gap = same.max() - same.first()
+    assert np.median(gap) < 1.0 and np.quantile(gap, 0.95) < cfg.a3_hysteresis_db + 4 * cfg.measurement_noise_db
+    if scenario == "layered":
+        assert mr["layer"].nunique() == 3 and mr["serving_layer"].nunique() >= 2
+        return
+    # one A3 trace serves everything: signaling cells agree with the MR serving cell at the enclosing MR instants
     sv = mr.drop_duplicates(["device_id", "ts"])[["device_id", "ts", "cell_id"]].sort_values("ts")
     sig = world["signaling"][world["signaling"]["device_id"].isin(drivers)].sort_values("ts")
     sig = sig[sig["event"] != "handover"]  # handover records sit exactly at changes
@@ -134,21 +153,45 @@ def test_measurement_reports_are_consistent(world, cfg):
     assert (before["cell_id"] == before["cell_id_mr"]).mean() > 0.8
 
 
+def test_layered_network_and_the_operators_table(world, regular_world, cfg):
+    towers, antennas, sig = world["towers"], world["antennas"], world["signaling"]
+    n_sites = antennas["site_id"].nunique()
+    # every cell on its layer (cell id = site * 256 + 16 * layer + sector); the table holds the same cells
+    assert ((antennas["cell_id"] % 256) // 16 == antennas["layer"]).all()
+    assert set(antennas["layer"]) == {0, 1, 2} and towers["cell_id"].tolist() == antennas["cell_id"].tolist()
+    assert antennas.groupby("layer")["site_id"].nunique().tolist() == [
+        round(layer.site_share * n_sites) for layer in cfg.layer_list]
+    assert antennas.drop_duplicates("site_id")["overshoot"].sum() == round(cfg.overshoot_site_share * n_sites)
+    # the table is wrong about exactly the configured share of site positions and cell azimuths
+    moved = (towers["lon"] != antennas["lon"]) | (towers["lat"] != antennas["lat"])
+    assert towers.loc[moved, "site_id"].nunique() == round(cfg.table_position_error_share * n_sites)
+    turned = (towers["azimuth_deg"] - antennas["azimuth_deg"]).abs() > 1e-9
+    assert turned.sum() == round(cfg.table_azimuth_error_share * len(towers))
+    # idle records (periodic updates) come from the preferred capacity layer more often than connected ones
+    layer = (sig["cell_id"] % 256) // 16
+    assert layer.nunique() == 3
+    by_event = layer.eq(2).groupby(sig["event"]).mean()
+    assert by_event["periodic"] > by_event["handover"]
+    # the regular network: one layer, the operator's table is the truth
+    rt, ra = regular_world["towers"], regular_world["antennas"]
+    assert set(ra["layer"]) == {0} and (rt["lon"] == ra["lon"]).all() and (rt["azimuth_deg"] == ra["azimuth_deg"]).all()
+
+
 def test_radio_rebuild_matches_signaling(world, grid_net, cfg):
     """MR rebuilds driver traces from public tables; they must equal the ones behind the records."""
-    model = RadioModel(world["towers"], grid_net.crs, cfg, SEED)
+    model = RadioModel(world["antennas"], grid_net.crs, cfg, SEED)
     truth = world["truth_links"]
     dd = build_device_days(grid_net, world["gps"], truth[truth["kind"] == "driver"].head(2), cfg, SEED, kinds=("driver",))
     sig = world["signaling"]
     for d in dd:
         trace = device_radio(model, d, cfg, SEED)
+        _, _, cells = device_records(model, d, trace, cfg, SEED)
         rec = sig[sig["device_id"] == d.device_id]
-        t = (rec["ts"] - pd.Timestamp(cfg.start_date, tz="UTC")).dt.total_seconds().to_numpy()
-        assert np.array_equal(model.cell_id[trace.serving_at(t)], rec["cell_id"].to_numpy())
+        assert np.array_equal(model.cell_id[cells], rec["cell_id"].to_numpy())
 
 
 def test_a3_produces_handovers_and_pingpongs(world, grid_net, cfg):
-    model = RadioModel(world["towers"], grid_net.crs, cfg, SEED)
+    model = RadioModel(world["antennas"], grid_net.crs, cfg, SEED)
     truth = world["truth_links"]
     n_ho, n_pp = 0, 0
     for d in build_device_days(grid_net, world["gps"], truth[truth["kind"] == "driver"], cfg, SEED, kinds=("driver",)):
@@ -159,6 +202,18 @@ def test_a3_produces_handovers_and_pingpongs(world, grid_net, cfg):
     assert n_ho > 50 and 0 < n_pp < 0.5 * n_ho
 
 
+def radio_stub(cell_layer, priorities=(0,), **cfg) -> SimpleNamespace:
+    """What the mobility rules read of a RadioModel: its config, each cell's layer and the layers' priorities."""
+    return SimpleNamespace(cfg=SimulationConfig(**cfg), cell_layer=np.asarray(cell_layer),
+                           layer_priority=np.asarray(priorities), n_layers=len(priorities))
+
+
+def a3_serving(t, cells, rsrp, hysteresis_db, time_to_trigger_s):
+    model = radio_stub(np.zeros(int(cells.max()) + 1, dtype=int), a3_hysteresis_db=hysteresis_db,
+                       a3_time_to_trigger_ms=time_to_trigger_s * 1000.0)
+    return connected_serving(model, t, cells, rsrp)
+
+
 def test_a3_rule_on_two_cells():
     t = np.arange(0.0, 30.0)
     cells = np.tile([0, 1], (len(t), 1))
@@ -167,6 +222,23 @@ def test_a3_rule_on_two_cells():
     assert cc.tolist() == [0, 1] and ct[1] == 11.0  # condition at t=10 and t=11 spans the TTT
     ct, cc = a3_serving(t, cells, rsrp, hysteresis_db=6.0, time_to_trigger_s=0.48)
     assert cc.tolist() == [0]  # 5 dB better never beats a 6 dB hysteresis
+
+
+def test_idle_camps_by_layer_priority_and_connected_moves_between_layers():
+    # cell 0 on the low-priority coverage layer, strong; cell 1 on the high-priority capacity layer, weaker
+    t = np.arange(0.0, 40.0)
+    cells = np.tile([0, 1], (len(t), 1))
+    capacity = np.where(t < 20, -104.0, -118.0)  # good enough, then below every threshold
+    rsrp = np.column_stack([np.full(len(t), -80.0), capacity])
+    model = radio_stub([0, 1], priorities=(2, 6))
+    ct, cc = idle_serving(model, t, cells, rsrp)
+    # idle: camps on the capacity layer although the coverage cell is 24 dB stronger, leaves when it fails
+    assert cc[0] == 1 and cc.tolist() == [1, 0] and 20.0 <= ct[1] <= 22.0
+    # connected from the coverage cell: A4 moves it up while the capacity cell is above -105 dBm
+    ct, cc = connected_serving(model, t, cells, rsrp, start=0)
+    assert cc.tolist() == [0, 1, 0]
+    # and A5 brings it back once its cell is below threshold 1 (-112 dBm) with the coverage cell above threshold 2
+    assert ct[2] >= 20.0
 
 
 @settings(max_examples=40, deadline=None)
@@ -218,3 +290,17 @@ def test_config_errors_are_clear():
         SimulationConfig(shift_start_hour=(10.0, 16.0), shift_hours=(8.0, 11.0))
     with pytest.raises(ValueError, match="decoy_mix"):
         SimulationConfig(decoy_mix={"alien": 1.0})
+
+
+def test_scenario_reaches_the_simulation_config():
+    from ml.config import stage_config
+
+    regular = stage_config("simulation", "ci", scenario="regular")
+    assert regular.layers == () and regular.mobility == "single_trace" and regular.n_taxis == 6  # sizes kept
+    assert len(regular.layer_list) == 1 and regular.layer_list[0].carrier_ghz == regular.carrier_ghz
+    assert stage_config("simulation", "ci").mobility == "idle_connected"
+    assert stage_config("simulation", "ci", scenario="regular", shadowing_sigma_db=9.0).shadowing_sigma_db == 9.0
+    with pytest.raises(ValueError, match="unknown scenario 'flat'"):
+        stage_config("simulation", "ci", scenario="flat")
+    with pytest.raises(ValueError, match="layer names must be unique"):
+        SimulationConfig(layers=[{"name": "A", "carrier_ghz": 1.8, "n_subcarriers": 1200}] * 2)

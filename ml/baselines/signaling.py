@@ -51,6 +51,11 @@ class IndustrialHMMConfig(HandmadeObservationConfig):
     # nearest edges kept per observation; more (32, 64) lets the route wander (val RMSE +5/+10 m)
     max_candidates: int = 12
     max_speed_mps: float = 35.0
+    # Jump filter, as industrial pipelines drop a cell that is out of place (an overshooting cell, a wrong
+    # position in the tower table): a record whose position is farther from both its neighbours than
+    # outlier_speed_mps * dt + outlier_slack_factor * sigma is dropped (and counted). None: off.
+    outlier_speed_mps: float | None = None
+    outlier_slack_factor: float = 2.0
 
 
 def mitigate_pingpong(t: np.ndarray, site: np.ndarray, window_s: float, max_passes: int = 5) -> np.ndarray:
@@ -69,6 +74,21 @@ def mitigate_pingpong(t: np.ndarray, site: np.ndarray, window_s: float, max_pass
             break
         keep[idx[1:-1][mid]] = False
     return keep
+
+
+def jump_outliers(t: np.ndarray, xy: np.ndarray, speed_mps: float, slack_m: float) -> np.ndarray:
+    """Boolean mask of records out of place: farther from both the previous and the next record than a phone
+    could travel at ``speed_mps`` in the time between them plus ``slack_m`` (the cells' own size). The first
+    and last records, with one neighbour, are never flagged (which of the two is wrong cannot be told)."""
+    n = len(t)
+    out = np.zeros(n, dtype=bool)
+    if n < 3:
+        return out
+    d = np.hypot(*np.diff(xy, axis=0).T)
+    reach = speed_mps * np.diff(t) + slack_m
+    far = d > reach  # record i -> i + 1 impossible
+    out[1:-1] = far[:-1] & far[1:]
+    return out
 
 
 def site_observations(
@@ -106,6 +126,7 @@ class WindowObservations:
     cell: np.ndarray | None = None
     left: np.ndarray | None = None
     group: np.ndarray | None = None
+    n_outliers: int = 0  # records dropped by the jump filter (IndustrialHMMConfig.outlier_speed_mps)
 
     def log_emission(self, point_idx: np.ndarray, cand_xy: np.ndarray) -> np.ndarray:
         """``(P, K)`` log emission of the candidates ``cand_xy (P, K, 2)`` of observations ``point_idx``."""
@@ -136,7 +157,8 @@ def observe_records(
     handover pair; default the hand-made model: coverage centres, handovers on the boundary),
     taken before ping-pong removal: an A-B-A ping-pong still says the device is near the A/B
     boundary. ``positions`` replaces them (the ``oracle_records`` bound: the true positions).
-    Ping-pong records are then dropped and either every record is kept (same-time records
+    Ping-pong records are then dropped, then records out of place (:func:`jump_outliers`, with
+    ``outlier_speed_mps``; counted in ``n_outliers``), and either every record is kept (same-time records
     averaged) or runs of a site are collapsed (``collapse_runs``). With the hand-made model the
     HMM's emission is a Gaussian on the distance to the observation; with another model
     (``model.name != "handmade"``) it is the sum of the model's log-likelihoods of the
@@ -151,6 +173,11 @@ def observe_records(
         return WindowObservations(np.zeros(0), np.zeros((0, 2)), sigma)
     keep = mitigate_pingpong(t, site, cfg.pingpong_window_s)
     t, site, pos, cell, left = t[keep], site[keep], pos[keep], cell[keep], left[keep]
+    n_outliers = 0
+    if cfg.outlier_speed_mps is not None:
+        bad = jump_outliers(t, pos, cfg.outlier_speed_mps, cfg.outlier_slack_factor * sigma)
+        n_outliers = int(bad.sum())
+        t, site, pos, cell, left = t[~bad], site[~bad], pos[~bad], cell[~bad], left[~bad]
     if cfg.collapse_runs:
         if not handmade:
             raise ValueError("collapse_runs needs the hand-made observation model (a collapsed run has no single key)")
@@ -159,12 +186,12 @@ def observe_records(
         run = np.cumsum(start) - 1
         cnt = np.bincount(run)
         run_xy = np.column_stack([np.bincount(run, weights=pos[:, k]) / cnt for k in (0, 1)])
-        return WindowObservations(*site_observations(t, site, run_xy[run], cfg.stay_s), sigma)
+        return WindowObservations(*site_observations(t, site, run_xy[run], cfg.stay_s), sigma, n_outliers=n_outliers)
     obs_t, obs_xy = collapse_same_time(t, pos)
     if handmade:
-        return WindowObservations(obs_t, obs_xy, sigma)
+        return WindowObservations(obs_t, obs_xy, sigma, n_outliers=n_outliers)
     group = np.searchsorted(obs_t, t)
-    return WindowObservations(obs_t, obs_xy, sigma, model, cell, left, group)
+    return WindowObservations(obs_t, obs_xy, sigma, model, cell, left, group, n_outliers)
 
 
 def cell_observations(
@@ -194,6 +221,19 @@ def window_observations(ctx: SampleContext, cfg: IndustrialHMMConfig | None = No
     cfg = cfg or IndustrialHMMConfig()
     obs = observe_records(*_records(ctx), ctx.towers_xy, cfg)
     return obs.t, obs.xy, obs.sigma_m
+
+
+def outlier_record_count(contexts, cfg: IndustrialHMMConfig | None = None) -> tuple[int, int]:
+    """``(records dropped by the jump filter, records)`` of the industrial pipeline over ``contexts`` (after
+    ping-pong removal, as the pipeline runs): what the evaluation reports beside its errors."""
+    cfg = cfg or IndustrialHMMConfig()
+    dropped = total = 0
+    for ctx in contexts:
+        rec = _records(ctx)
+        total += len(rec[0])
+        if cfg.outlier_speed_mps is not None and len(rec[0]):
+            dropped += observe_records(*rec, ctx.towers_xy, cfg).n_outliers
+    return dropped, total
 
 
 def hmm_pipeline(ctx: SampleContext, obs: WindowObservations, cfg: IndustrialHMMConfig) -> np.ndarray:

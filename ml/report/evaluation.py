@@ -106,6 +106,14 @@ def build_evaluation_report(city: str, contexts: Sequence[SampleContext], predic
         figures["robustness"] = robustness_figure(rob, out_dir / "robustness.png")
         notes.append(f"Robustness: {len(mr_ctxs)} windows x {cfg.robustness_seeds} seeds per drop rate; "
                      f"{int((rob['error'] != '').sum())} method runs failed and are shown as gaps.")
+    if "industrial_hmm" in summaries.get("signaling", {}):
+        from ml.baselines.signaling import IndustrialHMMConfig, outlier_record_count
+
+        dropped, total = outlier_record_count(contexts)
+        evaluation["industrial_hmm_outlier_records"] = {"dropped": dropped, "records": total,
+                                                        "outlier_speed_mps": IndustrialHMMConfig().outlier_speed_mps}
+        if dropped:
+            notes.append(f"industrial_hmm dropped {dropped} of {total} records as out of place (jump filter).")
     failed = {f"{t}/{m}": s["n_failed"] for t, ms in summaries.items() for m, s in ms.items() if s["n_failed"]}
     if failed:
         notes.append(f"Windows with no output (scored as missing): {failed}")

@@ -91,7 +91,8 @@ class SimulationConfig(BaseModel):
     beamwidth_deg: float = Field(65.0, gt=10, lt=180)
     front_to_back_db: float = Field(25.0, ge=10, le=40)
     ue_height_m: float = 1.5
-    shadowing_sigma_db: float = Field(7.0, ge=0, le=12)
+    shadowing_sigma_db: float = Field(10.0, ge=0, le=12, description="3GPP TR 36.942 macro cells: 10 dB (the "
+                                      "regular network: 7)")
     shadowing_decorrelation_m: float = Field(50.0, gt=5)
     shadowing_site_correlation: float = Field(0.5, ge=0, le=1, description="shadowing shared by all sites (cancels in handover decisions)")
     measurement_noise_db: float = Field(2.0, ge=0, le=8, description="L3-filtered fast-fading residual per measurement")
@@ -104,16 +105,19 @@ class SimulationConfig(BaseModel):
     vertical_beamwidth_deg: float = Field(10.0, gt=1, lt=60, description="theta_3dB of the vertical pattern")
     vertical_sidelobe_db: float = Field(30.0, ge=5, le=40, description="SLA_V of the vertical pattern")
     downtilt_deg: tuple[float, float] = Field((4.0, 10.0), description="electrical + mechanical downtilt range")
-    overshoot_site_share: float = Field(0.08, ge=0, le=0.5, description="share of sites on tall masts with "
+    overshoot_site_share: float = Field(0.15, ge=0, le=0.5, description="share of sites on tall masts with "
                                         "little downtilt: their cells serve far beyond their neighbours")
-    overshoot_height_m: tuple[float, float] = (45.0, 75.0)
-    overshoot_downtilt_deg: tuple[float, float] = (0.0, 2.0)
-    overshoot_power_db: float = Field(3.0, ge=0, le=10, description="extra power of the overshooting sites' cells")
+    overshoot_height_m: tuple[float, float] = (50.0, 80.0)
+    overshoot_downtilt_deg: tuple[float, float] = (0.0, 1.0)
+    overshoot_power_db: float = Field(6.0, ge=0, le=10, description="extra gain of the overshooting sites' cells "
+                                      "(power, and the clearer path of a mast above the roofs)")
 
     # ------------------------------------------------------------------ the operator's tower table
-    table_position_error_share: float = Field(0.06, ge=0, le=0.5, description="share of sites whose recorded "
+    table_position_error_share: float = Field(0.12, ge=0, le=0.5, description="share of sites whose recorded "
                                               "position is not where the antennas stand")
-    table_position_error_m: tuple[float, float] = Field((200.0, 1500.0), description="range of those errors")
+    table_position_error_isd: tuple[float, float] = Field(
+        (1.5, 5.0), description="range of those errors in local inter-site distances (a cell booked at a "
+                                "neighbouring site, a moved site never updated): the error grows with the spacing")
     table_azimuth_error_share: float = Field(0.08, ge=0, le=0.5, description="share of cells whose recorded "
                                              "azimuth is wrong (swapped or rotated sectors)")
     table_azimuth_error_deg: tuple[float, float] = (40.0, 180.0)
@@ -188,7 +192,7 @@ class SimulationConfig(BaseModel):
         for name in ("shift_hours", "shift_start_hour", "site_height_m", "tx_power_dbm", "trip_distance_m",
                      "stop_s", "break_minutes", "speed_factor", "red_light_s", "decoy_active_hours",
                      "decoy_start_hour", "driver_extra_hours", "red_light_probability", "downtilt_deg",
-                     "overshoot_height_m", "overshoot_downtilt_deg", "table_position_error_m",
+                     "overshoot_height_m", "overshoot_downtilt_deg", "table_position_error_isd",
                      "table_azimuth_error_deg"):
             lo, hi = getattr(self, name)
             if lo > hi:
@@ -226,8 +230,7 @@ class SimulationConfig(BaseModel):
 DEFAULT_LAYERS: tuple[LayerConfig, ...] = (
     LayerConfig(name="L800", carrier_ghz=0.8, n_subcarriers=600, site_share=0.7, idle_priority=2),
     LayerConfig(name="L1800", carrier_ghz=1.8, n_subcarriers=1200, site_share=1.0, idle_priority=4),
-    LayerConfig(name="L2600", carrier_ghz=2.6, n_subcarriers=1200, site_share=0.5, dense_sites_first=True,
-                idle_priority=6),
+    LayerConfig(name="L2600", carrier_ghz=2.6, n_subcarriers=1200, site_share=0.4, idle_priority=6),
 )
 #: an NR layer a city config may add (``[simulation] layers``): n78 on the densest third of the sites
 NR_LAYER = LayerConfig(name="NR3500", carrier_ghz=3.5, n_subcarriers=3276, site_share=0.35, dense_sites_first=True,
@@ -237,6 +240,7 @@ NR_LAYER = LayerConfig(name="NR3500", carrier_ghz=3.5, n_subcarriers=3276, site_
 # record from one A3 trace, a correct tower table and no per-phone losses.
 REGULAR_NETWORK: dict = {
     "layers": (),
+    "shadowing_sigma_db": 7.0,
     "vertical_pattern": False,
     "overshoot_site_share": 0.0,
     "table_position_error_share": 0.0,

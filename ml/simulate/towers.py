@@ -70,6 +70,14 @@ def place_sites(net: RoadNetwork, cfg: SimulationConfig, rng: np.random.Generato
     return arr
 
 
+def _exact_share(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
+    """A random subset of exactly ``round(share * n)`` of ``n`` items (a Bernoulli draw per item would leave a
+    small city's few sites with none, or twice the share, by chance)."""
+    out = np.zeros(n, dtype=bool)
+    out[rng.permutation(n)[: int(round(share * n))]] = True
+    return out
+
+
 def simulate_towers(net: RoadNetwork, cfg: SimulationConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The network: ``(towers, antennas)``. ``antennas`` is what the radio simulates (hidden truth: where every
     cell's antenna really stands and points, its layer, downtilt, overshooting mast); ``towers`` is the operator's
@@ -97,7 +105,7 @@ def simulate_towers(net: RoadNetwork, cfg: SimulationConfig, seed: int) -> tuple
                + rng.normal(0.0, cfg.azimuth_jitter_deg / 3.0, n * SECTORS)) % 360.0
     # draws of the layered network come from their own stream: the regular network's draws stay as they were
     lrng = np.random.default_rng([seed, 102])
-    overshoot = lrng.random(n) < cfg.overshoot_site_share
+    overshoot = _exact_share(lrng, n, cfg.overshoot_site_share)
     height = np.where(overshoot, lrng.uniform(*cfg.overshoot_height_m, n), height)
     power = power + np.where(overshoot, cfg.overshoot_power_db, 0.0)
     density_rank = np.argsort(np.argsort(road_density_isd(net, cfg, xy), kind="stable"), kind="stable")  # 0: densest
@@ -136,21 +144,27 @@ def operator_table(antennas: pd.DataFrame, net: RoadNetwork, cfg: SimulationConf
     """The operator's tower table (contract ``towers``): the antennas as the operator's database records them.
 
     A share of the sites is recorded away from where the antennas stand (every cell of the site, by a distance
-    drawn from ``table_position_error_m`` in a random direction) and a share of the cells with a wrong azimuth
+    of ``table_position_error_isd`` local inter-site distances in a random direction) and a share of the cells with a wrong azimuth
     (rotated by ``table_azimuth_error_deg`` either way): the errors field studies of operator databases report
     (sources in docs/results/simulate.md).
     """
     rng = np.random.default_rng([seed, 103])
     sites = np.unique(antennas["site_id"].to_numpy(np.int64))
-    moved = rng.random(len(sites)) < cfg.table_position_error_share
-    dist = rng.uniform(*cfg.table_position_error_m, len(sites))
+    moved = _exact_share(rng, len(sites), cfg.table_position_error_share)
+    si = np.searchsorted(sites, antennas["site_id"].to_numpy(np.int64))
+    xy = net.projection.to_xy(antennas["lon"].to_numpy(), antennas["lat"].to_numpy())
+    site_xy = np.zeros((len(sites), 2))
+    site_xy[si] = xy
+    dist = rng.uniform(*cfg.table_position_error_isd, len(sites)) * road_density_isd(net, cfg, site_xy)
     ang = rng.uniform(0.0, 2 * np.pi, len(sites))
     shift = np.where(moved[:, None], dist[:, None] * np.column_stack([np.cos(ang), np.sin(ang)]), 0.0)
-    si = np.searchsorted(sites, antennas["site_id"].to_numpy(np.int64))
-    xy = net.projection.to_xy(antennas["lon"].to_numpy(), antennas["lat"].to_numpy()) + shift[si]
-    lonlat = net.projection.to_lonlat(xy) if moved.any() else antennas[["lon", "lat"]].to_numpy()
+    xy = xy + shift[si]
+    lonlat = antennas[["lon", "lat"]].to_numpy().copy()
+    rows = moved[si]
+    if rows.any():  # only the moved sites go through the projection (the others keep their exact coordinates)
+        lonlat[rows] = net.projection.to_lonlat(xy[rows])
     n = len(antennas)
-    wrong = rng.random(n) < cfg.table_azimuth_error_share
+    wrong = _exact_share(rng, n, cfg.table_azimuth_error_share)
     turn = rng.uniform(*cfg.table_azimuth_error_deg, n) * rng.choice([-1.0, 1.0], n)
     azimuth = (antennas["azimuth_deg"].to_numpy() + np.where(wrong, turn, 0.0)) % 360.0
     return make_table("towers", {
