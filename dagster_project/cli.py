@@ -207,8 +207,9 @@ def _reconstruct_ray(args: argparse.Namespace, signaling: Path, uri: str, root: 
         return 2
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(res.failures_by_reason.items()))
     print(f"wrote {res.out_dir}: {res.n_windows} windows ({res.n_failed} failed{f' [{reasons}]' if reasons else ''}, "
-          f"{res.n_fallback} fallback_mar), {res.n_rows} rows in {res.n_buckets} buckets ({res.n_buckets_run} run now, "
-          f"the others done before); {res.seconds:.1f} s with {res.num_workers} worker(s) "
+          f"{res.n_fallback} fallback_mar), {res.n_rows} rows in {res.n_buckets} buckets"
+          f"{'' if res.n_buckets_run == res.n_buckets else f' ({res.n_buckets_run} run now, the others done before)'}; "
+          f"{res.seconds:.1f} s with {res.num_workers} worker(s) "
           f"({res.windows_per_s:.2f} windows/s, peak RSS per worker {res.peak_rss_mb_per_worker:.0f} MiB)")
     return 0 if res.n_failed == 0 else 1
 

@@ -144,6 +144,10 @@ def test_sig2gps_reconstructs_an_operator_day_without_copying_anything(tiny_day,
     assert cli.main(["reconstruct", "--operator-day", str(out), "--city", "gridville", "--out", str(tmp_path / "x"),
                      "--method", "industrial_hmm"]) == 2
     assert "leave out --city" in capsys.readouterr().err
+    # the unit of work is a typed setting: a value breaking its rule is named, before any work
+    assert cli.main(["reconstruct", "--operator-day", str(out), "--method", "industrial_hmm", "--profile", "ci",
+                     "--out", str(tmp_path / "y"), "--records-per-bucket", "5"]) == 2
+    assert "records_per_bucket" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def _published(out: Path) -> list[Path]:
