@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
             shutil.rmtree(out, ignore_errors=True)
+            # what is measured so far survives an interrupted run
+            write_result(args.out_name, {"day": str(args.day), "complete": False, "sizes": rows})
     growth = {}
     for n in workers:
         r = [x for x in rows if x["workers"] == n]
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(fmm), flush=True)
     measured = {x["phones"] for x in rows}
     result = {
-        "day": str(args.day), "city": manifest["city"], "phones_in_day": manifest["devices"],
+        "day": str(args.day), "complete": True, "city": manifest["city"], "phones_in_day": manifest["devices"],
         "records_per_phone": manifest["records_per_device"], "method": "industrial_hmm", "profile": args.profile,
         "window_s": samples.window_s, "eval_interval_s": samples.eval_interval_s,
         "records_per_bucket": batch.records_per_bucket, "sizes": rows, "growth_exponent_in_records": growth,
