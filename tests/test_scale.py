@@ -166,7 +166,8 @@ def test_a_killed_run_leaves_whole_buckets_and_a_rerun_completes_only_the_rest(t
     out = tmp_path / "traj"
     log = (tmp_path / "run.log").open("w")
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, str(root / "tests" / "batch_killed_run.py"), str(day), str(out)],
+    proc = subprocess.Popen([sys.executable, str(root / "tests" / "batch_killed_run.py"), str(day), str(out),
+                             "after-marker"],
                             cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -202,3 +203,43 @@ def test_a_killed_run_leaves_whole_buckets_and_a_rerun_completes_only_the_rest(t
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000_000))
     with pytest.raises(ValueError, match="signaling.*--overwrite"):
         reconstruct_dataset(signaling, out, "industrial_hmm", inputs, duration_s=300.0, eval_interval_s=15.0)
+
+
+@pytest.mark.slow  # a subprocess with its own Ray, one worker killed and restarted, then a local Ray (about 40 s)
+def test_a_killed_ray_worker_is_restarted_and_its_bucket_redone_whole(tiny_day, tmp_path):
+    """Deliverable 5 of issue 29, one Ray worker process killed (SIGKILL) while it holds a bucket: Ray Data restarts
+    the actor and runs the bucket again from the start; the run completes and equals an uninterrupted run."""
+    from ml.batch import operator_day_inputs, reconstruct_dataset
+
+    day, _ = tiny_day
+    out = tmp_path / "traj"
+    root = Path(__file__).resolve().parents[1]
+    with (tmp_path / "run.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, str(root / "tests" / "batch_killed_run.py"), str(day), str(out),
+                                 "worker"], cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            pids = Path(f"{out}.pids")
+            deadline = time.monotonic() + 240
+            while not (pids.is_dir() and list(pids.iterdir())):
+                assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no worker started a bucket in 240 s"
+                time.sleep(0.05)
+            victim = next(pids.iterdir())
+            os.kill(int(victim.name), signal.SIGKILL)  # the worker, in the middle of its first bucket
+            rc = proc.wait(timeout=240)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    text = (tmp_path / "run.log").read_text()
+    assert rc == 0, text[-3000:]
+    assert "buckets run 3 of 3" in text
+    assert len(list(pids.iterdir())) >= 2  # a second worker process took the killed one's place
+    inputs, signaling = operator_day_inputs(day)
+    ref = reconstruct_dataset(signaling, tmp_path / "uninterrupted", "industrial_hmm", inputs, duration_s=300.0,
+                              eval_interval_s=15.0, num_workers=1)
+    key = ["sample_id", "ts"]
+    got = pd.read_parquet(out).sort_values(key, ignore_index=True)
+    assert len(got) == ref.n_rows > 0
+    pd.testing.assert_frame_equal(got, pd.read_parquet(tmp_path / "uninterrupted").sort_values(key, ignore_index=True))
+    assert sorted(p.stem for p in (out / "_done").glob("*.json")) == ["shard-00000", "shard-00001", "shard-00002"]
