@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine, write_result  # noqa: E402
 
 GRID = {
-    "sector_shift_factor": (0.0, 0.25, 0.5),
-    "sigma_factor": (0.5, 0.75, 1.0),
+    "sector_shift_factor": (0.25, 0.5, 0.75),
+    "sigma_factor": (0.5, 0.75, 1.0, 1.5),
     "pingpong_window_s": (0.0, 30.0),
     "outlier_speed_mps": (None, 30.0, 60.0),
 }

@@ -283,6 +283,27 @@ def test_calibration_report(world, grid_net, cfg):
         assert lo < hi and rep[f"{key}_reference_source"]
     assert rep["handovers_per_km_method"] == "mr"
     assert 100 < rep["gps_to_serving_tower_median_m"] < 800
+    # the field-study statistics (arXiv 2109.02154) against the operator's table, and records per layer
+    rep = calibration_report(grid_net, world["towers"], world["gps"], world["signaling"], world["truth_links"],
+                             mr=world["mr"], antennas=world["antennas"])
+    shares = [rep["ring_0_share"], rep["ring_le1_share"], rep["ring_le2_share"], rep["ring_le3_share"]]
+    assert rep["nearest_site_share"] == rep["ring_0_share"] and shares == sorted(shares) and 0 < shares[0] < 1
+    assert rep["nearest_site_share_reference"] == [0.2, 0.45] and "2109.02154" in rep["ring_le2_share_reference_source"]
+    assert rep["gps_to_serving_site_over_spacing_median"] > 0
+    assert sum(rep["record_share_by_layer"].values()) == pytest.approx(1.0) and len(rep["record_share_by_layer"]) == 3
+    assert set(rep["record_share_by_layer_idle"]) <= {"layer0", "layer1", "layer2"}
+    assert rep["coverage_layer_record_share"] == rep["record_share_by_layer"]["layer0"]
+
+
+def test_site_ring_hops_on_a_grid_of_sites():
+    from ml.simulate.calibration import site_ring_hops
+
+    xy = np.array([[x, y] for y in range(5) for x in range(5)], dtype=float) * 400.0
+    xy += np.random.default_rng(0).normal(0, 5.0, xy.shape)  # no four points on a circle
+    hops = site_ring_hops(xy)
+    # interior sites (the hull's near-collinear points may get long sliver edges)
+    assert hops[12, 12] == 0 and hops[12, 13] == 1 and hops[6, 8] == 2 and hops[6, 16] == 2
+    assert (hops == hops.T).all() and hops[12].max() <= 3 and (hops[12] == 2).sum() >= 8
 
 
 def test_config_errors_are_clear():

@@ -99,7 +99,9 @@ def pair_devices(signaling: pd.DataFrame, towers: pd.DataFrame, gps: pd.DataFram
     exceeds the best by ``min_margin``; also the serving towers must spread (radius of gyration) at
     least ``min_spread_ratio`` of the taxi's spread over the same records, so a phone standing
     near a taxi's usual beat is not taken for its driver (``margin = runner_up / best - 1``, capped at 99). Devices
-    that fail are dropped (ambiguous or not in a taxi).
+    that fail are dropped (ambiguous or not in a taxi). (v) A taxi-day keeps one device, the one it matches best
+    (:func:`one_device_per_taxi`): a passenger who rode it, accepted because no other taxi came close, is not
+    its driver.
     """
     empty = make_table("pairs", {c: [] for c in ("device_id", "vehicle_id", "day", "overlap_h", "moving_h",
                                                    "mismatch_m", "margin")})
@@ -179,8 +181,15 @@ def pair_devices(signaling: pd.DataFrame, towers: pd.DataFrame, gps: pd.DataFram
     if not rows:
         return empty
     df = pd.DataFrame(rows)
-    return make_table("pairs", {c: df[c].to_numpy() for c in df.columns}).sort_values(
-        ["day", "device_id"], ignore_index=True)
+    return one_device_per_taxi(make_table("pairs", {c: df[c].to_numpy() for c in df.columns}))
+
+
+def one_device_per_taxi(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Rule (v) of :func:`pair_devices` on accepted pairs: each (taxi, day) keeps its lowest-mismatch device (ties
+    to the smaller device id); sorted by day and device."""
+    best = pairs.sort_values(["vehicle_id", "day", "mismatch_m", "device_id"], kind="stable")
+    best = best.drop_duplicates(["vehicle_id", "day"], keep="first")
+    return best.sort_values(["day", "device_id"], ignore_index=True)
 
 
 def pairing_quality(pairs: pd.DataFrame, truth_links: pd.DataFrame, signaling: pd.DataFrame | None = None) -> dict:

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from ml.pairing import PairingConfig, SampleConfig
-from ml.pairing.pairing import projection_for
+from ml.pairing.pairing import one_device_per_taxi, projection_for
 from ml.pairing.samples import assign_splits, cut_samples
 from ml.simulate.tables import make_table
 
@@ -134,7 +134,7 @@ def decide_pairs(scores: pd.DataFrame, cfg: PairingConfig) -> pd.DataFrame:
                                "day": days, "overlap_h": overlap[ok.to_numpy()] / 3600.0,
                                "moving_h": acc["moving_s"].to_numpy() / 3600.0, "mismatch_m": acc["score"].to_numpy(),
                                "margin": margin[ok.to_numpy()]})
-    return out.sort_values(["day", "device_id"], ignore_index=True)
+    return one_device_per_taxi(out)
 
 
 def pair_day(signaling_files: list[str], gps_files: list[str], towers: pd.DataFrame, cfg: PairingConfig,

@@ -102,7 +102,9 @@ def calibration_report(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame
     to the phone), ``ring_le{1,2,3}_share`` and ``ring_0_share`` (Delaunay hops from the nearest site to the
     serving site) and ``gps_to_serving_site_over_spacing_median`` (distance to the serving site over the median
     nearest-site distance). ``record_share_by_layer`` (layer index from the cell id, named from ``antennas``
-    when given) and ``coverage_layer_record_share`` (layer 0's share, the low band in the default network).
+    when given), the same for idle records (attach, periodic) and connected ones
+    (``record_share_by_layer_idle`` / ``_connected``) and ``coverage_layer_record_share`` (layer 0's share, the
+    low band in the default network).
     """
     proj = net.projection
     epoch = np.datetime64("1970-01-01", "D")
@@ -199,6 +201,12 @@ def calibration_report(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame
         names = {int(li): f"layer{int(li)}" for li in np.unique(antennas["layer"])}
     shares = pd.Series(layer).value_counts(normalize=True).sort_index()
     out["record_share_by_layer"] = {names.get(int(k), f"layer{int(k)}"): float(v) for k, v in shares.items()}
+    if "event" in sig.columns and len(shares) > 1:  # idle records (attach, periodic) against connected ones
+        idle = sig["event"].isin(["attach", "periodic"]).to_numpy()
+        for mode, m in (("idle", idle), ("connected", ~idle)):
+            by = pd.Series(layer[m]).value_counts(normalize=True).sort_index()
+            out[f"record_share_by_layer_{mode}"] = {names.get(int(k), f"layer{int(k)}"): float(v)
+                                                     for k, v in by.items()}
     if len(shares) > 1:
         out["coverage_layer_record_share"] = float(shares.get(0, 0.0))
     if mr is not None and len(mr):
