@@ -196,8 +196,9 @@ def test_jump_filter_drops_a_record_out_of_place_and_counts_it(grid_net):
 def test_industrial_pipeline_counts_the_records_it_drops(grid_net, contexts):
     ctx = next(c for c in contexts if len(c.records) >= 5)
     t, cell, site, event = _records(ctx)
-    off = IndustrialHMMConfig()
-    assert off.outlier_speed_mps is None and observe_records(t, cell, site, event, ctx.towers_xy, off).n_outliers == 0
+    assert IndustrialHMMConfig().outlier_speed_mps == 30.0  # on by default (chosen on val, issue 27)
+    off = IndustrialHMMConfig(outlier_speed_mps=None)
+    assert observe_records(t, cell, site, event, ctx.towers_xy, off).n_outliers == 0
     keep_all = observe_records(t, cell, site, event, ctx.towers_xy, IndustrialHMMConfig(pingpong_window_s=0.0))
     strict = IndustrialHMMConfig(outlier_speed_mps=0.0, outlier_slack_factor=0.0, pingpong_window_s=0.0)
     obs = observe_records(t, cell, site, event, ctx.towers_xy, strict)
