@@ -15,10 +15,10 @@ from bench.common import ROOT
 BENCHMARKS = ["roads", "simulate", "render", "render_floor", "industrial_hmm", "peers", "hre", "hre_paper", "sft_step", "sft",
               "sft_objective",
               "sampling_steps", "memory", "gdpo", "seq2seq", "seq2seq_prefix", "footprints", "video_prior",
-              "decode_evidence", "video_design"]
+              "decode_evidence", "video_design", "industrial_settings", "hre_tower_table"]
 # base_curve needs a training run (models/train_base.sh, models/train_base_footprints.sh); continuation, the demo
-# sft_checkpoint (`make demo`); footprints, video_prior, decode_evidence and video_design the demo cities'
-# materialised data (`make demo` and `make demo CITY=ringtown`). train_parity and predict_parity are not
+# sft_checkpoint (`make demo`); footprints, video_prior, decode_evidence, video_design, industrial_settings (all
+# four demo cities) and hre_tower_table the demo cities' materialised data (`make demo` and `make demo CITY=ringtown`). train_parity and predict_parity are not
 # benchmarks: they compare two checkouts' outputs after a refactoring (docs/results.md, issue 28)
 
 
