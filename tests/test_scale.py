@@ -151,8 +151,13 @@ def test_sig2gps_reconstructs_an_operator_day_without_copying_anything(tiny_day,
 
 
 def _published(out: Path) -> list[Path]:
-    """The output files a reader of ``out`` sees (pyarrow skips ``_``- and ``.``-prefixed entries)."""
-    return sorted(p for p in out.rglob("*.parquet") if not any(x.startswith(("_", ".")) for x in p.relative_to(out).parts))
+    """The output files a reader of ``out`` sees (pyarrow skips ``_``- and ``.``-prefixed entries). Hidden folders
+    are not entered: a killed run's last Ray process may still be removing its staging folder while this looks."""
+    found = []
+    for folder, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+        found += [Path(folder) / f for f in files if f.endswith(".parquet") and not f.startswith(("_", "."))]
+    return sorted(found)
 
 
 @pytest.mark.slow  # a killed subprocess with its own Ray, then two local Ray runs (about 40 s)
