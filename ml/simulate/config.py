@@ -226,8 +226,9 @@ class SimulationConfig(BaseModel):
 
 
 # The default network (sources in docs/results/simulate.md): a low-band coverage carrier on most sites, a mid-band
-# carrier on every site and a high-band capacity carrier on 40 % of them (chosen at random: a small city is all "dense",
-# and a capacity carrier on only some sites is what moves phones off their nearest site); idle phones prefer the high bands.
+# carrier on every site and a high-band capacity carrier on 40 % of them (chosen at random: a small city is all
+# "dense", and a capacity carrier on only some sites is what moves phones off their nearest site); idle phones
+# prefer the high bands.
 DEFAULT_LAYERS: tuple[LayerConfig, ...] = (
     LayerConfig(name="L800", carrier_ghz=0.8, n_subcarriers=600, site_share=0.7, idle_priority=2),
     LayerConfig(name="L1800", carrier_ghz=1.8, n_subcarriers=1200, site_share=1.0, idle_priority=4),

@@ -181,7 +181,8 @@ class RadioModel:
         return cells, rsrp
 
 
-def _sustained(cond: np.ndarray, tb: np.ndarray, carry_start: float | None, hold_s: float) -> tuple[np.ndarray, np.ndarray]:
+def _sustained(cond: np.ndarray, tb: np.ndarray, carry_start: float | None,
+               hold_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Samples where ``cond`` has held, without a break, for at least ``hold_s`` (and over at least two samples:
     one sample cannot prove a condition lasted); also each sample's run start (``carry_start``: the start of a
     run that began in the previous block)."""

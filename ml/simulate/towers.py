@@ -144,9 +144,9 @@ def operator_table(antennas: pd.DataFrame, net: RoadNetwork, cfg: SimulationConf
     """The operator's tower table (contract ``towers``): the antennas as the operator's database records them.
 
     A share of the sites is recorded away from where the antennas stand (every cell of the site, by a distance
-    of ``table_position_error_isd`` local inter-site distances in a random direction) and a share of the cells with a wrong azimuth
-    (rotated by ``table_azimuth_error_deg`` either way): the errors field studies of operator databases report
-    (sources in docs/results/simulate.md).
+    of ``table_position_error_isd`` local inter-site distances in a random direction) and a share of the cells with a
+    wrong azimuth (rotated by ``table_azimuth_error_deg`` either way): the errors field studies of operator databases
+    report (sources in docs/results/simulate.md).
     """
     rng = np.random.default_rng([seed, 103])
     sites = np.unique(antennas["site_id"].to_numpy(np.int64))
