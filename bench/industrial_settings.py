@@ -47,18 +47,15 @@ def city_val(city: str, profile: str):
 
 
 def score(contexts, cfg) -> dict:
-    import numpy as np
-
-    from ml.baselines.signaling import _records, industrial_hmm, observe_records
+    from ml.baselines.signaling import industrial_hmm, outlier_record_count
     from ml.evaluation import score_run, summarise
     from ml.evaluation.methods import run_method
 
     run = run_method("industrial_hmm", "signaling", lambda ctx: industrial_hmm(ctx, cfg), contexts)
     s = summarise(score_run(run, contexts))
-    outliers = sum(observe_records(*_records(c), c.towers_xy, cfg).n_outliers for c in contexts)
-    records = int(np.sum([len(c.records) for c in contexts]))
+    outliers, records = outlier_record_count(contexts, cfg)
     return {"median_error_m": s["median_error_m"], "n": s["n"], "n_failed": s["n_failed"],
-            "outlier_records": int(outliers), "records": records}
+            "outlier_records": outliers, "records": records}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -285,7 +285,7 @@ def test_calibration_report(world, grid_net, cfg):
     assert 100 < rep["gps_to_serving_tower_median_m"] < 800
     # the field-study statistics (arXiv 2109.02154) against the operator's table, and records per layer
     rep = calibration_report(grid_net, world["towers"], world["gps"], world["signaling"], world["truth_links"],
-                             mr=world["mr"], antennas=world["antennas"])
+                             mr=world["mr"])
     shares = [rep["ring_0_share"], rep["ring_le1_share"], rep["ring_le2_share"], rep["ring_le3_share"]]
     assert rep["nearest_site_share"] == rep["ring_0_share"] and shares == sorted(shares) and 0 < shares[0] < 1
     assert rep["nearest_site_share_reference"] == [0.2, 0.45] and "2109.02154" in rep["ring_le2_share_reference_source"]

@@ -191,8 +191,7 @@ def measurement_reports(context: dg.AssetExecutionContext, paths: PathsResource,
 
         calib = calibration_report(cc.net, towers, read_table(cc.paths.table("gps"), "gps"),
                                    read_table(cc.paths.table("signaling"), "signaling"),
-                                   pd.read_parquet(cc.paths.truth_links), mr=mr,
-                                   antennas=pd.read_parquet(cc.paths.antennas) if cc.paths.antennas.is_file() else None)
+                                   pd.read_parquet(cc.paths.truth_links), mr=mr)
         write_json_atomic(calib, cc.paths.outputs / "calibration.json")
         meta.update({f"calibration.{k}": v for k, v in flat_metadata(calib).items() if not k.endswith("_source")})
         meta["calibration"] = dg.MetadataValue.path(str(cc.paths.outputs / "calibration.json"))

@@ -7,6 +7,7 @@ Each takes a :class:`ml.observation.context.SampleContext` and return projected 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,7 +227,7 @@ def window_observations(ctx: SampleContext, cfg: IndustrialHMMConfig | None = No
     return obs.t, obs.xy, obs.sigma_m
 
 
-def outlier_record_count(contexts, cfg: IndustrialHMMConfig | None = None) -> tuple[int, int]:
+def outlier_record_count(contexts: Sequence[SampleContext], cfg: IndustrialHMMConfig | None = None) -> tuple[int, int]:
     """``(records dropped by the jump filter, records)`` of the industrial pipeline over ``contexts`` (after
     ping-pong removal, as the pipeline runs): what the evaluation reports beside its errors."""
     cfg = cfg or IndustrialHMMConfig()

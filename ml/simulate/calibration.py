@@ -85,7 +85,7 @@ def site_ring_hops(site_xy: np.ndarray) -> np.ndarray:
 def calibration_report(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame, signaling: pd.DataFrame,
                        truth_links: pd.DataFrame, pingpong_window_s: float = 10.0,
                        mr: pd.DataFrame | None = None, samples: pd.DataFrame | None = None,
-                       sample_truth: pd.DataFrame | None = None, antennas: pd.DataFrame | None = None) -> dict:
+                       sample_truth: pd.DataFrame | None = None) -> dict:
     """Flat dict of simulator statistics, each with ``<key>_reference`` ([low, high]) and
     ``<key>_reference_source`` (citation), plus ``<key>_in_range`` flags.
 
@@ -101,8 +101,7 @@ def calibration_report(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame
     drivers' records inside their GPS coverage: ``nearest_site_share`` (the serving site is the site nearest
     to the phone), ``ring_le{1,2,3}_share`` and ``ring_0_share`` (Delaunay hops from the nearest site to the
     serving site) and ``gps_to_serving_site_over_spacing_median`` (distance to the serving site over the median
-    nearest-site distance). ``record_share_by_layer`` (layer index from the cell id, named from ``antennas``
-    when given), the same for idle records (attach, periodic) and connected ones
+    nearest-site distance). ``record_share_by_layer`` (``layer<k>``, the layer index read from the cell id), the same for idle records (attach, periodic) and connected ones
     (``record_share_by_layer_idle`` / ``_connected``) and ``coverage_layer_record_share`` (layer 0's share, the
     low band in the default network).
     """
@@ -195,20 +194,19 @@ def calibration_report(net: RoadNetwork, towers: pd.DataFrame, gps: pd.DataFrame
         spacing = float(np.median(inter_site_distances(site_xy)))
         out["gps_to_serving_site_over_spacing_median"] = float(np.median(np.hypot(*(pos - site_xy[serving_site]).T))
                                                                / spacing)
-    layer = (cell % 256) // 16
-    names = {}
-    if antennas is not None and "layer" in antennas.columns:
-        names = {int(li): f"layer{int(li)}" for li in np.unique(antennas["layer"])}
-    shares = pd.Series(layer).value_counts(normalize=True).sort_index()
-    out["record_share_by_layer"] = {names.get(int(k), f"layer{int(k)}"): float(v) for k, v in shares.items()}
-    if "event" in sig.columns and len(shares) > 1:  # idle records (attach, periodic) against connected ones
+    layer = (cell % 256) // 16  # cell id = site * 256 + 16 * layer + sector
+
+    def by_layer(m: np.ndarray) -> dict[str, float]:
+        shares = pd.Series(layer[m]).value_counts(normalize=True).sort_index()
+        return {f"layer{int(k)}": float(v) for k, v in shares.items()}
+
+    out["record_share_by_layer"] = by_layer(np.ones(len(layer), dtype=bool))
+    n_layers = len(out["record_share_by_layer"])
+    if "event" in sig.columns and n_layers > 1:  # idle records (attach, periodic) against connected ones
         idle = sig["event"].isin(["attach", "periodic"]).to_numpy()
-        for mode, m in (("idle", idle), ("connected", ~idle)):
-            by = pd.Series(layer[m]).value_counts(normalize=True).sort_index()
-            out[f"record_share_by_layer_{mode}"] = {names.get(int(k), f"layer{int(k)}"): float(v)
-                                                     for k, v in by.items()}
-    if len(shares) > 1:
-        out["coverage_layer_record_share"] = float(shares.get(0, 0.0))
+        out["record_share_by_layer_idle"], out["record_share_by_layer_connected"] = by_layer(idle), by_layer(~idle)
+    if n_layers > 1:
+        out["coverage_layer_record_share"] = out["record_share_by_layer"].get("layer0", 0.0)
     if mr is not None and len(mr):
         serving = mr.drop_duplicates(["device_id", "ts"], keep="first")  # serving is the first row per instant
         n_ho, km = 0, 0.0

@@ -237,11 +237,9 @@ def device_records(model: RadioModel, dd: DeviceDay, trace: RadioTrace, cfg: Sim
     starts, reach = starts[order], np.maximum.accumulate(ends[order])
     if cfg.mobility == "single_trace":
         ho_t = trace.change_t[1:]
-        ho_cell = trace.change_cell[1:]
         k = np.searchsorted(starts, ho_t, side="right") - 1
         connected = (k >= 0) & (ho_t <= reach[np.clip(k, 0, None)]) if len(starts) else np.zeros(len(ho_t), bool)
-        ho_t, ho_cell = ho_t[connected], ho_cell[connected]
-        conn_t, conn_cell = np.zeros(0), np.zeros(0, dtype=np.int64)
+        ho_t = ho_t[connected]
     else:
         ho_t, ho_cell, conn_t, conn_cell = _connected_stretches(model, trace, starts, reach)
     times = np.concatenate([[a], periodic, data, calls, sms, ho_t])
